@@ -1,0 +1,219 @@
+"""DANv2: the deep alternating network with dual-path conditional blocks.
+
+State-dict compatible with the authors' released DANv2 checkpoints (Luo et al., TPAMI 2021,
+arXiv 2105.06878). Module names follow the paper: DPCB (dual-path conditional block), DPCG
+(a group of DPCBs), Restorer, Estimator. The network only computes; devices, I/O and checkpoint
+handling live elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["DPCB", "DPCG", "RestorerV2", "EstimatorV2", "DANv2"]
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int | None = None) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride, k // 2 if padding is None else padding)
+
+
+class DPCB(nn.Module):
+    """Dual-path conditional block.
+
+    Parameters
+    ----------
+    nf1 : int
+        Channels of the main (image) path ``x0``.
+    nf2 : int
+        Channels of the conditioning path ``x1``.
+    k1, k2 : int
+        Convolution sizes of the two paths.
+    """
+
+    def __init__(self, nf1: int, nf2: int, k1: int, k2: int):
+        super().__init__()
+        self.body1 = nn.Sequential(
+            _conv(nf1, nf1, k1), nn.LeakyReLU(0.2, inplace=True), _conv(nf1, nf1, k1)
+        )
+        self.body2 = nn.Sequential(
+            _conv(nf2, nf1, k2), nn.LeakyReLU(0.2, inplace=True), _conv(nf1, nf1, k2)
+        )
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.body2(x1)
+        return x0 + self.body1(x0) * c, x1 + c
+
+
+class DPCG(nn.Module):
+    """A group of ``nb`` DPCBs with a group skip.
+
+    The released code updates the feature list in place, so its "skip" adds the group's own output
+    to itself: the group returns ``2 * out`` on both paths instead of ``input + out``. The released
+    weights were trained that way; ``quirk=True`` (default) reproduces it, ``quirk=False`` gives the
+    residual the paper describes.
+    """
+
+    def __init__(self, nf1: int, nf2: int, k1: int, k2: int, nb: int, quirk: bool = True):
+        super().__init__()
+        self.body = nn.ModuleList(DPCB(nf1, nf2, k1, k2) for _ in range(nb))
+        self.quirk = quirk
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y0, y1 = x0, x1
+        for block in self.body:
+            y0, y1 = block(y0, y1)
+        if self.quirk:
+            return 2 * y0, 2 * y1
+        return x0 + y0, x1 + y1
+
+
+def make_upsampler(nf: int, out_nc: int, scale: int) -> nn.Sequential:
+    """Sub-pixel upsampler: x4 as two x2 stages, x2/x3 in one stage, then a conv to ``out_nc``."""
+    if scale == 4:
+        layers: list[nn.Module] = [
+            _conv(nf, 4 * nf, 3), nn.PixelShuffle(2), _conv(nf, 4 * nf, 3), nn.PixelShuffle(2)
+        ]
+    elif scale in (2, 3):
+        layers = [_conv(nf, scale * scale * nf, 3), nn.PixelShuffle(scale)]
+    else:
+        raise ValueError(f"scale must be 2, 3 or 4, got {scale}")
+    layers.append(_conv(nf, out_nc, 3))
+    return nn.Sequential(*layers)
+
+
+class RestorerV2(nn.Module):
+    """Super-resolves an LR image given a kernel code.
+
+    Parameters
+    ----------
+    in_nc : int
+        Image channels (1 or 3).
+    nf : int
+        Feature channels.
+    nb : int
+        DPCBs per group.
+    ng : int
+        Number of groups.
+    scale : int
+        Upscaling factor (2, 3 or 4).
+    code_len : int
+        Length of the kernel code (PCA dimension).
+    """
+
+    def __init__(self, in_nc: int = 3, nf: int = 64, nb: int = 10, ng: int = 5, scale: int = 4,
+                 code_len: int = 10):
+        super().__init__()
+        self.head1 = _conv(in_nc, nf, 3)
+        self.head2 = _conv(code_len, nf, 1)
+        self.body = nn.ModuleList(DPCG(nf, nf, 3, 1, nb) for _ in range(ng))
+        self.fusion = _conv(nf, nf, 3)
+        self.upscale = make_upsampler(nf, in_nc, scale)
+
+    def forward(self, lr: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        f = self.head1(lr)
+        # the code enters as a 1x1 map and is broadcast, never expanded to H x W
+        c = self.head2(code.reshape(code.shape[0], code.shape[1], 1, 1))
+        for group in self.body:
+            f, c = group(f, c)
+        return self.upscale(self.fusion(f))
+
+
+class EstimatorV2(nn.Module):
+    """Estimates the blur kernel from the LR image and the current SR image.
+
+    Returns the kernel itself, flattened (B, k*k), as a softmax (non-negative, sums to one).
+    The released code always builds it with ``nf=64`` and 5 blocks.
+    """
+
+    def __init__(self, in_nc: int = 3, nf: int = 64, nb: int = 5, scale: int = 4,
+                 kernel_size: int = 21):
+        super().__init__()
+        h = nf // 2
+        self.head_LR = nn.Sequential(_conv(in_nc, h, 5))
+        self.head_HR = nn.Sequential(_conv(in_nc, h, 4 * scale + 1, scale, 2 * scale))
+        self.body = DPCG(h, h, 3, 3, nb)
+        self.tail = nn.Sequential(
+            _conv(h, nf, 3), nn.AdaptiveAvgPool2d(1), _conv(nf, kernel_size**2, 1), nn.Softmax(1)
+        )
+
+    def forward(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        f_lr = self.head_LR(lr)
+        f_hr = self.head_HR(sr)
+        # the HR map can be one pixel larger when the SR size is not s * LR size
+        f_hr = f_hr[..., : f_lr.shape[-2], : f_lr.shape[-1]]
+        f, _ = self.body(f_lr, f_hr)
+        return self.tail(f).flatten(1)
+
+
+class DANv2(nn.Module):
+    """The unrolled alternating optimisation: Restorer and Estimator, ``loop`` times.
+
+    Parameters
+    ----------
+    in_nc, nf, nb, ng, scale, code_len, kernel_size : int
+        Architecture (see :class:`RestorerV2`); ``kernel_size`` is the estimated kernel's side.
+    loop : int
+        Number of unrolled iterations (4 in the released models).
+    est_nf, est_nb : int
+        Estimator width and depth (64 and 5 in the released code).
+
+    ``forward(lr)`` returns ``(sr, kernel)``: the last iteration's SR image (unclamped) and kernel
+    (B, k, k). ``forward_all(lr)`` returns every iteration's SR, kernel and code.
+    """
+
+    version = 2
+
+    def __init__(self, in_nc: int = 3, nf: int = 64, nb: int = 10, ng: int = 5, scale: int = 4,
+                 code_len: int = 10, kernel_size: int = 21, loop: int = 4, est_nf: int = 64,
+                 est_nb: int = 5):
+        super().__init__()
+        self.in_nc, self.scale, self.loop = in_nc, scale, loop
+        self.kernel_size, self.code_len = kernel_size, code_len
+        self.Restorer = RestorerV2(in_nc, nf, nb, ng, scale, code_len)
+        self.Estimator = EstimatorV2(in_nc, est_nf, est_nb, scale, kernel_size)
+        self.register_buffer("encoder", torch.zeros(1, kernel_size**2, code_len))
+        dirac = torch.zeros(1, kernel_size, kernel_size)
+        dirac[:, kernel_size // 2, kernel_size // 2] = 1
+        self.register_buffer("init_kernel", dirac)
+        self.register_buffer("init_ker_map", torch.zeros(1, code_len))
+        # mean of the kernel distribution behind the PCA basis; not part of the released layout
+        self.register_buffer("kernel_mean", torch.zeros(kernel_size, kernel_size), persistent=False)
+
+    def set_pca(self, encoder: torch.Tensor) -> None:
+        """Install a PCA projection (k*k, L) and the Dirac's code derived from it."""
+        enc = torch.as_tensor(encoder, dtype=self.encoder.dtype).reshape(self.encoder.shape)
+        self.encoder.copy_(enc)
+        self.init_ker_map.copy_(self.encode(self.init_kernel))
+
+    def encode(self, kernel: torch.Tensor) -> torch.Tensor:
+        """Kernel (B, k, k) or (B, k*k) -> code (B, L); no mean subtraction, as released."""
+        return kernel.reshape(kernel.shape[0], -1).to(self.encoder.dtype) @ self.encoder[0]
+
+    def restore(self, lr: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return self.Restorer(lr, code)
+
+    def estimate(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """Kernel (B, k, k) from the current SR and the LR image."""
+        k = self.Estimator(sr, lr)
+        return k.reshape(k.shape[0], self.kernel_size, self.kernel_size)
+
+    def initial_code(self, batch: int) -> torch.Tensor:
+        return self.init_ker_map.expand(batch, -1)
+
+    def forward_all(self, lr: torch.Tensor, code: torch.Tensor | None = None):
+        """Every iteration: lists of SR (B,C,sH,sW), kernel (B,k,k) and code (B,L)."""
+        code = self.initial_code(lr.shape[0]) if code is None else code
+        srs, kernels, codes = [], [], []
+        for _ in range(self.loop):
+            sr = self.restore(lr, code.detach())
+            kernel = self.estimate(sr.detach(), lr)
+            code = self.encode(kernel)
+            srs.append(sr)
+            kernels.append(kernel)
+            codes.append(code)
+        return srs, kernels, codes
+
+    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        srs, kernels, _ = self.forward_all(lr)
+        return srs[-1], kernels[-1]

@@ -1,0 +1,254 @@
+"""Blur kernels (PSFs): Gaussian kernels, the PCA basis, projection and statistics.
+
+One place for every kernel computation: the training degradations, the engine's user-supplied
+PSFs, the widget's text and the CLI's summaries all use these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = [
+    "gaussian_kernel",
+    "random_gaussian_kernels",
+    "pca_basis",
+    "default_kernel_mean",
+    "decode_code",
+    "project_kernel",
+    "fit_kernel_size",
+    "kernel_stats",
+    "KernelStats",
+    "FWHM_PER_SIGMA",
+]
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548...
+
+
+def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None,
+                    theta: float = 0.0) -> np.ndarray:
+    """A normalised Gaussian kernel on a ``size`` x ``size`` grid centred on the middle pixel.
+
+    Parameters
+    ----------
+    size : int
+        Odd side length.
+    sigma_x, sigma_y : float
+        Standard deviations (pixels) along the kernel's own axes; ``sigma_y`` defaults to ``sigma_x``.
+    theta : float
+        Rotation of the x axis, radians, counter-clockwise in (x, y) image coordinates.
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"kernel size must be odd and positive, got {size}")
+    sigma_y = sigma_x if sigma_y is None else sigma_y
+    if sigma_x <= 0 or sigma_y <= 0:
+        raise ValueError("sigmas must be positive")
+    c, s = math.cos(theta), math.sin(theta)
+    rot = np.array([[c, -s], [s, c]])
+    cov = rot @ np.diag([sigma_x**2, sigma_y**2]) @ rot.T
+    inv = np.linalg.inv(cov)
+    r = np.arange(size) - size // 2
+    xx, yy = np.meshgrid(r, r)
+    q = inv[0, 0] * xx * xx + 2 * inv[0, 1] * xx * yy + inv[1, 1] * yy * yy
+    k = np.exp(-0.5 * q)
+    return (k / k.sum()).astype(np.float32)
+
+
+def random_gaussian_kernels(n: int, size: int, *, setting: int = 1,
+                            sigma_range: tuple[float, float] | None = None,
+                            rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``n`` kernels from the training distribution of dan-facts.md.
+
+    Setting 1: isotropic, sigma ~ U(0.2, 4.0). Setting 2: anisotropic, sigma_x, sigma_y ~ U(0.6, 5),
+    angle ~ U(-pi, pi), multiplicative noise U(0, 0.25) on the kernel, renormalised.
+
+    Returns
+    -------
+    kernels : (n, size, size) float32
+    params : (n, 3) float32 columns sigma_x, sigma_y, theta
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    if setting == 1:
+        lo, hi = sigma_range or (0.2, 4.0)
+        sx = rng.uniform(lo, hi, n)
+        sy, th = sx.copy(), np.zeros(n)
+    elif setting == 2:
+        lo, hi = sigma_range or (0.6, 5.0)
+        sx, sy = rng.uniform(lo, hi, n), rng.uniform(lo, hi, n)
+        th = rng.uniform(-math.pi, math.pi, n)
+    else:
+        raise ValueError(f"setting must be 1 or 2, got {setting}")
+    ks = np.stack([gaussian_kernel(size, a, b, t) for a, b, t in zip(sx, sy, th, strict=True)])
+    if setting == 2:
+        ks = ks * (1 + rng.uniform(0, 0.25, ks.shape))
+        ks /= ks.sum(axis=(1, 2), keepdims=True)
+    return ks.astype(np.float32), np.stack([sx, sy, th], 1).astype(np.float32)
+
+
+def pca_basis(kernels: np.ndarray, code_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA projection matrix (k*k, L) and mean kernel (k, k) from sampled kernels (n, k, k).
+
+    Mean-centred SVD; the first ``code_len`` principal directions become the columns. Codes are
+    later computed without subtracting the mean, as in the released models; the mean is kept to
+    reconstruct kernels from codes and to measure projection errors.
+    """
+    x = kernels.reshape(kernels.shape[0], -1).astype(np.float64)
+    mean = x.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    size = kernels.shape[-1]
+    return vt[:code_len].T.astype(np.float32).copy(), mean.reshape(size, size).astype(np.float32)
+
+
+def default_kernel_mean(size: int, setting: int | None = None, n: int = 4000) -> np.ndarray:
+    """Mean kernel of the released training distribution for a kernel size (21: setting 1,
+    11 or 31: setting 2), sampled with a fixed seed. Used for checkpoints that carry no mean."""
+    if setting is None:
+        setting = 1 if size == 21 else 2
+    ks, _ = random_gaussian_kernels(n, size, setting=setting, rng=np.random.default_rng(1234))
+    return ks.mean(0).astype(np.float32)
+
+
+def decode_code(code: np.ndarray, basis: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The kernel a code stands for: ``mean + P (code - P^T mean)``, clipped at 0, sums to 1."""
+    basis = np.asarray(basis, dtype=np.float64)
+    m = np.asarray(mean, dtype=np.float64).reshape(-1)
+    v = m + basis @ (np.asarray(code, dtype=np.float64) - basis.T @ m)
+    v = np.clip(v, 0, None)
+    size = int(round(math.sqrt(basis.shape[0])))
+    return (v / max(v.sum(), 1e-12)).reshape(size, size).astype(np.float32)
+
+
+def fit_kernel_size(kernel: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Centre-crop or zero-pad a 2D kernel to ``size`` x ``size``, normalised to sum 1.
+
+    Returns the kernel and the fraction of its mass lost by cropping.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+        raise ValueError(f"a kernel must be a 2D array with odd sides, got shape {k.shape}")
+    if not np.all(np.isfinite(k)):
+        raise ValueError("the kernel contains NaN or Inf")
+    k = np.clip(k, 0, None)
+    total = k.sum()
+    if total <= 0:
+        raise ValueError("the kernel has no positive values")
+    k = k / total
+    out = np.zeros((size, size))
+    h, w = k.shape
+    # overlap of the two centred windows
+    ch, cw = min(h, size), min(w, size)
+    out[(size - ch) // 2:(size - ch) // 2 + ch, (size - cw) // 2:(size - cw) // 2 + cw] = \
+        k[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+    kept = out.sum()
+    return (out / kept).astype(np.float32), float(1 - kept)
+
+
+def project_kernel(kernel: np.ndarray, basis: np.ndarray,
+                   mean: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Project a kernel onto a PCA basis (k*k, L) with mean kernel (k, k).
+
+    The kernel is first fitted to the basis' size (see :func:`fit_kernel_size`).
+
+    Returns
+    -------
+    code : (L,) float32, ``kernel.flatten() @ basis`` (no mean subtraction, as the networks use)
+    reconstruction : (k, k) float32, the kernel the code stands for (:func:`decode_code`)
+    rel_error : float, ``||kernel - reconstruction|| / ||kernel||``, or the fraction of the
+        kernel's mass lost by cropping it to the basis' size if that is larger
+    """
+    basis = np.asarray(basis, dtype=np.float64)
+    size = int(round(math.sqrt(basis.shape[0])))
+    k, lost = fit_kernel_size(kernel, size)
+    v = k.reshape(-1).astype(np.float64)
+    code = v @ basis
+    rec = decode_code(code, basis, mean).reshape(-1).astype(np.float64)
+    err = float(np.linalg.norm(v - rec) / max(np.linalg.norm(v), 1e-12))
+    return code.astype(np.float32), rec.reshape(size, size).astype(np.float32), max(err, lost)
+
+
+@dataclass
+class KernelStats:
+    """Second-moment description of a kernel (PSF).
+
+    ``sigma_major``/``sigma_minor`` are the standard deviations along the principal axes (pixels of
+    the grid the kernel lives on); ``angle`` is the major axis' angle in degrees from the x axis,
+    counter-clockwise with y pointing down the rows; FWHM = 2.3548 sigma (exact for Gaussians).
+    ``sigma_x``/``sigma_y`` are the marginal standard deviations along columns and rows.
+    With a ``pixel_size`` the ``*_physical`` fields hold the same widths in that unit.
+    """
+
+    centroid_y: float
+    centroid_x: float
+    cov_yy: float
+    cov_xx: float
+    cov_xy: float
+    sigma_x: float
+    sigma_y: float
+    sigma_major: float
+    sigma_minor: float
+    angle: float
+    fwhm_major: float
+    fwhm_minor: float
+    fwhm: float
+    anisotropy: float
+    pixel_size: float | None = None
+    unit: str | None = None
+    fwhm_physical: float | None = None
+    fwhm_major_physical: float | None = None
+    fwhm_minor_physical: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line for people: FWHM in pixels (and physical units) and anisotropy."""
+        s = f"FWHM {self.fwhm:.2f} px (major {self.fwhm_major:.2f}, minor {self.fwhm_minor:.2f})"
+        if self.fwhm_physical is not None:
+            s += f" = {self.fwhm_physical:.4g} {self.unit or ''}".rstrip()
+        s += f", anisotropy {self.anisotropy:.2f}, angle {self.angle:.0f} deg"
+        return s
+
+
+def kernel_stats(kernel: np.ndarray, pixel_size: float | None = None,
+                 unit: str | None = None) -> KernelStats:
+    """Centroid, covariance, principal sigmas, angle and FWHM of a 2D kernel.
+
+    Negative values are ignored (clipped); the kernel is normalised first. ``pixel_size`` is the
+    size of one pixel of the kernel's grid (for an estimated kernel: the HR pixel).
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2:
+        raise ValueError(f"kernel must be 2D, got shape {k.shape}")
+    k = np.clip(np.nan_to_num(k), 0, None)
+    total = k.sum()
+    if total <= 0:
+        raise ValueError("kernel has no positive mass")
+    k = k / total
+    yy, xx = np.mgrid[0:k.shape[0], 0:k.shape[1]].astype(np.float64)
+    cy, cx = float((k * yy).sum()), float((k * xx).sum())
+    dy, dx = yy - cy, xx - cx
+    cyy, cxx, cxy = float((k * dy * dy).sum()), float((k * dx * dx).sum()), float((k * dx * dy).sum())
+    evals, evecs = np.linalg.eigh(np.array([[cxx, cxy], [cxy, cyy]]))
+    evals = np.clip(evals, 0, None)
+    smin, smaj = math.sqrt(evals[0]), math.sqrt(evals[1])
+    vx, vy = evecs[0, 1], evecs[1, 1]
+    angle = math.degrees(math.atan2(vy, vx))
+    angle = (angle + 90.0) % 180.0 - 90.0  # an axis, not a direction: fold into [-90, 90)
+    if smaj - smin < 1e-6 * max(smaj, 1e-12):
+        angle = 0.0
+    fwhm_major, fwhm_minor = FWHM_PER_SIGMA * smaj, FWHM_PER_SIGMA * smin
+    fwhm = FWHM_PER_SIGMA * math.sqrt(smaj * smin)  # geometric mean: the width of a round PSF
+    st = KernelStats(
+        centroid_y=cy, centroid_x=cx, cov_yy=cyy, cov_xx=cxx, cov_xy=cxy,
+        sigma_x=math.sqrt(cxx), sigma_y=math.sqrt(cyy), sigma_major=smaj, sigma_minor=smin,
+        angle=angle, fwhm_major=fwhm_major, fwhm_minor=fwhm_minor, fwhm=fwhm,
+        anisotropy=smaj / smin if smin > 0 else float("inf"),
+    )
+    if pixel_size is not None:
+        st.pixel_size, st.unit = float(pixel_size), unit
+        st.fwhm_physical = fwhm * pixel_size
+        st.fwhm_major_physical = fwhm_major * pixel_size
+        st.fwhm_minor_physical = fwhm_minor * pixel_size
+    return st

@@ -1,0 +1,63 @@
+"""The bundled models: checkpoints in our format shipped inside the package."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from ..errors import UnknownModelError
+from .checkpoint import DanModel, load_checkpoint
+
+__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "list_models", "load_model", "bundled_path"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "dan-x4-rgb"
+
+
+def _bundled() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(WEIGHTS_DIR.glob("*.pt"))}
+
+
+@lru_cache(maxsize=32)
+def _header(path: Path, mtime: float) -> dict:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    hp = obj["hyperparameters"]
+    info = obj.get("info", {})
+    return {"name": path.stem, "architecture": obj["architecture"], "scale": int(hp["scale"]),
+            "in_channels": int(hp["in_nc"]), "kernel_size": int(hp["kernel_size"]),
+            "iterations": int(hp["loop"]), "description": info.get("description", ""),
+            "metrics": info.get("metrics", {}), "path": str(path)}
+
+
+def list_models() -> list[dict]:
+    """The bundled models: name, architecture, scale, in_channels, kernel_size, iterations,
+    description, metrics and path, one dict each, sorted by name."""
+    return [_header(p, p.stat().st_mtime) for p in _bundled().values()]
+
+
+def bundled_path(name: str) -> Path:
+    models = _bundled()
+    if name not in models:
+        avail = ", ".join(models) or "(none bundled)"
+        raise UnknownModelError(f"unknown model {name!r}; bundled models: {avail}; "
+                                "or pass the path of a checkpoint file")
+    return models[name]
+
+
+def load_model(name_or_path: str | os.PathLike | DanModel = DEFAULT_MODEL) -> DanModel:
+    """A bundled model by name (see :func:`list_models`) or a checkpoint file (ours, or the
+    authors' DANv1/DANv2 release). Returns a :class:`DanModel` in eval mode on the CPU."""
+    if isinstance(name_or_path, DanModel):
+        return name_or_path
+    s = os.fspath(name_or_path)
+    if s in _bundled():
+        model = load_checkpoint(_bundled()[s], name=s)
+        model.source = f"bundled:{s}"
+        return model
+    p = Path(s).expanduser()
+    if p.suffix or os.sep in s or p.exists():
+        return load_checkpoint(p)
+    return load_checkpoint(bundled_path(s))  # raises UnknownModelError listing the models
