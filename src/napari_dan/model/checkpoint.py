@@ -26,6 +26,7 @@ from .danv2 import DANv2
 from .kernels import default_kernel_mean
 
 __all__ = ["DanModel", "load_checkpoint", "save_checkpoint", "build_network", "infer_hyperparameters",
+           "create_model",
            "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "napari-dan"
@@ -289,3 +290,34 @@ def save_checkpoint(path: str | os.PathLike, network: nn.Module, info: dict | No
     torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
+
+
+def create_model(architecture: str = "DANv2", *, name: str = "untrained", setting: int = 1,
+                 pca_samples: int = 30000, seed: int = 0, info: dict | None = None,
+                 **hp: int) -> DanModel:
+    """A freshly initialised model with its PCA basis built from the training kernel distribution.
+
+    ``hp`` are the hyperparameters (in_nc, nf, nb, ng, scale, code_len, kernel_size, loop, est_nf,
+    est_nb); missing ones take the released defaults. ``setting`` 1 (isotropic) or 2
+    (anisotropic) chooses the kernel distribution of the PCA basis (dan-facts.md).
+    """
+    from .kernels import pca_basis, random_gaussian_kernels
+
+    defaults = {"in_nc": 3, "nf": 64, "nb": 10, "ng": 5, "scale": 4, "code_len": 10,
+                "kernel_size": 21, "loop": 4, "est_nf": 64, "est_nb": 5}
+    if architecture == "DANv1":
+        defaults.update(nb=40)
+        defaults.pop("ng")
+    params = {**defaults, **hp}
+    torch.manual_seed(seed)
+    net = build_network(architecture, params)
+    ks, _ = random_gaussian_kernels(pca_samples, params["kernel_size"], setting=setting,
+                                    rng=np.random.default_rng(seed))
+    basis, mean = pca_basis(ks, params["code_len"])
+    with torch.no_grad():
+        net.set_pca(torch.from_numpy(basis))
+        net.kernel_mean.copy_(torch.from_numpy(mean))
+    net.eval()
+    return DanModel(name=name, network=net, architecture=architecture, hyperparameters=params,
+                    info={"description": "randomly initialised (untrained)", "pca_setting": setting,
+                          **(info or {})}, source="created")
