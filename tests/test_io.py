@@ -1,0 +1,206 @@
+"""TIFF reading/writing block by block with metadata (napari_dan.io)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_dan.errors import InputError
+from napari_dan.io import (
+    BlockLayout,
+    StackWriter,
+    iter_blocks,
+    open_tiff,
+    partial_path,
+    read_kernels,
+    read_metadata,
+    read_tiff,
+    scaled_metadata,
+    write_kernels,
+    write_tiff,
+)
+from napari_dan.io import tiff as tiffmod
+
+
+def _upsample_file(src, dst, s=2, channel_axis=None):
+    """Write a nearest-neighbour x s copy of ``src`` block by block (stands in for the engine)."""
+    with open_tiff(src) as st:
+        lay = st.layout(channel_axis)
+        with StackWriter(dst, scaled_metadata(st.meta, s), lay.scaled(s)) as w:
+            y, x = lay.block_axes.index("Y"), lay.block_axes.index("X")
+            for i, b in iter_blocks(st, lay):
+                w.write_block(i, b.repeat(s, axis=y).repeat(s, axis=x))
+            w.commit()
+
+
+def _nearest(a, axes, s):
+    return a.repeat(s, axis=axes.index("Y")).repeat(s, axis=axes.index("X"))
+
+
+def test_imagej_hyperstack_metadata_scaled(tmp_path, rng):
+    data = rng.integers(0, 4000, (2, 3, 2, 16, 20), dtype=np.uint16)
+    src = tmp_path / "hyper.tif"
+    tifffile.imwrite(src, data, imagej=True, resolution=(1 / 0.2, 1 / 0.25),
+                     metadata={"axes": "TZCYX", "spacing": 0.5, "unit": "um", "finterval": 3.0,
+                               "Ranges": (0, 100, 0, 200), "Info": "from test"})
+    meta = read_metadata(src)
+    assert meta.kind == "imagej" and meta.axes == "TZCYX"
+    assert meta.pixel_size["X"] == pytest.approx(0.2)
+    assert meta.pixel_size["Y"] == pytest.approx(0.25)
+    assert meta.pixel_size["Z"] == 0.5 and meta.pixel_size["T"] == 3.0 and meta.unit == "µm"
+
+    dst = tmp_path / "out.tif"
+    _upsample_file(src, dst, s=2)
+    out, om = read_tiff(dst)
+    np.testing.assert_array_equal(out, _nearest(data, "TZCYX", 2))
+    assert om.kind == "imagej" and om.axes == "TZCYX"
+    assert om.pixel_size["X"] == pytest.approx(0.1) and om.pixel_size["Y"] == pytest.approx(0.125)
+    assert om.pixel_size["Z"] == 0.5 and om.pixel_size["T"] == 3.0 and om.unit == "µm"
+    with tifffile.TiffFile(dst) as tif:
+        ij = tif.imagej_metadata
+        assert ij["Info"] == "from test" and tuple(ij["Ranges"]) == (0, 100, 0, 200)
+        assert (ij["frames"], ij["slices"], ij["channels"]) == (2, 3, 2)
+
+
+def test_ome_channel_names_and_physical_size(tmp_path, rng):
+    data = rng.integers(0, 255, (3, 4, 12, 10), dtype=np.uint8)
+    src = tmp_path / "x.ome.tif"
+    tifffile.imwrite(src, data, ome=True, metadata={
+        "axes": "CZYX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1, "PhysicalSizeZ": 0.3,
+        "Channel": {"Name": ["DAPI", "GFP", "RFP"]}})
+    meta = read_metadata(src)
+    assert meta.kind == "ome" and meta.axes == "CZYX"
+    assert meta.channel_names == ["DAPI", "GFP", "RFP"]
+    dst = tmp_path / "y.ome.tif"
+    _upsample_file(src, dst, s=3)
+    out, om = read_tiff(dst)
+    np.testing.assert_array_equal(out, _nearest(data, "CZYX", 3))
+    assert om.channel_names == ["DAPI", "GFP", "RFP"] and om.axes == "CZYX"
+    assert om.pixel_size["X"] == pytest.approx(0.1 / 3) and om.pixel_size["Z"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("kind", ["rgb", "planar", "zlib-tiled", "bigendian"])
+def test_layouts_round_trip(tmp_path, rng, kind):
+    src = tmp_path / f"{kind}.tif"
+    if kind == "rgb":
+        data = rng.integers(0, 255, (3, 8, 9, 3), dtype=np.uint8)
+        tifffile.imwrite(src, data, photometric="rgb")
+    elif kind == "planar":
+        data = rng.integers(0, 255, (3, 8, 9), dtype=np.uint8)
+        tifffile.imwrite(src, data, photometric="rgb", planarconfig="separate")
+    elif kind == "zlib-tiled":
+        data = rng.integers(0, 60000, (4, 32, 48), dtype=np.uint16)
+        tifffile.imwrite(src, data, compression="zlib", tile=(16, 16),
+                         photometric="minisblack")
+    else:
+        data = rng.random((3, 8, 9)).astype(">f4")
+        tifffile.imwrite(src, data, byteorder=">", photometric="minisblack")
+    meta = read_metadata(src)
+    a, _ = read_tiff(src)
+    np.testing.assert_array_equal(a, data)
+    dst = tmp_path / "o.tif"
+    _upsample_file(src, dst)
+    out, om = read_tiff(dst)
+    np.testing.assert_array_equal(out, _nearest(data, meta.axes, 2))
+    assert om.photometric == meta.photometric and om.axes == meta.axes
+
+
+def test_block_layout_channels():
+    # TZCYX with the model taking the C axis: a block is C pages, consecutive only within (t, z)
+    lay = BlockLayout((2, 3, 2, 5, 6), "TZCYX", 2, channel_axis="C")
+    assert lay.n_blocks == 6 and lay.block_axes == "CYX" and lay.block_channel_axis == 0
+    assert lay.block_pages(0) == [0, 1] and lay.block_pages(4) == [8, 9]
+    # channel axis first: the pages of one block are strided
+    lay = BlockLayout((3, 4, 5, 6), "CZYX", 2, channel_axis=0)
+    assert lay.block_pages(1) == [1, 5, 9]
+    # RGB samples are the channel axis by default, and every other axis is looped over
+    lay = BlockLayout((4, 5, 6, 3), "ZYXS", 3)
+    assert lay.block_axes == "YXS" and lay.n_blocks == 4 and lay.block_pages(2) == [2]
+    with pytest.raises(InputError, match="Y axis"):
+        BlockLayout((4, 5, 6), "ZYX", 2, channel_axis=1)
+    with pytest.raises(InputError, match="out of range"):
+        BlockLayout((4, 5, 6), "ZYX", 2, channel_axis=5)
+    with pytest.raises(InputError, match="inside each TIFF page"):
+        BlockLayout((4, 5, 6, 3), "ZYXS", 3, channel_axis=0)
+
+
+def test_strided_channel_blocks_written_in_place(tmp_path, rng):
+    data = rng.integers(0, 255, (3, 4, 6, 5), dtype=np.uint8)
+    src = tmp_path / "c.tif"
+    tifffile.imwrite(src, data, photometric="minisblack", metadata={"axes": "CZYX"})
+    dst = tmp_path / "o.tif"
+    _upsample_file(src, dst, channel_axis="C")
+    out, _ = read_tiff(dst)
+    np.testing.assert_array_equal(out, _nearest(data, "CZYX", 2))
+
+
+def test_abort_leaves_no_file(tmp_path, rng):
+    src = tmp_path / "s.tif"
+    tifffile.imwrite(src, rng.integers(0, 9, (3, 8, 8), dtype=np.uint8), photometric="minisblack")
+    dst = tmp_path / "o.tif"
+    with open_tiff(src) as st:
+        lay = st.layout()
+        with pytest.raises(KeyboardInterrupt):
+            with StackWriter(dst, scaled_metadata(st.meta, 2), lay.scaled(2)) as w:
+                w.write_block(0, np.zeros(lay.scaled(2).block_shape, np.uint8))
+                assert partial_path(dst).exists()
+                raise KeyboardInterrupt
+    assert not dst.exists() and not partial_path(dst).exists()
+
+
+def test_corrupt_and_missing_files_named(tmp_path):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 20)
+    with pytest.raises(InputError, match="broken.tif"):
+        read_metadata(bad)
+    with pytest.raises(InputError, match="nothere.tif"):
+        read_metadata(tmp_path / "nothere.tif")
+    # a truncated contiguous file: metadata fine, data missing
+    good = tmp_path / "trunc.tif"
+    tifffile.imwrite(good, np.ones((4, 64, 64), np.uint16), photometric="minisblack")
+    raw = good.read_bytes()
+    good.write_bytes(raw[: len(raw) - 5000])
+    with pytest.raises(InputError, match="trunc.tif"):
+        read_tiff(good)
+
+
+def test_bigtiff_when_large(tmp_path, rng, monkeypatch):
+    monkeypatch.setattr(tiffmod, "BIGTIFF_LIMIT", 1000)
+    data = rng.integers(0, 255, (2, 16, 16), dtype=np.uint8)
+    src = tmp_path / "s.tif"
+    tifffile.imwrite(src, data, imagej=True, metadata={"axes": "ZYX", "spacing": 2.0})
+    dst = tmp_path / "o.tif"
+    _upsample_file(src, dst)
+    with tifffile.TiffFile(dst) as tif:
+        assert tif.is_bigtiff
+    out, om = read_tiff(dst)
+    np.testing.assert_array_equal(out, _nearest(data, "ZYX", 2))
+    assert om.pixel_size["Z"] == 2.0
+
+
+def test_kernels_with_json_description(tmp_path):
+    k = np.random.default_rng(1).random((3, 5, 5)).astype(np.float64)
+    info = {"mode": "per-plane", "stats": [{"fwhm": 1.5}] * 3}
+    p = write_kernels(tmp_path / "k.tif", k, info, pixel_size=0.05, unit="µm")
+    data, back = read_kernels(p)
+    assert data.dtype == np.float32 and data.shape == (3, 5, 5)
+    np.testing.assert_allclose(data, k.astype(np.float32))
+    assert back == info
+    assert not partial_path(p).exists()
+
+
+def test_write_tiff_guesses_rgb(tmp_path, rng):
+    img = rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    p = write_tiff(tmp_path / "rgb.tif", img)
+    back, meta = read_tiff(p)
+    np.testing.assert_array_equal(back, img)
+    assert meta.photometric == "rgb" and meta.axes.endswith("YXS")
+
+
+def test_shared_microscopy_metadata(shared_dir):
+    meta = read_metadata(shared_dir / "data/microscopy/Bead_Image1_crop.tif")
+    assert meta.axes == "ZYX" and meta.kind == "imagej"
+    assert meta.unit == "µm"  # stored by ImageJ as the escape sequence \u00B5m
+    assert meta.pixel_size["Z"] == pytest.approx(0.125)
+    assert 0.01 < meta.pixel_size["X"] < 0.05
