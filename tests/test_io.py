@@ -204,3 +204,37 @@ def test_shared_microscopy_metadata(shared_dir):
     assert meta.unit == "µm"  # stored by ImageJ as the escape sequence \u00B5m
     assert meta.pixel_size["Z"] == pytest.approx(0.125)
     assert 0.01 < meta.pixel_size["X"] < 0.05
+
+
+def test_tiff_array_indexing_matches_numpy(tmp_path, rng):
+    data = rng.integers(0, 999, (3, 4, 10, 12), dtype=np.uint16)
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, data, compression="zlib", photometric="minisblack",
+                     metadata={"axes": "TZYX"})
+    with open_tiff(src) as st:
+        arr = st.array()
+        assert arr.shape == data.shape and arr.dtype == data.dtype
+        for key in [(1, 2), (slice(None), 3), (..., 2, slice(1, 9, 2)), (2, slice(None, None, -1)),
+                    (0, 1, slice(8, 1, -3), 4), (-1,)]:
+            np.testing.assert_array_equal(arr[key], data[key], err_msg=str(key))
+        np.testing.assert_array_equal(np.asarray(arr), data)
+        with pytest.raises(IndexError):
+            arr[[0, 1]]
+
+
+def test_stack_writer_setitem_whole_pages(tmp_path, rng):
+    data = rng.integers(0, 255, (2, 3, 8, 8), dtype=np.uint8)
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, data, photometric="minisblack", metadata={"axes": "TZYX"})
+    with open_tiff(src) as st:
+        lay = st.layout()
+        with StackWriter(tmp_path / "o.tif", st.meta, lay) as w:
+            assert w.shape == data.shape and w.dtype == data.dtype
+            w[1] = data[1]
+            w[0, 2] = data[0, 2]
+            w[0, :2, ...] = data[0, :2]
+            with pytest.raises(IndexError, match="whole TIFF pages"):
+                w[0, 0, :4] = 0
+            w.commit()
+    back, _ = read_tiff(tmp_path / "o.tif")
+    np.testing.assert_array_equal(back, data)

@@ -4,6 +4,7 @@ from .tiff import (
     BIGTIFF_LIMIT,
     BlockLayout,
     StackWriter,
+    TiffArray,
     TiffMeta,
     TiffStack,
     iter_blocks,
@@ -18,6 +19,6 @@ from .tiff import (
     write_tiff,
 )
 
-__all__ = ["BIGTIFF_LIMIT", "BlockLayout", "StackWriter", "TiffMeta", "TiffStack", "iter_blocks",
-           "open_tiff", "partial_path", "read_kernels", "read_metadata", "read_tiff",
+__all__ = ["BIGTIFF_LIMIT", "BlockLayout", "StackWriter", "TiffArray", "TiffMeta", "TiffStack",
+           "iter_blocks", "open_tiff", "partial_path", "read_kernels", "read_metadata", "read_tiff",
            "scaled_metadata", "tiff_stem", "write_kernels", "write_tiff"]

@@ -28,9 +28,9 @@ import tifffile
 
 from ..errors import InputError
 
-__all__ = ["TiffMeta", "TiffStack", "BlockLayout", "StackWriter", "open_tiff", "read_metadata",
-           "read_tiff", "write_tiff", "write_kernels", "read_kernels", "scaled_metadata",
-           "partial_path", "tiff_stem", "iter_blocks", "BIGTIFF_LIMIT"]
+__all__ = ["TiffMeta", "TiffStack", "TiffArray", "BlockLayout", "StackWriter", "open_tiff",
+           "read_metadata", "read_tiff", "write_tiff", "write_kernels", "read_kernels",
+           "scaled_metadata", "partial_path", "tiff_stem", "iter_blocks", "BIGTIFF_LIMIT"]
 
 #: outputs larger than this (bytes) are written as BigTIFF; a classic TIFF cannot address 4 GiB
 BIGTIFF_LIMIT = 2**32 - 2**25
@@ -271,6 +271,10 @@ class TiffStack:
         out = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=0)
         return out.reshape(layout.block_shape)
 
+    def array(self) -> TiffArray:
+        """A lazy, read-only array view of the series (reads only the pages an index needs)."""
+        return TiffArray(self)
+
     def read(self) -> np.ndarray:
         """The whole series in memory (small files only)."""
         layout = self.layout()
@@ -293,6 +297,66 @@ class TiffStack:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _key_ranges(key, shape: tuple[int, ...]) -> tuple[list[range | int], tuple[int, ...]]:
+    """Normalise a numpy basic index to one ``int`` or ``range`` per axis (and the result shape)."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = next(j for j, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices ({len(key)}) for an array with {len(shape)} axes")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    parts: list[range | int] = []
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, slice):
+            parts.append(range(*k.indices(n)))
+        elif isinstance(k, (int, np.integer)):
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for an axis of size {n}")
+            parts.append(int(k) % n)
+        else:
+            raise IndexError(f"only integers and slices can index a TIFF stack, got {k!r}")
+    return parts, tuple(len(p) for p in parts if isinstance(p, range))
+
+
+class TiffArray:
+    """Read-only array view of a :class:`TiffStack` (``shape``, ``dtype``, ``ndim``, basic
+    indexing): indexing reads only the pages it needs, so it can stand in for a numpy array of a
+    file larger than memory (for ``super_resolve`` or ``dask.array.from_array``)."""
+
+    def __init__(self, stack: TiffStack):
+        self._stack = stack
+        self.shape = tuple(stack.meta.shape)
+        self.dtype = np.dtype(stack.meta.dtype).newbyteorder("=")
+        self.ndim = len(self.shape)
+        self._np = len(self.shape) - stack._page_ndim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        parts, out_shape = _key_ranges(key, self.shape)
+        outer, inner = parts[:self._np], parts[self._np:]
+        inner_key = tuple(slice(p.start, None if p.stop < 0 else p.stop, p.step)
+                          if isinstance(p, range) else p for p in inner)
+        outer_lists = [list(p) if isinstance(p, range) else [p] for p in outer]
+        page_shape = self.shape[self._np:] if self._np < len(self.shape) else ()
+        chunks = []
+        for idx in product(*outer_lists):
+            page = int(np.ravel_multi_index(idx, self.shape[:self._np])) if self._np else 0
+            chunks.append(self._stack.read_page(page).reshape(page_shape)[inner_key])
+        res = np.stack(chunks) if chunks else np.empty((0,), self.dtype)
+        return res.reshape(out_shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self[...]
+        return a if dtype is None else a.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"TiffArray({self._stack.path.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
 def open_tiff(path: str | os.PathLike) -> TiffStack:
@@ -481,7 +545,7 @@ class StackWriter:
         self.path = Path(path)
         self.tmp = partial_path(self.path)
         self.meta, self.layout = meta, layout
-        self.dtype = np.dtype(meta.dtype).newbyteorder("<")
+        self._dtype = np.dtype(meta.dtype).newbyteorder("<")
         if tuple(layout.shape) != tuple(meta.shape):
             raise ValueError(f"layout shape {layout.shape} != metadata shape {meta.shape}")
         if bigtiff is None:
@@ -492,7 +556,7 @@ class StackWriter:
         with warnings.catch_warnings():
             # "nonconformant BigTIFF ImageJ": known and documented (docs/cli.md)
             warnings.simplefilter("ignore", UserWarning)
-            tifffile.imwrite(self.tmp, None, shape=meta.shape, dtype=self.dtype, byteorder="<",
+            tifffile.imwrite(self.tmp, None, shape=meta.shape, dtype=self._dtype, byteorder="<",
                              bigtiff=bigtiff, **_write_kwargs(meta))
         with tifffile.TiffFile(self.tmp) as tif:
             s = tif.series[0]
@@ -501,7 +565,7 @@ class StackWriter:
                                    f"{meta.shape}: cannot write blocks into it")
             self._offset = int(s.dataoffset)
         self._page_shape = meta.shape[len(meta.shape) - layout.page_ndim:]
-        self._page_bytes = int(np.prod(self._page_shape)) * self.dtype.itemsize
+        self._page_bytes = int(np.prod(self._page_shape)) * self._dtype.itemsize
         self._fd = os.open(self.tmp, os.O_WRONLY)
 
     def write_block(self, i: int, data: np.ndarray) -> None:
@@ -511,14 +575,46 @@ class StackWriter:
             raise ValueError(f"block {i} has shape {data.shape}, "
                              f"expected {self.layout.block_shape}")
         pages = self.layout.block_pages(i)
-        flat = np.ascontiguousarray(data, dtype=self.dtype)
+        flat = np.ascontiguousarray(data, dtype=self._dtype)
         flat = flat.reshape((len(pages),) + self._page_shape)
         for j, p in enumerate(pages):
-            buf = memoryview(flat[j]).cast("B")
-            pos = self._offset + p * self._page_bytes
-            while buf:  # pwrite may write less than asked
-                n = os.pwrite(self._fd, buf, pos)
-                buf, pos = buf[n:], pos + n
+            self._write_page(p, flat[j])
+
+    # array-like face, so the writer can be handed to ``super_resolve(out=...)``
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.meta.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.meta.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._dtype).newbyteorder("=")
+
+    def __setitem__(self, key, value) -> None:
+        """Write whole pages: ``key`` may index any axis stored across pages (ints or slices)
+        but must take every pixel of the axes inside a page."""
+        parts, out_shape = _key_ranges(key, self.shape)
+        npl = len(self.shape) - self.layout.page_ndim
+        for p, n in zip(parts[npl:], self.shape[npl:], strict=True):
+            if not (isinstance(p, range) and p == range(n)):
+                raise IndexError("StackWriter writes whole TIFF pages; index only the axes "
+                                 f"before the last {self.layout.page_ndim}")
+        value = np.broadcast_to(np.asarray(value), out_shape)
+        outer = [list(p) if isinstance(p, range) else [p] for p in parts[:npl]]
+        flat = np.ascontiguousarray(value, dtype=self._dtype).reshape((-1,) + self._page_shape)
+        for j, idx in enumerate(product(*outer)):
+            page = int(np.ravel_multi_index(idx, self.shape[:npl])) if npl else 0
+            self._write_page(page, flat[j])
+
+    def _write_page(self, page: int, data: np.ndarray) -> None:
+        buf = memoryview(np.ascontiguousarray(data)).cast("B")
+        pos = self._offset + page * self._page_bytes
+        while buf:  # pwrite may write less than asked
+            n = os.pwrite(self._fd, buf, pos)
+            buf, pos = buf[n:], pos + n
 
     def commit(self) -> Path:
         """Flush, close and rename to the final name."""
