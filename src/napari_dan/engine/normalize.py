@@ -1,0 +1,262 @@
+"""What the input is (axes, channels, dtype) and how its values map to the network's [0, 1] and back.
+
+Axes
+----
+- The two spatial axes are the last two axes that are not the channel axis.
+- RGB/RGBA: the channel axis is the last axis and has 3 or 4 entries. Without ``channel_axis``
+  a last axis of 3 or 4 (on an array of 3 or more dimensions) is taken as RGB(A), as napari does.
+  Alpha never goes through the network: it is upsampled with bicubic interpolation.
+- Any other ``channel_axis``: independent channels (fluorescence), each run as a grey image.
+- All remaining leading axes (Z, T, ...) are processed one plane at a time.
+
+Channels and the model
+----------------------
+- 1-channel model: grey images directly; RGB and multichannel planes channel by channel (the
+  channels are the batch of one network call).
+- 3-channel model: RGB directly; grey images and each independent channel are replicated to three
+  channels and the three outputs averaged back.
+
+Values
+------
+- uint8: divided by 255 (the models' training domain), no stretching.
+- Every other dtype (uint16, other ints, float16/32/64): an affine map sending the 0.1 and 99.9
+  percentiles to 0 and 1; values outside are kept (not clipped), so bright spots survive. The
+  percentiles are computed once for the whole array (from up to 8 evenly spaced planes, each
+  subsampled to about 1 Mpx), jointly over RGB channels and per channel for multichannel data,
+  so every plane of a stack gets the same map (no flicker). The map is inverted on the output.
+- Output dtype = input dtype: integers are rounded and clipped to their range, float16 clipped to
+  its finite range, other floats keep the (un-normalised) scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["Layout", "analyse", "Normalisation", "compute_normalisation", "LOW_PERCENTILE",
+           "HIGH_PERCENTILE", "MIN_SIDE"]
+
+LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 99.9
+MIN_SIDE = 4  # below this a "spatial" axis is almost certainly not one
+
+
+@dataclass
+class Layout:
+    """Axes of the input and how its channels are fed to the network."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    channel_axis: int | None
+    spatial_axes: tuple[int, int]
+    lead_axes: tuple[int, ...]
+    channels: int  # 0 = no channel axis
+    rgb: bool
+    alpha: bool
+    in_nc: int
+    scale: int
+    handling: str = ""
+    lead_shape: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lead_shape = tuple(self.shape[a] for a in self.lead_axes)
+
+    @property
+    def height(self) -> int:
+        return self.shape[self.spatial_axes[0]]
+
+    @property
+    def width(self) -> int:
+        return self.shape[self.spatial_axes[1]]
+
+    @property
+    def n_planes(self) -> int:
+        return int(np.prod(self.lead_shape)) if self.lead_shape else 1
+
+    @property
+    def colour_channels(self) -> int:
+        """Channels that go through the network (alpha excluded)."""
+        return 3 if self.rgb else max(self.channels, 1)
+
+    @property
+    def batch(self) -> int:
+        """Images per network call for one plane."""
+        if self.rgb and self.in_nc == 3:
+            return 1
+        return self.colour_channels
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        s = list(self.shape)
+        for a in self.spatial_axes:
+            s[a] *= self.scale
+        return tuple(s)
+
+    def plane_index(self, lead: tuple[int, ...]) -> tuple:
+        """Index into the input (or output) that selects one plane."""
+        idx: list = [slice(None)] * len(self.shape)
+        for a, i in zip(self.lead_axes, lead):
+            idx[a] = i
+        return tuple(idx)
+
+    def plane_to_hwc(self, plane: np.ndarray) -> np.ndarray:
+        """The plane as (H, W, C) (C=1 without a channel axis)."""
+        if self.channel_axis is None:
+            return plane[..., None]
+        # axes left after removing the lead axes keep their order
+        rest = [a for a in range(len(self.shape)) if a not in self.lead_axes]
+        c = rest.index(self.channel_axis)
+        return np.moveaxis(plane, c, -1)
+
+    def hwc_to_plane(self, hwc: np.ndarray) -> np.ndarray:
+        if self.channel_axis is None:
+            return hwc[..., 0]
+        rest = [a for a in range(len(self.shape)) if a not in self.lead_axes]
+        return np.moveaxis(hwc, -1, rest.index(self.channel_axis))
+
+
+def analyse(image, channel_axis: int | None, in_nc: int, scale: int) -> Layout:
+    """Check the input and describe its axes; raises :class:`InputError` with what to change."""
+    shape = getattr(image, "shape", None)
+    dtype = getattr(image, "dtype", None)
+    if shape is None or dtype is None:
+        try:
+            arr = np.asarray(image)
+        except Exception:  # noqa: BLE001 - anything unconvertible is a caller error
+            raise InputError(f"cannot use a {type(image).__name__} as an image; pass a numpy, "
+                             "dask or zarr array") from None
+        shape, dtype = arr.shape, arr.dtype
+    shape = tuple(int(s) for s in shape)
+    dtype = np.dtype(dtype)
+    if dtype == bool:
+        raise InputError("the image is boolean (a mask); convert it to uint8 (0/255) or float "
+                         "first if you really want to super-resolve it")
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InputError(f"images of dtype {dtype} are not supported; use an integer or float "
+                         "array")
+    if len(shape) == 0:
+        raise InputError("the image is a single number (0-d); pass a 2D array or more")
+    if len(shape) == 1:
+        raise InputError(f"the image is 1-D (shape {shape}); super-resolution needs two spatial "
+                         "axes")
+    if 0 in shape:
+        raise InputError(f"the image is empty (shape {shape})")
+    ndim = len(shape)
+    if channel_axis is not None:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+            raise InputError(f"channel_axis must be an int or None, got {channel_axis!r}")
+        if not -ndim <= channel_axis < ndim:
+            raise InputError(f"channel_axis={channel_axis} is outside the image's {ndim} axes "
+                             f"(shape {shape})")
+        ch = int(channel_axis) % ndim
+        if ndim < 3:
+            raise InputError(f"channel_axis={channel_axis} leaves fewer than two spatial axes "
+                             f"in an image of shape {shape}")
+    elif ndim >= 3 and shape[-1] in (3, 4):
+        ch = ndim - 1
+    else:
+        ch = None
+    rest = [a for a in range(ndim) if a != ch]
+    spatial = (rest[-2], rest[-1])
+    lead = tuple(rest[:-2])
+    h, w = shape[spatial[0]], shape[spatial[1]]
+    if min(h, w) < MIN_SIDE:
+        hint = ""
+        if ch is None and ndim >= 3 and shape[-1] < MIN_SIDE:
+            hint = "; if the last axis holds channels, pass channel_axis"
+        raise InputError(f"the spatial axes are {h} x {w} pixels (shape {shape}); at least "
+                         f"{MIN_SIDE} pixels per axis are needed{hint}")
+    channels = shape[ch] if ch is not None else 0
+    rgb = ch == ndim - 1 and channels in (3, 4)
+    layout = Layout(shape, dtype, ch, spatial, lead, channels, rgb, rgb and channels == 4,
+                    int(in_nc), int(scale))
+    if rgb and in_nc == 3:
+        handling = "RGB through the 3-channel model"
+    elif rgb:
+        handling = "RGB channel by channel (1-channel model)"
+    elif channels and in_nc == 1:
+        handling = f"{channels} channels one by one (1-channel model)"
+    elif channels:
+        handling = (f"{channels} channels one by one, each replicated to 3 and averaged back "
+                    "(3-channel model)")
+    elif in_nc == 3:
+        handling = "grey replicated to 3 channels, outputs averaged back (3-channel model)"
+    else:
+        handling = "grey through the 1-channel model"
+    if layout.alpha:
+        handling += "; alpha upsampled bicubically, not through the network"
+    layout.handling = handling
+    return layout
+
+
+@dataclass
+class Normalisation:
+    """Per-channel affine map ``unit = (value - lo) / (hi - lo)`` (arrays of the colour channels)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    method: str
+
+    def to_unit(self, hwc: np.ndarray) -> np.ndarray:
+        c = hwc.shape[-1]
+        lo = self.lo[:c].astype(np.float32)
+        return (hwc.astype(np.float32) - lo) * (1 / (self.hi[:c] - self.lo[:c])).astype(np.float32)
+
+    def from_unit(self, hwc: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        c = hwc.shape[-1]
+        x = hwc * (self.hi[:c] - self.lo[:c]) + self.lo[:c]
+        return cast(x, dtype)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "low": self.lo.tolist(), "high": self.hi.tolist()}
+
+
+def cast(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and clip to an integer dtype's range, or clip to float16's finite range."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+    if dtype == np.float16:
+        f = np.finfo(np.float16)
+        return np.clip(x, f.min, f.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def check_finite(hwc: np.ndarray, where: str) -> None:
+    if np.issubdtype(hwc.dtype, np.floating) and not np.all(np.isfinite(hwc)):
+        raise InputError(f"the image contains NaN or Inf values ({where}); replace them "
+                         "(e.g. numpy.nan_to_num) before super-resolving")
+
+
+def compute_normalisation(read_plane, layout: Layout) -> Normalisation:
+    """The value map for the whole array; ``read_plane(lead)`` returns one plane as (H, W, C)."""
+    nc = layout.colour_channels
+    if layout.dtype == np.uint8:
+        return Normalisation(np.zeros(nc, np.float32), np.full(nc, 255, np.float32), "uint8/255")
+    n = layout.n_planes
+    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, 8))})
+    step = max(1, int(np.sqrt(layout.height * layout.width / 1e6)))
+    samples = []
+    for p in picks:
+        lead = np.unravel_index(p, layout.lead_shape) if layout.lead_shape else ()
+        hwc = np.asarray(read_plane(tuple(int(i) for i in lead)))[::step, ::step, :nc]
+        check_finite(hwc, f"plane {tuple(int(i) for i in lead)}" if lead else "")
+        samples.append(hwc.reshape(-1, nc).astype(np.float64))
+    data = np.concatenate(samples)
+    if layout.rgb or nc == 1:
+        lo, hi = np.percentile(data, [LOW_PERCENTILE, HIGH_PERCENTILE])
+        lo, hi = np.full(nc, lo), np.full(nc, hi)
+        how = "joint"
+    else:
+        lo = np.percentile(data, LOW_PERCENTILE, axis=0)
+        hi = np.percentile(data, HIGH_PERCENTILE, axis=0)
+        how = "per channel"
+    # a flat image (or channel) would divide by zero: give it a unit range instead
+    flat = (hi - lo) <= 1e-12 * np.maximum(np.abs(hi), 1)
+    hi = np.where(flat, lo + 1, hi)
+    return Normalisation(lo.astype(np.float64), hi.astype(np.float64),
+                         f"percentiles {LOW_PERCENTILE}/{HIGH_PERCENTILE} -> 0/1 ({how}, whole "
+                         "array)")

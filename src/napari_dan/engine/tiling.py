@@ -1,0 +1,175 @@
+"""The one tiling routine: overlapping tiles, blended with a smooth weight window.
+
+Tiles are ``tile`` x ``tile`` LR pixels placed every ``tile - overlap`` pixels; the last tile of a
+row/column is moved back so that it ends at the image border (tiles never hang over the edge, so
+the network sees exactly the zero padding it would see on the whole image at true borders).
+
+Blending: on every side that has a neighbour, a tile's weight is 0 over the outer quarter of the
+overlap (where the tile edge's zero padding disturbs the network most), rises as a raised cosine
+over the middle half, and is 1 beyond; sides at the image border keep weight 1. The output is
+``sum(w * sr) / sum(w)`` accumulated on the HR grid, so the window needs no exact partition of unity.
+
+``tile_overlap="auto"`` comes from a probe of the model itself (:func:`auto_overlap`): the Restorer
+is run on a synthetic image with and without its left half zeroed (which is what a tile edge does)
+and the distance from the cut where the output change falls below 0.25 grey levels (8-bit) is
+measured; the overlap is twice that distance (so the zero-weight quarter plus the ramp cover it),
+rounded up to 8, at least 8, cached per network. docs/engine.md lists the measured numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Tile", "tile_starts", "make_tiles", "axis_weights", "Accumulator", "auto_overlap",
+           "auto_tile_size", "receptive_radius", "MIN_TILE"]
+
+MIN_TILE = 16
+_OVERLAP_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile in LR pixels: rows ``y0:y1``, columns ``x0:x1``, and which sides have neighbours."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    top: bool
+    bottom: bool
+    left: bool
+    right: bool
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.y0 + self.y1 - 1) / 2, (self.x0 + self.x1 - 1) / 2
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis of length ``n``; the last tile ends at ``n``."""
+    if n <= tile:
+        return [0]
+    step = max(tile - overlap, 1)
+    starts = list(range(0, n - tile, step))
+    starts.append(n - tile)
+    return starts
+
+
+def make_tiles(h: int, w: int, tile: int, overlap: int) -> list[Tile]:
+    """Row-major list of tiles covering an ``h`` x ``w`` image."""
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    out = []
+    for i, y0 in enumerate(ys):
+        for j, x0 in enumerate(xs):
+            out.append(Tile(y0, min(y0 + tile, h), x0, min(x0 + tile, w),
+                            i > 0, i < len(ys) - 1, j > 0, j < len(xs) - 1))
+    return out
+
+
+def _ramp(n: int, ramp: float) -> np.ndarray:
+    """Weights along ``n`` HR pixels measured from an edge that has a neighbour."""
+    d = np.arange(n) + 0.5
+    t = np.clip((d - ramp / 4) / (ramp / 2), 0.0, 1.0)
+    return np.maximum(np.sin(0.5 * math.pi * t) ** 2, 1e-6)
+
+
+def axis_weights(n: int, before: bool, after: bool, ramp: float) -> np.ndarray:
+    """1D window for a tile of ``n`` HR pixels; ``ramp`` = overlap in HR pixels."""
+    w = np.ones(n)
+    if ramp > 0:
+        if before:
+            w = np.minimum(w, _ramp(n, ramp))
+        if after:
+            w = np.minimum(w, _ramp(n, ramp)[::-1])
+    return w.astype(np.float32)
+
+
+class Accumulator:
+    """Weighted sum of tile outputs on the HR grid, normalised at the end.
+
+    Memory: two float32 arrays of the HR plane's size (values, weights).
+    """
+
+    def __init__(self, channels: int, h: int, w: int, scale: int, overlap: int):
+        self.scale, self.ramp = scale, overlap * scale
+        self.sum = np.zeros((channels, h * scale, w * scale), np.float32)
+        self.weight = np.zeros((h * scale, w * scale), np.float32)
+
+    def add(self, tile: Tile, sr: np.ndarray) -> None:
+        """``sr`` (C, s*th, s*tw) for ``tile``."""
+        s = self.scale
+        wy = axis_weights(sr.shape[-2], tile.top, tile.bottom, self.ramp)
+        wx = axis_weights(sr.shape[-1], tile.left, tile.right, self.ramp)
+        w = wy[:, None] * wx[None, :]
+        ys, xs = slice(tile.y0 * s, tile.y1 * s), slice(tile.x0 * s, tile.x1 * s)
+        self.sum[:, ys, xs] += sr * w
+        self.weight[ys, xs] += w
+
+    def result(self) -> np.ndarray:
+        np.divide(self.sum, self.weight, out=self.sum)
+        return self.sum
+
+
+def receptive_radius(network: nn.Module) -> int:
+    """Upper bound of the Restorer's receptive radius in LR pixels (counting 3x3 convs)."""
+    r = 0
+    for m in network.Restorer.modules():
+        if isinstance(m, nn.Conv2d):
+            r += (m.kernel_size[0] - 1) // 2
+    return max(r, 1)
+
+
+def auto_overlap(network: nn.Module, code: torch.Tensor | None = None,
+                 threshold: float = 0.25 / 255) -> int:
+    """Overlap (LR pixels) that hides tile edges for this network (see the module docstring)."""
+    if network in _OVERLAP_CACHE:
+        return _OVERLAP_CACHE[network]
+    rmax = receptive_radius(network)
+    half = int(min(rmax + 4, 96))
+    size = 2 * half
+    rng = np.random.default_rng(3)
+    in_nc = int(network.in_nc)
+    yy, xx = np.mgrid[0:32, 0:size] / 8.0
+    base = np.stack([0.5 + 0.25 * np.sin(yy * (1.3 + c) + xx * 0.7) * np.cos(xx * (0.9 + c))
+                     for c in range(in_nc)])
+    base = np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1).astype(np.float32)
+    full = torch.from_numpy(base)[None]
+    cut = full.clone()
+    cut[..., :half] = 0
+    dev = next(network.parameters()).device
+    code = network.initial_code(1) if code is None else code.reshape(1, -1)
+    with torch.inference_mode():
+        a = network.restore(full.to(dev), code.to(dev)).float().cpu()
+        b = network.restore(cut.to(dev), code.to(dev)).float().cpu()
+    s = int(network.scale)
+    diff = (a - b).abs().amax(dim=(0, 1, 2))[half * s:]  # per HR column right of the cut
+    bad = torch.nonzero(diff > threshold).flatten()
+    dist = int(math.ceil((int(bad.max()) + 1) / s)) if len(bad) else 1
+    dist = min(dist, rmax)  # beyond the receptive field the output is exact anyway
+    overlap = max(8, int(math.ceil(2 * dist / 8.0)) * 8)
+    _OVERLAP_CACHE[network] = overlap
+    return overlap
+
+
+def auto_tile_size(network: nn.Module, batch: int, budget: int, overlap: int,
+                   full_loop: bool) -> int:
+    """Largest tile side (LR px, multiple of 16, 64..2048) whose activations fit ``budget`` bytes.
+
+    The estimate counts float32 feature maps per LR pixel: about 6 of the Restorer's ``nf`` maps,
+    the upsampler's ``nf * s^2`` output twice, and the Estimator's maps in the full loop.
+    """
+    nf = int(network.Restorer.head1.out_channels if hasattr(network.Restorer, "head1")
+             else network.Restorer.head.out_channels)
+    s = int(network.scale)
+    floats = 6 * nf + 2.5 * nf * s * s
+    if full_loop:
+        floats += 4 * 64
+    per_px = 4 * floats * max(batch, 1) * 1.5
+    side = int(math.sqrt(budget / per_px)) // 16 * 16
+    return int(min(max(side, max(64, 2 * overlap + 16)), 2048))

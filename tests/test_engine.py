@@ -1,0 +1,476 @@
+"""The engine: tiling, kernel modes, inputs, dtypes, progress/cancel, OOM retry, dask, memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model
+
+import napari_dan
+from napari_dan.engine import core, devices, normalize, tiling
+from napari_dan.engine import kernels as km
+from napari_dan.errors import Cancelled, InputError
+from napari_dan.model.kernels import gaussian_kernel
+
+FP32 = dict(precision="fp32", device="cpu")
+
+
+def textured(h: int, w: int, seed: int = 0, dtype=np.uint8, lo: float = 0, hi: float = 255):
+    """Smooth structures plus fine texture, so every tile has something to show."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 0.5 + 0.3 * np.sin(xx / 5.0 + yy / 9.0) * np.cos(yy / 4.0)
+    img += 0.15 * rng.standard_normal((h, w))
+    img = np.clip(img, 0, 1) * (hi - lo) + lo
+    return img.astype(dtype) if np.issubdtype(np.dtype(dtype), np.floating) else \
+        np.rint(img).astype(dtype)
+
+
+def plain_forward(model, lr01: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        sr, _ = model.network(torch.from_numpy(lr01.astype(np.float32))[None, None])
+    return sr[0, 0].numpy()
+
+
+def agreement(a: np.ndarray, b: np.ndarray, tol: float = 1) -> float:
+    return float(np.mean(np.abs(a.astype(np.float64) - b.astype(np.float64)) <= tol))
+
+
+# ---------------------------------------------------------------- tiling
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_tiled_equals_untiled_global(deep):
+    # a deeper tiny model has a larger receptive field, so the automatic overlap is tested too
+    img = textured(150, 170, seed=2)
+    m = calibrated(tiny_model(seed=1) if not deep else _deep_tiny(), img)
+    whole = napari_dan.super_resolve(img, m, tile_size=1024, **FP32)
+    tiled = napari_dan.super_resolve(img, m, tile_size=48, **FP32)
+    assert tiled.metadata["tiles"] > 9 and whole.metadata["tiles"] == 1
+    np.testing.assert_array_equal(tiled.kernel, whole.kernel)  # same estimation patches
+    assert whole.image.std() > 20  # the comparison is not between two flat images
+    assert agreement(tiled.image, whole.image) >= 0.999
+    # on floats, relative to the output's range: the blend is far below one 8-bit step
+    f = textured(150, 170, seed=2, dtype=np.float32, lo=0, hi=1)
+    wf = napari_dan.super_resolve(f, m, tile_size=1024, **FP32).image
+    tf = napari_dan.super_resolve(f, m, tile_size=48, **FP32).image
+    rng_ = float(np.percentile(wf, 99.9) - np.percentile(wf, 0.1))
+    assert agreement(tf / rng_ * 255, wf / rng_ * 255, 1) >= 0.999
+
+
+def calibrated(m, img: np.ndarray):
+    """Rescale a random model's last convolution so that its output on ``img`` spans about
+    0.1..0.9: a random network otherwise gives a nearly flat 8-bit image, which would make an
+    8-bit comparison meaningless. Still a plain model of the same architecture."""
+    sr = plain_forward(m, img / 255.0)
+    lo, hi = np.percentile(sr, [1, 99])
+    a = 0.8 / max(hi - lo, 1e-6)
+    conv = m.network.Restorer.upscale[-1]
+    with torch.no_grad():
+        conv.weight.mul_(a)
+        conv.bias.mul_(a).add_(0.1 - a * lo)
+    return m
+
+
+def _deep_tiny():
+    from napari_dan.model import create_model
+
+    return create_model("DANv2", in_nc=1, nf=8, nb=3, ng=2, scale=2, code_len=10, kernel_size=21,
+                        loop=2, est_nf=16, est_nb=1, pca_samples=2000, seed=4)
+
+
+def test_no_overlap_shows_seams():
+    # the blend matters: with no overlap the tiled result differs from the whole one
+    img = textured(150, 170, seed=2)
+    m = calibrated(_deep_tiny(), img)
+    whole = napari_dan.super_resolve(img, m, tile_size=1024, **FP32).image
+    seams = napari_dan.super_resolve(img, m, tile_size=48, tile_overlap=0, **FP32).image
+    assert agreement(seams, whole) < 0.999
+
+
+def test_tiled_equals_untiled_bundled_model():
+    models = napari_dan.list_models()
+    if not models:
+        pytest.skip("no bundled model yet")
+    m = napari_dan.load_model(models[0]["name"])
+    shape = (120, 130, 3) if m.in_channels == 3 else (120, 130)
+    img = np.stack([textured(120, 130, seed=s) for s in range(3)], -1) if m.in_channels == 3 \
+        else textured(*shape)
+    whole = napari_dan.super_resolve(img, m, tile_size=1024, **FP32)
+    tiled = napari_dan.super_resolve(img, m, tile_size=64, **FP32)
+    assert agreement(tiled.image, whole.image) >= 0.999
+
+
+def test_single_patch_global_matches_plain_forward():
+    img = textured(64, 80, seed=5)
+    m = calibrated(tiny_model(seed=3), img)
+    r = napari_dan.super_resolve(img, m, **FP32)
+    plain = np.clip(np.rint(plain_forward(m, img / 255.0) * 255), 0, 255)
+    assert agreement(r.image, plain, 1) == 1.0
+    with torch.inference_mode():
+        _, k = m.network(torch.from_numpy(img / 255.0).float()[None, None])
+    np.testing.assert_allclose(r.kernel, k[0].numpy() / k[0].numpy().sum(), atol=1e-6)
+
+
+def test_tile_grid_and_window():
+    assert tiling.tile_starts(100, 64, 16) == [0, 36]
+    assert tiling.tile_starts(50, 64, 16) == [0]
+    tiles = tiling.make_tiles(100, 130, 48, 16)
+    cover = np.zeros((100, 130), int)
+    for t in tiles:
+        cover[t.y0:t.y1, t.x0:t.x1] += 1
+    assert cover.min() >= 1
+    w = tiling.axis_weights(40, True, True, 16)
+    assert w[0] < 1e-5 and w[-1] < 1e-5 and w[20] == 1
+    assert np.all(np.diff(w[:12]) >= 0)
+
+
+def test_auto_overlap_grows_with_depth():
+    small = tiling.auto_overlap(tiny_model().network)
+    deep = tiling.auto_overlap(_deep_tiny().network)
+    assert 8 <= small <= deep
+
+
+# ---------------------------------------------------------------- kernel modes
+
+
+def test_modes_kernels_and_centres():
+    m = tiny_model(seed=2)
+    stack = np.stack([textured(70, 90, seed=s) for s in range(3)])
+    g = napari_dan.super_resolve(stack, m, **FP32)
+    assert g.kernels.shape == (1, 21, 21) and g.kernel_centers.shape == (1, 3)
+    assert abs(g.kernel.sum() - 1) < 1e-5
+    pp = napari_dan.super_resolve(stack, m, kernel_mode="per-plane", **FP32)
+    assert pp.kernels.shape == (3, 21, 21)
+    np.testing.assert_array_equal(pp.kernel_centers[:, 0], [0, 1, 2])
+    assert not np.allclose(pp.kernels[0], pp.kernels[1])  # different planes, different estimates
+    pt = napari_dan.super_resolve(stack, m, kernel_mode="per-tile", tile_size=40, **FP32)
+    n = pt.metadata["tiles"]
+    assert pt.kernels.shape == (n, 21, 21) and pt.kernel_centers.shape == (n, 3)
+    assert pt.kernel_centers[:, 1].max() < 70 and pt.kernel_centers[:, 2].max() < 90
+    assert pt.kernel_stats.fwhm > 0 and g.metadata["mode"] == "global"
+
+
+def test_user_kernel_skips_estimator(monkeypatch):
+    m = tiny_model(seed=2)
+
+    def boom(*a, **k):
+        raise AssertionError("the Estimator must not run with a user kernel")
+
+    monkeypatch.setattr(m.network.Estimator, "forward", boom)
+    psf = gaussian_kernel(15, 1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = napari_dan.super_resolve(textured(60, 60), m, kernel=psf, **FP32)
+    assert r.metadata["mode"] == "user kernel"
+    assert r.metadata["kernel_projection_error"] < 0.2
+    assert r.kernel.shape == (21, 21)
+    assert abs(r.kernel_stats.sigma_major - 1.5) < 0.3
+
+
+def test_user_kernel_warns_and_rejects():
+    m = tiny_model()
+    odd = np.zeros((21, 21))
+    odd[2, 18] = 1  # an off-centre delta: nothing like a training kernel
+    with pytest.warns(UserWarning, match="projection"):
+        napari_dan.super_resolve(textured(40, 40), m, kernel=odd, **FP32)
+    with pytest.raises(InputError, match="odd"):
+        napari_dan.super_resolve(textured(40, 40), m, kernel=np.ones((4, 4)), **FP32)
+    with pytest.raises(InputError, match="odd"):
+        napari_dan.super_resolve(textured(40, 40), m, kernel=np.ones(5), **FP32)
+
+
+def test_patch_selection_prefers_texture():
+    x = np.zeros((1, 1, 400, 400), np.float32)
+    x[..., 300:380, 20:100] = np.random.default_rng(0).random((80, 80))
+    p = km.select_patches({(): x}, n=1)[0]
+    assert p.y1 > 300 and p.x0 < 100
+
+
+# ---------------------------------------------------------------- inputs, dtypes, channels
+
+
+@pytest.mark.parametrize("dtype,lo,hi", [(np.uint8, 0, 255), (np.uint16, 100, 4000),
+                                         (np.int16, -300, 900), (np.float16, 0, 2),
+                                         (np.float32, 1000, 5000), (np.float64, -1, 1),
+                                         (np.int32, 0, 70000)])
+def test_dtypes_round_trip(dtype, lo, hi):
+    m = tiny_model()
+    img = textured(40, 50, dtype=dtype, lo=lo, hi=hi)
+    r = napari_dan.super_resolve(img, m, **FP32)
+    assert r.image.dtype == np.dtype(dtype) and r.image.shape == (80, 100)
+    assert np.all(np.isfinite(r.image.astype(np.float64)))
+
+
+def test_normalisation_inverts_and_keeps_scale():
+    lay = normalize.analyse(np.zeros((30, 30), np.float32), None, 1, 2)
+    data = textured(30, 30, dtype=np.float32, lo=1000, hi=5000)[..., None]
+    norm = normalize.compute_normalisation(lambda lead: data, lay)
+    u = norm.to_unit(data)
+    assert -0.05 < u.min() < 0.05 and 0.95 < u.max() < 1.05
+    np.testing.assert_allclose(norm.from_unit(u, np.float32), data, rtol=1e-5)
+    # integer outputs are clipped to their range, not wrapped
+    assert normalize.cast(np.array([-5.0, 70000.0]), np.uint16).tolist() == [0, 65535]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((10, 10), bool), "boolean"),
+    (np.array(3.0), "0-d"),
+    (np.zeros(10), "1-D"),
+    (np.zeros((0, 10)), "empty"),
+    (np.zeros((3, 50)), "at least"),
+])
+def test_bad_inputs(bad, match):
+    with pytest.raises(InputError, match=match):
+        napari_dan.super_resolve(bad, tiny_model(), **FP32)
+
+
+def test_nan_inf_and_bad_parameters():
+    m = tiny_model()
+    for v in (np.nan, np.inf):
+        img = np.ones((20, 20), np.float32)
+        img[3, 4] = v
+        with pytest.raises(InputError, match="NaN or Inf"):
+            napari_dan.super_resolve(img, m, **FP32)
+    img = textured(20, 20)
+    with pytest.raises(InputError, match="kernel_mode"):
+        napari_dan.super_resolve(img, m, kernel_mode="local", **FP32)
+    with pytest.raises(InputError, match="channel_axis"):
+        napari_dan.super_resolve(np.zeros((3, 20, 20), np.uint8), m, channel_axis=5, **FP32)
+    with pytest.raises(InputError, match="channel_axis"):
+        napari_dan.super_resolve(img, m, channel_axis=0, **FP32)
+    with pytest.raises(InputError, match="precision"):
+        napari_dan.super_resolve(img, m, precision="fp8")
+    with pytest.raises(InputError, match="tile_size"):
+        napari_dan.super_resolve(img, m, tile_size=3, **FP32)
+    with pytest.raises(InputError, match="cancel"):
+        napari_dan.super_resolve(img, m, cancel=5, **FP32)
+
+
+def test_small_image_runs():
+    r = napari_dan.super_resolve(textured(5, 7), tiny_model(), **FP32)
+    assert r.image.shape == (10, 14)
+
+
+def test_rgb_rgba_with_gray_model():
+    m = tiny_model(in_nc=1)
+    rgb = np.stack([textured(40, 44, seed=s) for s in range(3)], -1)
+    r = napari_dan.super_resolve(rgb, m, kernel=gaussian_kernel(21, 1.0), **FP32)
+    assert r.image.shape == (80, 88, 3) and "channel by channel" in r.metadata["channels"]
+    # channel by channel: the red channel equals the red channel run alone
+    red = napari_dan.super_resolve(rgb[..., 0], m, kernel=gaussian_kernel(21, 1.0), **FP32)
+    np.testing.assert_array_equal(r.image[..., 0], red.image)
+    rgba = np.concatenate([rgb, np.full((40, 44, 1), 200, np.uint8)], -1)
+    ra = napari_dan.super_resolve(rgba, m, kernel=gaussian_kernel(21, 1.0), **FP32)
+    assert ra.image.shape == (80, 88, 4) and np.all(ra.image[..., 3] == 200)
+    np.testing.assert_array_equal(ra.image[..., :3], r.image)
+    assert "alpha" in ra.metadata["channels"]
+
+
+def test_rgb_model_on_gray_and_multichannel():
+    m = tiny_model(in_nc=3)
+    g = napari_dan.super_resolve(textured(30, 40), m, **FP32)
+    assert g.image.shape == (60, 80) and "replicated" in g.metadata["channels"]
+    mc = np.stack([textured(30, 40, seed=s, dtype=np.uint16, lo=0, hi=3000 * (s + 1))
+                   for s in range(2)])
+    r = napari_dan.super_resolve(mc, m, channel_axis=0, **FP32)
+    assert r.image.shape == (2, 60, 80) and r.metadata["normalisation"]["method"].find(
+        "per channel") > 0
+    # channels normalised independently: the bright channel stays brighter
+    assert r.image[1].mean() > 1.5 * r.image[0].mean()
+
+
+def test_channel_axis_in_the_middle_of_a_stack():
+    m = tiny_model(in_nc=1)
+    zcyx = np.stack([np.stack([textured(24, 28, seed=z * 2 + c) for c in range(2)])
+                     for z in range(3)])
+    r = napari_dan.super_resolve(zcyx, m, channel_axis=1, kernel_mode="per-plane", **FP32)
+    assert r.image.shape == (3, 2, 48, 56) and r.kernels.shape == (3, 21, 21)
+
+
+def test_danv1_runs():
+    m = tiny_model(architecture="DANv1", in_nc=3)
+    r = napari_dan.super_resolve(np.stack([textured(30, 30, seed=s) for s in range(3)], -1), m,
+                                 **FP32)
+    assert r.image.shape == (60, 60, 3) and abs(r.kernel.sum() - 1) < 1e-5
+
+
+# ---------------------------------------------------------------- progress, cancel, out, OOM
+
+
+def test_progress_and_iter():
+    m = tiny_model()
+    seen = []
+    gen = core.super_resolve_iter(textured(100, 100), m, tile_size=40, progress=lambda d, t:
+                                  seen.append((d, t)), **FP32)
+    steps = []
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert steps == seen and steps[-1][0] == steps[-1][1] == result.metadata["steps"]
+    assert [d for d, _ in steps] == list(range(1, len(steps) + 1))
+    assert isinstance(result, napari_dan.SRResult)
+
+
+def test_cancel_leaves_only_complete_planes():
+    m = tiny_model()
+    stack = np.stack([textured(60, 60, seed=s) for s in range(3)])
+    out = np.full((3, 120, 120), 7, np.uint8)
+    ev = threading.Event()
+    n_per_plane = []
+
+    def progress(done, total):
+        n_per_plane.append(done)
+        if done == 9:  # 3 estimation patches (one per plane), 4 tiles per plane: in plane 2
+            ev.set()
+
+    with pytest.raises(Cancelled, match="1 complete plane"):
+        napari_dan.super_resolve(stack, m, tile_size=40, out=out, progress=progress, cancel=ev,
+                                 **FP32)
+    ref = napari_dan.super_resolve(stack[:1], m, tile_size=40, **FP32).image[0]
+    assert np.any(out[0] != 7) and np.all(out[1] == 7) and np.all(out[2] == 7)
+    assert agreement(out[0], ref, 1) > 0.999
+    with pytest.raises(Cancelled):
+        napari_dan.super_resolve(stack, m, cancel=lambda: True, **FP32)
+
+
+def test_out_memmap(tmp_path):
+    m = tiny_model()
+    stack = np.stack([textured(30, 30, seed=s, dtype=np.uint16, lo=0, hi=999) for s in range(2)])
+    mm = np.lib.format.open_memmap(tmp_path / "o.npy", "w+", np.uint16, (2, 60, 60))
+    r = napari_dan.super_resolve(stack, m, out=mm, **FP32)
+    assert r.image is mm
+    ref = napari_dan.super_resolve(stack, m, **FP32).image
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), ref)
+    with pytest.raises(InputError, match="out has shape"):
+        napari_dan.super_resolve(stack, m, out=np.zeros((2, 30, 30), np.uint16), **FP32)
+    with pytest.raises(InputError, match="dtype"):
+        napari_dan.super_resolve(stack, m, out=np.zeros((2, 60, 60), np.uint8), **FP32)
+
+
+def test_oom_halves_tiles_then_reports(monkeypatch):
+    m = tiny_model()
+    img = textured(128, 128)
+    real = core._run_tile
+    sizes = []
+
+    def fake(runner, x, code):
+        sizes.append(max(x.shape[-2:]))
+        if max(x.shape[-2:]) > 40:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(runner, x, code)
+
+    monkeypatch.setattr(core, "_run_tile", fake)
+    r = napari_dan.super_resolve(img, m, tile_size=128, **FP32)
+    assert [e["tile_size"] for e in r.metadata["oom_retries"]] == [64, 32]
+    assert r.metadata["tile_size"] == 32
+    monkeypatch.setattr(core, "_run_tile", real)
+    ref = napari_dan.super_resolve(img, m, tile_size=128, **FP32)
+    assert agreement(r.image, ref.image) >= 0.999
+
+    def always(runner, x, code):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(core, "_run_tile", always)
+    with pytest.raises(devices.OutOfMemory, match="even with"):
+        napari_dan.super_resolve(img, m, tile_size=128, **FP32)
+
+    def other(runner, x, code):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(core, "_run_tile", other)
+    with pytest.raises(RuntimeError, match="something else"):
+        napari_dan.super_resolve(img, m, tile_size=128, **FP32)
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_device_and_precision_choice(monkeypatch):
+    assert devices.resolve_device("auto").type in ("cuda", "mps", "cpu")
+    assert devices.resolve_device("cpu").type == "cpu"
+    with pytest.raises(InputError):
+        devices.resolve_device("tpu")
+    net = tiny_model().network
+    cpu = torch.device("cpu")
+    assert devices.resolve_precision("fp32", cpu, net).name == "fp32"
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert devices.resolve_precision("auto", cpu, net).name == "fp32"
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(devices, "bf16_accurate_on_cpu", lambda n: False)
+    assert devices.resolve_precision("auto", cpu, net).name == "fp32"
+    monkeypatch.setattr(devices, "bf16_accurate_on_cpu", lambda n: True)
+    assert devices.resolve_precision("auto", cpu, net).name == "bf16"
+
+
+def test_bf16_check_is_cached():
+    net = tiny_model().network
+    a = devices.bf16_accurate_on_cpu(net)
+    assert devices._BF16_OK[net] is a
+    assert devices.is_oom(torch.OutOfMemoryError("x")) and not devices.is_oom(ValueError("x"))
+
+
+# ---------------------------------------------------------------- dask, zarr, memory
+
+
+def test_dask_input_gives_lazy_output():
+    da = pytest.importorskip("dask.array")
+    m = tiny_model()
+    stack = np.stack([textured(50, 60, seed=s) for s in range(3)])
+    lazy = da.from_array(stack, chunks=(2, 25, 30))
+    r = napari_dan.super_resolve(lazy, m, **FP32)
+    assert isinstance(r.image, da.Array) and r.metadata["lazy"]
+    assert r.image.shape == (3, 100, 120) and r.image.chunks[0] == (1, 1, 1)
+    eager = napari_dan.super_resolve(stack, m, **FP32)
+    np.testing.assert_array_equal(r.kernel, eager.kernel)
+    np.testing.assert_array_equal(r.image[1].compute(), eager.image[1])
+    np.testing.assert_array_equal(r.image.compute(), eager.image)
+    pp = napari_dan.super_resolve(lazy, m, kernel_mode="per-plane", **FP32)
+    assert pp.kernels.shape == (3, 21, 21) and isinstance(pp.image, da.Array)
+    pt = napari_dan.super_resolve(lazy, m, kernel_mode="per-tile", **FP32)
+    assert isinstance(pt.image, np.ndarray)
+
+
+def test_zarr_input_and_output():
+    zarr = pytest.importorskip("zarr")
+    m = tiny_model()
+    stack = np.stack([textured(30, 30, seed=s) for s in range(2)])
+    z = zarr.array(stack, chunks=(1, 30, 30))
+    o = zarr.zeros((2, 60, 60), dtype=np.uint8, chunks=(1, 60, 60))
+    napari_dan.super_resolve(z, m, out=o, **FP32)
+    np.testing.assert_array_equal(o[:], napari_dan.super_resolve(stack, m, **FP32).image)
+
+
+def test_peak_memory_2048_uint16(tmp_path):
+    # in a fresh process: peak RSS added by one 2048x2048 uint16 plane at x2 (output 32 MB)
+    code = textwrap.dedent(f"""
+        import resource, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import numpy as np
+        from conftest import tiny_model
+        import napari_dan
+        m = tiny_model()
+        img = (np.random.default_rng(0).random((2048, 2048)) * 4000).astype(np.uint16)
+        napari_dan.super_resolve(img[:64, :64], m, precision="fp32")  # warm up torch
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        r = napari_dan.super_resolve(img, m, precision="fp32")
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print((after - before) / 1024, r.metadata["tile_size"], r.image.shape)
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    added_mb, tile, shape = res.stdout.split(maxsplit=2)
+    print(f"peak RSS added: {float(added_mb):.0f} MB (tile {tile})")
+    assert float(added_mb) < 1500
