@@ -118,6 +118,9 @@ class TiffMeta:
 
 def _err(path: Path, e: BaseException) -> InputError:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, (IndexError, KeyError, EOFError)) or type(e).__name__ == "error":
+        # tifffile's low-level failures on garbage say nothing useful to a person
+        msg = f"damaged, truncated or not a TIFF ({type(e).__name__}: {msg})"
     if "imagecodecs" in msg:
         msg += " (install imagecodecs to read this compression)"
     return InputError(f"{path}: not a readable TIFF ({msg})")

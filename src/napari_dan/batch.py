@@ -1,0 +1,517 @@
+"""Batch super-resolution of TIFF files: the work behind ``napari-dan super-resolve``.
+
+For every input ``<stem>.tif`` two files are written into the output directory:
+``<stem>_x<s>.tif`` (same dtype, axes and metadata, Y/X pixel size divided by ``s``; OME inputs
+keep the ``.ome.tif`` ending) and ``<stem>_x<s>_kernel.tif`` (float32 kernels on the output
+grid, their statistics as JSON in the TIFF description).
+
+Files are processed one plane at a time: the engine reads planes through
+:class:`~napari_dan.io.TiffArray` and writes them through :class:`~napari_dan.io.StackWriter`
+into a hidden ``.<name>.partial`` file that is renamed only when complete. The engine owns every
+decision about the whole stack (value normalisation, the single kernel of ``global`` mode), so a
+stack gets the same result here as in napari or from Python.
+
+Safety: inputs are never written; an existing output is skipped unless ``overwrite``; a file that
+cannot be read is reported by name and the others still run; Ctrl-C leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import DanError, InputError
+from .io import (
+    StackWriter,
+    open_tiff,
+    read_tiff,
+    scaled_metadata,
+    tiff_stem,
+    write_kernels,
+)
+from .model import DanModel, load_model
+from .model.kernels import kernel_stats
+
+__all__ = ["FileResult", "BatchSummary", "expand_inputs", "output_paths", "load_psf",
+           "process_file", "run_batch", "KERNEL_MODES"]
+
+KERNEL_MODES = ("global", "per-plane", "per-tile")
+_TIFF_RE = re.compile(r"\.tiff?$", re.IGNORECASE)
+_OUTPUT_RE = re.compile(r"^(?P<stem>.+)_x\d+(_kernel)?(\.ome)?\.tiff?$", re.IGNORECASE)
+
+
+@dataclass
+class FileResult:
+    """What happened to one input."""
+
+    input: Path
+    status: str  # "done" | "skipped" | "failed"
+    output: Path | None = None
+    kernel_output: Path | None = None
+    planes: int = 0
+    seconds: float = 0.0
+    fwhm: float | None = None  # kernel FWHM (HR pixels) of the stack's (mean) kernel
+    fwhm_physical: float | None = None
+    unit: str | None = None
+    message: str = ""
+
+
+@dataclass
+class BatchSummary:
+    """All files of a run, with the totals the CLI prints."""
+
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    model: str = ""
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def planes(self) -> int:
+        return sum(r.planes for r in self.results if r.status == "done")
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def text(self) -> str:
+        """A few lines for people: files, planes, time, kernel widths, failures by name."""
+        done, skipped, failed = self.count("done"), self.count("skipped"), self.count("failed")
+        lines = [f"{done} file(s) super-resolved, {skipped} skipped (output exists), "
+                 f"{failed} failed; {self.planes} plane(s) in {self.seconds:.1f} s"
+                 + (f" with {self.model}" if self.model else "")]
+        fw = [r.fwhm for r in self.results if r.status == "done" and r.fwhm is not None]
+        if fw:
+            if len(fw) == 1:
+                lines.append(f"kernel FWHM {fw[0]:.2f} px (output grid)")
+            else:
+                lines.append(f"kernel FWHM {np.mean(fw):.2f} px mean, {min(fw):.2f}-"
+                             f"{max(fw):.2f} px range (output grid)")
+        for r in self.failed:
+            lines.append(f"FAILED {r.message}" if r.input.name in r.message else
+                         f"FAILED {r.input}: {r.message}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# inputs and outputs
+
+
+def _is_tiff(p: Path) -> bool:
+    return bool(_TIFF_RE.search(p.name))
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[FileResult]]:
+    """Files, directories (their ``.tif``/``.tiff`` files, not recursive) and glob patterns.
+
+    Hidden files (e.g. our ``.partial`` files) are ignored in directories and globs, and so are
+    files that look like this program's outputs (``<stem>_x<s>.tif``, ``<stem>_x<s>_kernel.tif``)
+    when ``<stem>.tif`` is among the inputs too, so an output directory equal to the input
+    directory can be re-run safely. Returns the files (in order, without duplicates) and a failed
+    :class:`FileResult` for every argument that matched nothing.
+    """
+    files: list[Path] = []
+    problems: list[FileResult] = []
+    expanded: set[Path] = set()  # files found by directory/glob expansion (may be filtered)
+    for arg in inputs:
+        s = os.fspath(arg)
+        p = Path(s).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir()
+                           if q.is_file() and _is_tiff(q) and not q.name.startswith("."))
+            expanded.update(q.resolve() for q in found)
+            if not found:
+                problems.append(FileResult(p, "failed", message="directory has no .tif/.tiff "
+                                                                "files"))
+        elif p.is_file():
+            found = [p]
+        elif glob.has_magic(s):
+            found = []
+            for m in sorted(glob.glob(os.path.expanduser(s), recursive=True)):
+                q = Path(m)
+                if q.is_dir():
+                    found += sorted(r for r in q.iterdir() if r.is_file() and _is_tiff(r)
+                                    and not r.name.startswith("."))
+                elif q.is_file() and _is_tiff(q) and not q.name.startswith("."):
+                    found.append(q)
+            expanded.update(q.resolve() for q in found)
+            if not found:
+                problems.append(FileResult(p, "failed", message="no TIFF file matches this "
+                                                                "pattern"))
+        else:
+            problems.append(FileResult(p, "failed", message="no such file or directory"))
+            found = []
+        files.extend(found)
+    out, seen = [], set()
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(f)
+    stems = {(f.resolve().parent, tiff_stem(f)) for f in out}
+    keep = []
+    for f in out:
+        m = _OUTPUT_RE.match(f.name)
+        if (f.resolve() in expanded and m
+                and (f.resolve().parent, tiff_stem(m.group("stem") + ".tif")) in stems):
+            continue  # an output of another input of this run
+        keep.append(f)
+    return keep, problems
+
+
+def output_paths(src: str | os.PathLike, output_dir: str | os.PathLike, scale: int,
+                 ome: bool = False) -> tuple[Path, Path]:
+    """``(DIR/<stem>_x<s>.tif, DIR/<stem>_x<s>_kernel.tif)`` (``.ome.tif`` for OME inputs)."""
+    stem = tiff_stem(src)
+    d = Path(output_dir)
+    return (d / f"{stem}_x{scale}{'.ome' if ome else ''}.tif",
+            d / f"{stem}_x{scale}_kernel.tif")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
+             unit: str | None = None) -> tuple[np.ndarray, str]:
+    """A PSF for non-blind super-resolution from a TIFF (or ``.npy``) file, on the output grid.
+
+    A 3D PSF (Z, Y, X) gives its in-focus plane (the one with the brightest pixel). When the PSF
+    file and the image both state a pixel size in the same unit, the PSF is resampled from its
+    pixel size to the output (HR) pixel size; otherwise it must already be on the output grid.
+    Sides are made odd by cropping one row/column when needed. Returns the kernel (sum 1) and a
+    sentence saying what was done.
+    """
+    p = Path(path)
+    note = []
+    try:
+        if p.suffix.lower() == ".npy":
+            k = np.load(p, allow_pickle=False)
+            px, pu = None, None
+        else:
+            k, meta = read_tiff(p)
+            px, pu = meta.spatial_pixel_size()
+    except (OSError, ValueError) as e:
+        raise InputError(f"{p}: cannot read the PSF ({e})") from None
+    k = np.asarray(k, dtype=np.float64)
+    k = np.squeeze(k)
+    if k.ndim == 3:
+        z = int(np.argmax(k.reshape(k.shape[0], -1).max(1)))
+        note.append(f"in-focus plane {z} of {k.shape[0]}")
+        k = k[z]
+    if k.ndim != 2:
+        raise InputError(f"{p}: a PSF must be 2D (Y, X) or 3D (Z, Y, X), got shape {k.shape}")
+    if not np.all(np.isfinite(k)) or k.max() <= 0:
+        raise InputError(f"{p}: the PSF has no positive finite values")
+    k = np.clip(k - np.median(np.concatenate([k[0], k[-1], k[:, 0], k[:, -1]])), 0, None) \
+        if min(k.shape) >= 5 else np.clip(k, 0, None)  # remove a flat background
+    if px and hr_pixel_size and pu == unit and abs(px / hr_pixel_size - 1) > 0.01:
+        from skimage.transform import rescale
+
+        f = px / hr_pixel_size
+        k = rescale(k, f, order=1, anti_aliasing=f < 1, preserve_range=True)
+        note.append(f"resampled from {px:.4g} to {hr_pixel_size:.4g} {unit} pixels")
+    elif not (px and hr_pixel_size):
+        note.append("used as given (assumed on the output grid)")
+    if k.shape[0] % 2 == 0:
+        k = k[:-1]
+    if k.shape[1] % 2 == 0:
+        k = k[:, :-1]
+    k = k / k.sum()
+    return k.astype(np.float32), "; ".join(note)
+
+
+# --------------------------------------------------------------------------------------------
+# one file
+
+
+def _channel_axis(axes: str, shape: tuple[int, ...], asked: int | str | None) -> int | None:
+    """The series axis the model takes as channels: asked for, else S, else C."""
+    if asked is not None:
+        if isinstance(asked, str) and not asked.lstrip("-").isdigit():
+            if asked.upper() not in axes:
+                raise InputError(f"no axis {asked!r} in this file's axes {axes!r} "
+                                 f"(shape {shape})")
+            return axes.index(asked.upper())
+        n = int(asked)
+        if not -len(shape) <= n < len(shape):
+            raise InputError(f"--channel-axis {n} is out of range: the file has {len(shape)} "
+                             f"axes {axes!r} (shape {shape})")
+        return n % len(shape)
+    for a in ("S", "C"):
+        if a in axes:
+            return axes.index(a)
+    return None
+
+
+class _PlaneCounter:
+    """Array-like wrapper of the output that reports every plane written."""
+
+    def __init__(self, out: StackWriter, on_plane: Callable[[], Any] | None):
+        self._out, self._on_plane = out, on_plane
+        self.shape, self.dtype, self.ndim = out.shape, out.dtype, out.ndim
+
+    def __setitem__(self, key, value) -> None:
+        self._out[key] = value
+        if self._on_plane is not None:
+            self._on_plane()
+
+
+def _kernel_info(res, model: DanModel, src: Path, mode: str, meta, hr_px, unit,
+                 psf_note: str | None) -> dict:
+    compact = ("fwhm", "fwhm_major", "fwhm_minor", "angle", "anisotropy", "sigma_major",
+               "sigma_minor")
+    per = []
+    for k, c in zip(res.kernels, res.kernel_centers, strict=True):
+        st = kernel_stats(k, hr_px, unit).to_dict()
+        per.append({"center": [float(v) for v in np.atleast_1d(c)],
+                    **{n: st[n] for n in compact}})
+    main = kernel_stats(res.kernel, hr_px, unit)
+    info = {"napari_dan": __version__, "what": "estimated blur kernel(s) on the output grid",
+            "input": src.name, "model": model.name, "model_source": model.source,
+            "scale": model.scale, "kernel_mode": res.metadata.get("mode", mode),
+            "axes": meta.axes, "centers": _centers_doc(res.metadata.get("mode", mode)),
+            "pixel_size": hr_px, "unit": unit, "kernel_stats": main.to_dict(),
+            "kernel_summary": main.summary(), "kernels": per}
+    if psf_note:
+        info["psf"] = psf_note
+    for k in ("channels", "normalisation", "device", "precision", "tile_size", "tile_overlap"):
+        if k in res.metadata:
+            info[k] = res.metadata[k]
+    return info
+
+
+def _centers_doc(mode: str) -> str:
+    return {"per-plane": "index of the plane along the looped axes",
+            "per-tile": "looped-axes index, then y, x of the tile centre in input pixels",
+            }.get(mode, "centre of the array (looped axes..., y, x)")
+
+
+def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: DanModel, *,
+                 kernel_mode: str = "global", psf: str | os.PathLike | None = None,
+                 tile_size: int | str = "auto", device: str = "auto",
+                 precision: str = "auto", channel_axis: int | str | None = None,
+                 overwrite: bool = False, inputs: Sequence[Path] = (), runner=None,
+                 on_start: Callable[[int, str], Any] | None = None,
+                 on_plane: Callable[[], Any] | None = None,
+                 progress: Callable[[int, int], Any] | None = None) -> FileResult:
+    """Super-resolve one TIFF into ``output_dir`` (see the module docstring).
+
+    Errors about this file (unreadable, unsupported, bad option for it) come back as a failed
+    :class:`FileResult`; ``KeyboardInterrupt`` propagates after the partial files are removed.
+
+    Parameters
+    ----------
+    src, output_dir
+        Input file and output directory (created if needed).
+    model
+        A loaded model.
+    kernel_mode, psf, tile_size, device, precision, channel_axis
+        As for the CLI options of the same names; ``channel_axis`` indexes the file's axes (or is
+        a letter such as ``"C"``).
+    overwrite
+        Replace an existing output instead of skipping the file.
+    inputs
+        Every input of the run: no output may be one of them.
+    runner
+        A :class:`~napari_dan.distributed.ClusterRunner`, or None to run here.
+    on_start(n_planes, description), on_plane(), progress(done, total)
+        Progress hooks (files, planes, engine steps).
+    """
+    src = Path(src)
+    t0 = time.perf_counter()
+    result = FileResult(src, "failed")
+    try:
+        with open_tiff(src) as stack:
+            meta = stack.meta
+            s = model.scale
+            out_img, out_ker = output_paths(src, output_dir, s, ome=meta.kind == "ome")
+            result.output, result.kernel_output = out_img, out_ker
+            for other in [src, *inputs]:
+                if out_img.resolve() == Path(other).resolve() or _same_file(out_img, Path(other)) \
+                        or out_ker.resolve() == Path(other).resolve():
+                    raise InputError(f"its output {out_img.name} would replace the input "
+                                     f"{Path(other).name}; choose another --output-dir")
+            if out_img.exists() and not overwrite:
+                result.status, result.message = "skipped", f"{out_img} exists (use --overwrite)"
+                return result
+            ch = _channel_axis(meta.axes, meta.shape, channel_axis)
+            layout = stack.layout(ch)  # checks the channel axis against the page structure
+            out_meta = scaled_metadata(meta, s)
+            hr_px, unit = out_meta.spatial_pixel_size()
+            kernel = psf_note = None
+            if psf is not None:
+                kernel, psf_note = load_psf(psf, hr_px, unit)
+            if on_start is not None:
+                on_start(layout.n_blocks, src.name)
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            with StackWriter(out_img, out_meta, layout.scaled(s)) as writer:
+                opts = dict(channel_axis=ch, tile_size=tile_size, kernel_mode=kernel_mode,
+                            kernel=kernel, device=device, precision=precision)
+                if runner is None:
+                    from .engine import super_resolve
+
+                    res = super_resolve(stack.array(), model, progress=progress,
+                                        out=_PlaneCounter(writer, on_plane), **opts)
+                else:
+                    res = runner.super_resolve(stack.array(), out=writer,
+                                               on_plane=lambda d, n: on_plane and on_plane(),
+                                               **opts)
+                info = _kernel_info(res, model, src, kernel_mode, meta, hr_px, unit, psf_note)
+                write_kernels(out_ker, res.kernels if len(res.kernels) > 1 else res.kernel,
+                              info, hr_px, unit)
+                writer.commit()  # the image is renamed last: it existing means the file is done
+            st = res.kernel_stats if hr_px is None else kernel_stats(res.kernel, hr_px, unit)
+            result.status, result.planes = "done", layout.n_blocks
+            result.fwhm, result.fwhm_physical, result.unit = st.fwhm, st.fwhm_physical, unit
+            result.message = st.summary()
+    except DanError as e:
+        result.message = str(e)
+    except (OSError, ValueError, MemoryError) as e:
+        result.message = f"{type(e).__name__}: {e}"
+    finally:
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# many files
+
+
+def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
+              model: str | os.PathLike | DanModel, *, kernel_mode: str = "global",
+              psf: str | os.PathLike | None = None, tile_size: int | str = "auto",
+              device: str = "auto", precision: str = "auto",
+              channel_axis: int | str | None = None, overwrite: bool = False,
+              scheduler: str | None = None, workers: int | None = None,
+              quiet: bool = False, log: Callable[[str], Any] | None = None) -> BatchSummary:
+    """Super-resolve every input TIFF into ``output_dir``; see :mod:`napari_dan.batch`.
+
+    Parameters
+    ----------
+    inputs
+        Files, directories and glob patterns.
+    output_dir
+        Where ``<stem>_x<s>.tif`` and ``<stem>_x<s>_kernel.tif`` go.
+    model
+        Bundled model name, checkpoint path or a loaded :class:`DanModel`.
+    kernel_mode
+        "global" (one kernel per file), "per-plane" or "per-tile".
+    psf
+        A measured PSF file: non-blind, no kernel estimation.
+    scheduler, workers
+        Process the planes on a dask.distributed cluster: the address of a running scheduler,
+        or the number of local worker processes to start.
+    quiet
+        No progress bars or per-file lines.
+    log
+        Where per-file lines go (default: tqdm.write to stderr).
+
+    Returns
+    -------
+    BatchSummary
+        Per-file results; ``summary.failed`` is non-empty when something could not be done.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        After removing the partial files of the file being written (completed files stay).
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    if kernel_mode not in KERNEL_MODES:
+        raise InputError(f"unknown kernel mode {kernel_mode!r}; use one of "
+                         f"{', '.join(KERNEL_MODES)}")
+    if scheduler and workers:
+        raise InputError("use either --scheduler or --workers, not both")
+    files, problems = expand_inputs(inputs)
+    loaded = load_model(model)
+    summary = BatchSummary(results=list(problems), model=f"{loaded.name} (x{loaded.scale})")
+    out_dir = Path(output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--output-dir {out_dir} exists and is not a directory")
+    # two inputs with the same stem would write the same output: the later one is refused
+    claimed: dict[Path, Path] = {}
+    todo = []
+    for f in files:
+        o = out_dir / tiff_stem(f)
+        if o in claimed:
+            summary.results.append(FileResult(f, "failed", message=(
+                f"writes the same output name as {claimed[o]}; process it into another "
+                "--output-dir")))
+            continue
+        claimed[o] = f
+        todo.append(f)
+
+    write = log or tqdm.write
+    runner = None
+    off = True if quiet else None  # None: tqdm hides the bars when stderr is not a terminal
+    files_bar = tqdm(total=len(todo), desc="files", unit="file", disable=off, position=0)
+    planes_bar = tqdm(total=0, desc="planes", unit="plane", disable=off, position=1,
+                      leave=False)
+    steps_bar = tqdm(total=0, desc="tiles", unit="tile", disable=off, position=2, leave=False)
+
+    def on_start(n: int, desc: str) -> None:
+        planes_bar.reset(total=n)
+        planes_bar.set_description(desc[:40])
+
+    def progress(done: int, total: int) -> None:
+        if steps_bar.total != total:
+            steps_bar.reset(total=total)
+        steps_bar.n = done
+        steps_bar.refresh()
+
+    try:
+        if scheduler or workers:
+            from .distributed import ClusterRunner, start_cluster
+
+            if isinstance(model, DanModel) and not model.source:
+                raise InputError("a cluster run needs a bundled model name or a checkpoint file")
+            client = start_cluster(scheduler, workers)
+            try:
+                runner = ClusterRunner(client, model if not isinstance(model, DanModel)
+                                       else model.source)
+            except BaseException:
+                client.close()
+                raise
+            if not quiet:
+                write(f"cluster: {runner.n_workers} worker(s) at {client.scheduler.address}, "
+                      f"{runner.max_in_flight} planes in flight")
+        for f in todo:
+            r = process_file(f, out_dir, loaded, kernel_mode=kernel_mode, psf=psf,
+                             tile_size=tile_size, device=device, precision=precision,
+                             channel_axis=channel_axis, overwrite=overwrite, inputs=files,
+                             runner=runner, on_start=on_start, on_plane=planes_bar.update,
+                             progress=progress)
+            summary.results.append(r)
+            files_bar.update(1)
+            if not quiet:
+                if r.status == "done":
+                    write(f"{f.name} -> {r.output.name}: {r.planes} plane(s), "
+                          f"{r.seconds:.1f} s, kernel {r.message}")
+                elif r.status == "skipped":
+                    write(f"{f.name}: skipped, {r.message}")
+            if r.status == "failed":
+                write(f"FAILED {r.message}" if f.name in r.message else
+                      f"FAILED {f}: {r.message}")
+    finally:
+        for bar in (steps_bar, planes_bar, files_bar):
+            bar.close()
+        if runner is not None:
+            runner.close()
+        summary.seconds = time.perf_counter() - t0
+    return summary

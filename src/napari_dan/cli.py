@@ -1,0 +1,355 @@
+"""The ``napari-dan`` command: ``super-resolve``, ``models``, ``demo`` (and ``train``/``evaluate``
+where :mod:`napari_dan.training.cli` provides them). Documentation: docs/cli.md.
+
+Exit codes: 0 success (skipped files count as success), 1 some file or step failed,
+2 bad usage, 130 interrupted with Ctrl-C (completed files are kept, nothing half-written remains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import DanError, UnknownModelError
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _err(msg: str) -> None:
+    print(f"napari-dan: error: {msg}", file=sys.stderr)
+
+
+def _tile_size(v: str) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer, got {v!r}") from None
+    if n < 16:
+        raise argparse.ArgumentTypeError(f"must be at least 16 (LR pixels), got {n}")
+    return n
+
+
+def _channel_axis(v: str) -> int | str:
+    try:
+        return int(v)
+    except ValueError:
+        if len(v) == 1 and v.isalpha():
+            return v.upper()
+        raise argparse.ArgumentTypeError(f"must be an axis index (e.g. 2 or -1) or an axis "
+                                         f"letter (e.g. C), got {v!r}") from None
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# super-resolve
+
+
+def _cmd_super_resolve(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .model import DEFAULT_MODEL
+
+    model = args.model or DEFAULT_MODEL
+    summary = run_batch(args.inputs, args.output_dir, model, kernel_mode=args.kernel_mode,
+                        psf=args.psf, tile_size=args.tile_size, device=args.device,
+                        precision=args.precision, channel_axis=args.channel_axis,
+                        overwrite=args.overwrite, scheduler=args.scheduler,
+                        workers=args.workers, quiet=args.quiet)
+    if not args.quiet or summary.failed:
+        print(summary.text(), file=sys.stderr if summary.failed else sys.stdout)
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .model import DEFAULT_MODEL, list_models
+
+    models = list_models()
+    if not models:
+        print("no bundled models are installed; pass a checkpoint file with --model PATH")
+        return EXIT_OK
+    rows = [("name", "scale", "channels", "arch", "description")]
+    for m in models:
+        star = " (default)" if m["name"] == DEFAULT_MODEL else ""
+        rows.append((m["name"] + star, f"x{m['scale']}", str(m["in_channels"]),
+                     m["architecture"], m["description"] or ""))
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r[:4])) + "  " + r[4])
+    if args.verbose:
+        for m in models:
+            if m.get("metrics"):
+                print(f"{m['name']} metrics: {m['metrics']}")
+            print(f"{m['name']} file: {m['path']}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+
+
+def _panel(img, height: int):
+    """uint8 RGB panel of a given height (nearest-neighbour resize), from gray or RGB uint8."""
+    import numpy as np
+
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    a = a[..., :3]
+    f = height / a.shape[0]
+    ys = np.minimum((np.arange(height) / f).astype(int), a.shape[0] - 1)
+    w = max(1, int(round(a.shape[1] * f)))
+    xs = np.minimum((np.arange(w) / f).astype(int), a.shape[1] - 1)
+    return a[ys][:, xs].astype(np.uint8)
+
+
+def _kernel_image(kernel):
+    """A kernel as uint8 gray, its maximum white."""
+    import numpy as np
+
+    k = np.clip(np.asarray(kernel, np.float64), 0, None)
+    return (255 * k / max(k.max(), 1e-12)).astype(np.uint8)
+
+
+def _label(panel, text: str):
+    """Write ``text`` into the top-left corner (Pillow ships with scikit-image; skipped if not)."""
+    try:
+        from PIL import Image, ImageDraw
+    except ImportError:
+        return panel
+    import numpy as np
+
+    im = Image.fromarray(panel)
+    d = ImageDraw.Draw(im)
+    box = d.textbbox((4, 4), text)
+    d.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
+    d.text((4, 4), text, fill=(255, 255, 255))
+    return np.asarray(im)
+
+
+def comparison_png(path: str | os.PathLike, lr, bicubic, sr, kernel, hr=None,
+                   true_kernel=None, labels: dict | None = None) -> Path:
+    """Side-by-side PNG: input (nearest), bicubic, DAN, [truth], kernel (estimated [and true]).
+
+    Images are uint8 (gray or RGB) on the output grid except ``lr``; kernels are 2D arrays.
+    """
+    import numpy as np
+    from skimage.io import imsave
+
+    labels = labels or {}
+    h = sr.shape[0]
+    cols = [("input", lr), ("bicubic", bicubic), ("DAN", sr)]
+    if hr is not None:
+        cols.append(("truth", hr))
+    panels = [_label(_panel(img, h), labels.get(name, name)) for name, img in cols]
+    ks = [("kernel", kernel)] + ([("true kernel", true_kernel)] if true_kernel is not None else [])
+    kh = h // len(ks)
+    kp = [_label(_panel(_kernel_image(k), kh), labels.get(n, n)) for n, k in ks]
+    kw = max(p.shape[1] for p in kp)
+    kp = [np.pad(p, ((0, 0), (0, kw - p.shape[1]), (0, 0))) for p in kp]
+    kcol = np.concatenate(kp, axis=0)
+    kcol = np.pad(kcol, ((0, h - kcol.shape[0]), (0, 0), (0, 0)))
+    gap = np.full((h, 4, 3), 255, np.uint8)
+    row = []
+    for p in panels + [kcol]:
+        row += [p, gap]
+    out = np.concatenate(row[:-1], axis=1)
+    path = Path(path)
+    imsave(path, out, check_contrast=False)
+    return path
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+    from skimage.transform import resize
+
+    from .engine import super_resolve
+    from .io import scaled_metadata, write_kernels, write_tiff
+    from .io.tiff import TiffMeta
+    from .model import DEFAULT_MODEL, load_model
+    from .model.kernels import kernel_stats
+    from .samples import make_sample
+
+    name = args.model or DEFAULT_MODEL
+    try:
+        model = load_model(name)
+    except UnknownModelError as e:
+        _err(f"the demo needs the bundled model {name!r}, which is not installed here ({e}). "
+             "Run it with --model PATH_TO_CHECKPOINT, or reinstall napari-dan.")
+        return EXIT_FAILED
+    s = model.scale
+    kind = "photo" if model.in_channels == 3 else "microscopy"
+    sample = make_sample(kind, scale=s)
+    lr, hr = sample["lr"], sample["hr"]
+    print(f"model: {model.name} ({model.architecture}, x{s}, {model.in_channels}-channel, "
+          f"{model.source or 'in memory'})" + (f": {model.description}" if model.description
+                                                else ""))
+    print(f"sample: {sample['description']}; input {lr.shape[1]}x{lr.shape[0]} px")
+    t0 = time.perf_counter()
+    res = super_resolve(lr, model, device=args.device)
+    dt = time.perf_counter() - t0
+    sr = res.image
+    bic = resize(lr.astype(np.float64) / 255, sr.shape, order=3, mode="edge",
+                 anti_aliasing=False)
+    bic = np.clip(np.round(bic * 255), 0, 255).astype(np.uint8)
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"demo_{sample['name'].replace(' ', '_')}_x{s}"
+    px, unit = sample.get("pixel_size"), sample.get("unit")
+    meta = TiffMeta(shape=lr.shape, dtype=lr.dtype, axes="YXS" if lr.ndim == 3 else "YX",
+                    photometric="rgb" if lr.ndim == 3 else "minisblack")
+    if px and unit:
+        meta.kind, meta.unit = "imagej", unit
+        meta.pixel_size = {"X": px, "Y": px}
+        meta.resolution = (1 / px, 1 / px)
+        meta.imagej = {"unit": "um" if unit == "µm" else unit}
+    sr_meta = scaled_metadata(meta, s)
+    p_sr = write_tiff(out / f"{stem}.tif", sr, sr_meta)
+    hr_px = sample.get("hr_pixel_size")
+    stats = kernel_stats(res.kernel, hr_px, unit if hr_px else None)
+    true_stats = kernel_stats(sample["kernel"], hr_px, unit if hr_px else None)
+    p_k = write_kernels(out / f"{stem}_kernel.tif", res.kernel,
+                        {"model": model.name, "scale": s, "kernel_stats": stats.to_dict(),
+                         "true_kernel_stats": true_stats.to_dict(),
+                         "sample": sample["description"]}, hr_px, unit)
+    lines = [f"DAN ({model.name}) {dt:.1f} s on {res.metadata.get('device', '?')}",
+             f"kernel: {stats.summary()}",
+             f"true kernel: {true_stats.summary()}"]
+    labels = {"DAN": f"DAN {model.name}"}
+    try:
+        from .training.metrics import y_psnr
+
+        p_dan = y_psnr(sr / 255.0, hr / 255.0, s)
+        p_bic = y_psnr(bic / 255.0, hr / 255.0, s)
+        lines.append(f"PSNR vs truth (Y, border {s}): DAN {p_dan:.2f} dB, bicubic {p_bic:.2f} dB")
+        labels.update({"DAN": f"DAN {model.name} {p_dan:.2f} dB",
+                       "bicubic": f"bicubic {p_bic:.2f} dB"})
+    except ImportError:  # the training package is optional for the demo
+        pass
+    labels.update({"kernel": f"estimated FWHM {stats.fwhm:.2f}",
+                   "true kernel": f"true FWHM {true_stats.fwhm:.2f}"})
+    p_png = comparison_png(out / f"{stem}_comparison.png", lr, bic, sr, res.kernel, hr,
+                           sample["kernel"], labels)
+    for line in lines:
+        print(line)
+    print(f"wrote {p_sr}\nwrote {p_k}\nwrote {p_png}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# parser and entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands register ``func=callable(args) -> int``)."""
+    p = argparse.ArgumentParser(
+        prog="napari-dan",
+        description="Blind super-resolution with DAN: batch-process TIFF stacks, list models, "
+                    "run the demo. Documentation: docs/cli.md.")
+    p.add_argument("--version", action="version", version=f"napari-dan {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sr = sub.add_parser(
+        "super-resolve", help="super-resolve TIFF files or stacks",
+        description="Super-resolve TIFF images and stacks plane by plane. For each INPUT writes "
+                    "OUTPUT_DIR/<stem>_x<s>.tif (same dtype, axes and metadata; pixel size / s) "
+                    "and <stem>_x<s>_kernel.tif (float32 kernels, statistics as JSON in the "
+                    "description). Existing outputs are skipped; inputs are never overwritten.")
+    sr.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="TIFF files, directories (every .tif/.tiff inside) or glob patterns")
+    sr.add_argument("-o", "--output-dir", required=True, metavar="DIR",
+                    help="where the outputs go (created if needed)")
+    sr.add_argument("-m", "--model", metavar="NAME|PATH",
+                    help="bundled model name (see 'napari-dan models') or checkpoint file; "
+                         "default: the bundled default model")
+    sr.add_argument("--kernel-mode", choices=("global", "per-plane", "per-tile"),
+                    default="global",
+                    help="one kernel per file (default), one per plane, or one per tile")
+    sr.add_argument("--psf", metavar="FILE",
+                    help="measured PSF (TIFF 2D/3D or .npy): non-blind, no kernel estimation")
+    sr.add_argument("--tile-size", type=_tile_size, default="auto", metavar="N",
+                    help="tile side in input pixels (default: auto, from device memory)")
+    sr.add_argument("--device", default="auto",
+                    help="auto (default), cpu, cuda, cuda:N or mps")
+    sr.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                    help="network precision (default: auto)")
+    sr.add_argument("--channel-axis", type=_channel_axis, metavar="N",
+                    help="axis of the file that holds channels (index or letter such as C); "
+                         "default: RGB samples (S), else C")
+    sr.add_argument("--overwrite", action="store_true",
+                    help="replace existing outputs instead of skipping their inputs")
+    cl = sr.add_mutually_exclusive_group()
+    cl.add_argument("--scheduler", metavar="ADDRESS",
+                    help="process planes on a running dask.distributed cluster "
+                         "(e.g. tcp://host:8786)")
+    cl.add_argument("--workers", type=_positive, metavar="N",
+                    help="start a local dask cluster of N single-threaded worker processes")
+    sr.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bars or per-file lines (errors are still printed)")
+    sr.set_defaults(func=_cmd_super_resolve)
+
+    mo = sub.add_parser("models", help="list the bundled models",
+                        description="List the bundled models: name, scale, channels, "
+                                    "architecture and description.")
+    mo.add_argument("-v", "--verbose", action="store_true", help="also metrics and file paths")
+    mo.set_defaults(func=_cmd_models)
+
+    de = sub.add_parser(
+        "demo", help="run the bundled default model on a bundled sample",
+        description="Run a model (default: the bundled default) on a bundled sample image "
+                    "degraded with a known kernel; write the super-resolved TIFF, the kernel "
+                    "TIFF and a side-by-side PNG (input, bicubic, DAN, truth, kernels).")
+    de.add_argument("-o", "--output-dir", default="napari-dan-demo", metavar="DIR",
+                    help="where to write (default: ./napari-dan-demo)")
+    de.add_argument("-m", "--model", metavar="NAME|PATH", help="model to run instead")
+    de.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    de.set_defaults(func=_cmd_demo)
+
+    try:  # train/evaluate live with the training code
+        from .training import cli as training_cli
+    except ImportError:
+        training_cli = None
+    if training_cli is not None and hasattr(training_cli, "register"):
+        training_cli.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-dan`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\nnapari-dan: interrupted; completed outputs are kept and no partial file "
+              "remains. Run the same command again to continue.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DanError as e:
+        _err(str(e))
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

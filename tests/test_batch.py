@@ -1,0 +1,267 @@
+"""Batch processing of TIFF files (napari_dan.batch): outputs, metadata, safety, streaming."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tifffile
+
+import napari_dan
+from conftest import tiny_model
+from napari_dan.batch import expand_inputs, load_psf, output_paths, run_batch
+from napari_dan.errors import InputError
+from napari_dan.io import partial_path, read_kernels, read_tiff
+from napari_dan.model.kernels import gaussian_kernel
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    path = tmp_path / "tiny.pt"
+    tiny_model(in_nc=1, scale=2).save(path)
+    return path
+
+
+def _hyperstack(path, rng, shape=(2, 3, 2, 24, 28)):
+    data = rng.integers(0, 4000, shape, dtype=np.uint16)
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
+                     metadata={"axes": "TZCYX", "spacing": 0.5, "unit": "um", "finterval": 2.0})
+    return data
+
+
+def test_expand_inputs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in ["a.tif", "b.TIFF", "a_x2.tif", "a_x2_kernel.tif", ".a.tif.partial", "notes.txt",
+              ".hidden.tif", "c_x4.tif"]:
+        (d / n).write_bytes(b"")
+    files, problems = expand_inputs([d, str(d / "b*"), tmp_path / "missing.tif",
+                                     str(tmp_path / "nomatch*.tif")])
+    names = [f.name for f in files]
+    # our own outputs of a.tif are left out; c_x4.tif has no c.tif beside it, so it is an input
+    assert names == ["a.tif", "b.TIFF", "c_x4.tif"]
+    assert {p.input.name for p in problems} == {"missing.tif", "nomatch*.tif"}
+    # an output named explicitly is processed: the user asked for it
+    files, _ = expand_inputs([d / "a.tif", d / "a_x2.tif"])
+    assert [f.name for f in files] == ["a.tif", "a_x2.tif"]
+
+
+def test_output_paths(tmp_path):
+    assert output_paths("x/cells.ome.tif", tmp_path, 4, ome=True) == (
+        tmp_path / "cells_x4.ome.tif", tmp_path / "cells_x4_kernel.tif")
+    assert output_paths("cells.tiff", tmp_path, 2)[0] == tmp_path / "cells_x2.tif"
+
+
+def test_hyperstack_matches_engine_and_keeps_metadata(tmp_path, rng, tiny_ckpt):
+    src = tmp_path / "hyper.tif"
+    data = _hyperstack(src, rng)
+    out = tmp_path / "out"
+    summary = run_batch([src], out, tiny_ckpt, tile_size=16, quiet=True)
+    assert not summary.failed and summary.count("done") == 1 and summary.planes == 6
+    img, meta = read_tiff(out / "hyper_x2.tif")
+    # the streamed file equals the engine run on the whole array in memory (C as channel axis)
+    ref = napari_dan.super_resolve(data, tiny_model(in_nc=1, scale=2), channel_axis=2,
+                                   tile_size=16)
+    np.testing.assert_array_equal(img, ref.image)
+    assert img.dtype == np.uint16 and meta.axes == "TZCYX" and meta.kind == "imagej"
+    assert meta.pixel_size["X"] == pytest.approx(0.1) and meta.pixel_size["Z"] == 0.5
+    assert meta.pixel_size["T"] == 2.0 and meta.unit == "µm"
+
+    k, info = read_kernels(out / "hyper_x2_kernel.tif")
+    assert k.dtype == np.float32 and k.shape == ref.kernel.shape
+    np.testing.assert_allclose(k, ref.kernel, rtol=1e-5, atol=1e-7)
+    assert info["kernel_mode"] == "global" and info["scale"] == 2 and info["unit"] == "µm"
+    assert info["kernel_stats"]["fwhm"] == pytest.approx(ref.kernel_stats.fwhm, rel=1e-4)
+    assert info["pixel_size"] == pytest.approx(0.1)
+    assert info["kernel_stats"]["fwhm_physical"] == pytest.approx(0.1 * ref.kernel_stats.fwhm,
+                                                                  rel=1e-4)
+    assert summary.results[0].fwhm == pytest.approx(ref.kernel_stats.fwhm, rel=1e-4)
+    assert not list(out.glob(".*partial"))
+
+
+@pytest.mark.parametrize("mode,n_kernels", [("per-plane", 6), ("per-tile", 6 * 4)])
+def test_kernel_modes_write_every_kernel(tmp_path, rng, tiny_ckpt, mode, n_kernels):
+    src = tmp_path / "h.tif"
+    _hyperstack(src, rng, shape=(2, 3, 1, 24, 24))
+    run_batch([src], tmp_path / "o", tiny_ckpt, kernel_mode=mode, tile_size=16, quiet=True)
+    k, info = read_kernels(tmp_path / "o" / "h_x2_kernel.tif")
+    assert k.shape == (n_kernels, 21, 21) and len(info["kernels"]) == n_kernels
+    assert info["kernel_mode"] == mode
+    assert all("fwhm" in d and "center" in d for d in info["kernels"])
+
+
+def test_skip_overwrite_and_never_touch_inputs(tmp_path, rng, tiny_ckpt):
+    d = tmp_path / "data"
+    d.mkdir()
+    a = rng.integers(0, 255, (2, 20, 20), dtype=np.uint8)
+    tifffile.imwrite(d / "a.tif", a, photometric="minisblack")
+    tifffile.imwrite(d / "b.tif", a[:1], photometric="minisblack")
+    s1 = run_batch([d], d, tiny_ckpt, quiet=True)  # output dir == input dir
+    assert s1.count("done") == 2
+    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    s2 = run_batch([d], d, tiny_ckpt, quiet=True)  # outputs are not taken as new inputs
+    assert s2.count("skipped") == 2 and s2.count("done") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before
+    s3 = run_batch([d / "b.tif"], d, tiny_ckpt, overwrite=True, quiet=True)
+    assert s3.count("done") == 1 and (d / "b_x2.tif").stat().st_mtime_ns > before["b_x2.tif"]
+    # an input that is another input's output is refused, even with --overwrite
+    orig = (d / "a_x2.tif").read_bytes()
+    s4 = run_batch([d / "a.tif", d / "a_x2.tif"], d, tiny_ckpt, overwrite=True, quiet=True)
+    failed = s4.failed
+    assert len(failed) == 1 and failed[0].input.name == "a.tif"
+    assert "would replace the input" in failed[0].message
+    assert (d / "a_x2.tif").read_bytes() == orig
+    assert s4.count("done") == 1 and (d / "a_x2_x2.tif").exists()
+
+
+def test_same_stem_twice_is_refused(tmp_path, rng, tiny_ckpt):
+    for sub in ("p", "q"):
+        (tmp_path / sub).mkdir()
+        tifffile.imwrite(tmp_path / sub / "img.tif",
+                         rng.integers(0, 255, (20, 20), dtype=np.uint8))
+    s = run_batch([tmp_path / "p", tmp_path / "q"], tmp_path / "o", tiny_ckpt, quiet=True)
+    assert s.count("done") == 1 and len(s.failed) == 1
+    assert "same output name" in s.failed[0].message
+
+
+def test_corrupt_file_reported_others_processed(tmp_path, rng, tiny_ckpt):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "broken.tif").write_bytes(b"II*\x00" + os.urandom(64))
+    tifffile.imwrite(d / "good.tif", rng.integers(0, 255, (20, 20), dtype=np.uint8))
+    s = run_batch([d], tmp_path / "o", tiny_ckpt, quiet=True)
+    assert s.count("done") == 1 and [r.input.name for r in s.failed] == ["broken.tif"]
+    assert "broken.tif" in s.text() and "FAILED" in s.text()
+    assert (tmp_path / "o" / "good_x2.tif").exists()
+    assert not (tmp_path / "o" / "broken_x2.tif").exists()
+
+
+def test_interrupt_leaves_no_partial_and_rerun_continues(tmp_path, rng, tiny_ckpt, monkeypatch):
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in ("a", "b"):
+        tifffile.imwrite(d / f"{n}.tif", rng.integers(0, 255, (4, 32, 32), dtype=np.uint8),
+                         photometric="minisblack")
+    out = tmp_path / "o"
+    import napari_dan.io.tiff as tiffmod
+
+    calls = {"n": 0}
+    real = tiffmod.StackWriter._write_page
+
+    def flaky(self, page, data):  # Ctrl-C while the second file is half written
+        calls["n"] += 1
+        if calls["n"] == 6:
+            assert partial_path(out / "b_x2.tif").exists()
+            raise KeyboardInterrupt
+        return real(self, page, data)
+
+    monkeypatch.setattr(tiffmod.StackWriter, "_write_page", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([d], out, tiny_ckpt, tile_size=16, quiet=True)
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.tif", "a_x2_kernel.tif"]
+    monkeypatch.setattr(tiffmod.StackWriter, "_write_page", real)
+    s = run_batch([d], out, tiny_ckpt, tile_size=16, quiet=True)
+    assert s.count("skipped") == 1 and s.count("done") == 1
+    assert (out / "b_x2.tif").exists() and not list(out.glob(".*"))
+
+
+def test_rgb_file_with_rgb_model(tmp_path, rng):
+    ck = tmp_path / "rgb.pt"
+    tiny_model(in_nc=3, scale=2).save(ck)
+    img = rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "photo.tif", img, photometric="rgb")
+    s = run_batch([tmp_path / "photo.tif"], tmp_path / "o", ck, quiet=True)
+    assert not s.failed
+    out, meta = read_tiff(tmp_path / "o" / "photo_x2.tif")
+    assert out.shape == (48, 40, 3) and meta.photometric == "rgb"
+    ref = napari_dan.super_resolve(img, tiny_model(in_nc=3, scale=2))
+    np.testing.assert_array_equal(out, ref.image)
+
+
+def test_bad_channel_axis_is_an_actionable_error(tmp_path, rng, tiny_ckpt):
+    src = tmp_path / "h.tif"
+    _hyperstack(src, rng)
+    s = run_batch([src], tmp_path / "o", tiny_ckpt, channel_axis=7, quiet=True)
+    assert "out of range" in s.failed[0].message and "TZCYX" in s.failed[0].message
+    s = run_batch([src], tmp_path / "o", tiny_ckpt, channel_axis="Q", quiet=True)
+    assert "no axis 'Q'" in s.failed[0].message
+    with pytest.raises(InputError, match="kernel mode"):
+        run_batch([src], tmp_path / "o", tiny_ckpt, kernel_mode="local")
+
+
+def test_psf_loading(tmp_path):
+    k = gaussian_kernel(15, 2.0)
+    stack = np.stack([k * 0.2, k, k * 0.5])  # in focus in the middle
+    tifffile.imwrite(tmp_path / "psf.tif", stack.astype(np.float32))
+    got, note = load_psf(tmp_path / "psf.tif")
+    assert "plane 1 of 3" in note and got.shape == (15, 15)
+    assert got.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(got, k / k.sum(), atol=2e-3)
+    # with pixel sizes on both sides it is resampled to the output grid
+    tifffile.imwrite(tmp_path / "psf2.tif", k.astype(np.float32), imagej=True,
+                     resolution=(1 / 0.2, 1 / 0.2), metadata={"unit": "um"})
+    got, note = load_psf(tmp_path / "psf2.tif", hr_pixel_size=0.1, unit="µm")
+    assert "resampled" in note
+    from napari_dan.model.kernels import kernel_stats
+
+    assert kernel_stats(got).sigma_major == pytest.approx(4.0, rel=0.1)  # 2 px of 0.2 -> 4 of 0.1
+
+
+def test_psf_run_is_non_blind(tmp_path, rng, tiny_ckpt):
+    src = tmp_path / "h.tif"
+    tifffile.imwrite(src, rng.integers(0, 255, (2, 24, 24), dtype=np.uint8),
+                     photometric="minisblack")
+    np.save(tmp_path / "psf.npy", gaussian_kernel(21, 1.5))
+    s = run_batch([src], tmp_path / "o", tiny_ckpt, psf=tmp_path / "psf.npy", quiet=True)
+    assert not s.failed
+    _, info = read_kernels(tmp_path / "o" / "h_x2_kernel.tif")
+    assert info["kernel_mode"] == "user kernel" and "psf" in info
+
+
+def _peak_rss_mb(code: str) -> float:
+    """Peak RSS (MB) of a fresh Python process running ``code`` (measured by a parent that has
+    no other children)."""
+    wrapper = textwrap.dedent(f"""
+        import resource, subprocess, sys
+        r = subprocess.run([sys.executable, "-c", {code!r}])
+        assert r.returncode == 0, r.returncode
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, env=env,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_streaming_memory_does_not_grow_with_stack(tmp_path, tiny_ckpt):
+    """Peak RSS of a 40-plane run is about that of a 4-plane run: the stack is never in memory.
+
+    40 x 512 x 512 uint16 is 20 MB in and 80 MB out (x2); the difference in peak RSS between
+    the two runs must stay far below the 72 MB the extra planes would need if held.
+    """
+    rng = np.random.default_rng(0)
+    plane = rng.integers(0, 60000, (512, 512), dtype=np.uint16)
+    for n in (4, 40):
+        with tifffile.TiffWriter(tmp_path / f"s{n}.tif", imagej=True) as tw:
+            tw.write((np.roll(plane, i, 0) for i in range(n)), shape=(n, 512, 512),
+                     dtype=np.uint16, metadata={"axes": "ZYX"})
+    code = ("from napari_dan.batch import run_batch; import sys; "
+            "s = run_batch([sys.argv[1]], sys.argv[2], sys.argv[3], tile_size=128, quiet=True); "
+            "sys.exit(1 if s.failed else 0)")
+    peaks = {}
+    for n in (4, 40):
+        c = code.replace("sys.argv[1]", repr(str(tmp_path / f"s{n}.tif"))) \
+            .replace("sys.argv[2]", repr(str(tmp_path / f"o{n}"))) \
+            .replace("sys.argv[3]", repr(str(tiny_ckpt)))
+        peaks[n] = _peak_rss_mb(c)
+    out = tifffile.memmap(tmp_path / "o40" / "s40_x2.tif", mode="r")
+    assert out.shape == (40, 1024, 1024)
+    del out
+    grown = peaks[40] - peaks[4]
+    print(f"peak RSS: 4 planes {peaks[4]:.0f} MB, 40 planes {peaks[40]:.0f} MB")
+    assert grown < 20, peaks
