@@ -169,18 +169,21 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        if "weights_only" in str(e) or "Unsupported" in str(e) or "global" in str(e).lower():
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else "unsupported content"
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
             raise CheckpointError(
-                f"{path}: refused to load: the file needs code to be executed to unpickle "
-                f"(only plain tensors and containers are accepted). Detail: {first}") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, OSError) and not isinstance(e, EOFError):
-            pass
-        if "central directory" in msg or "failed finding" in msg or isinstance(e, EOFError):
+                f"{path}: refused to load: unpickling it would execute code (only plain tensors "
+                f"and containers are accepted). Detail: {first}") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+    except Exception as e:  # torch raises many types for damaged files; one clear line for all
+        text = str(e).strip()
+        msg = text.splitlines()[0] if text else type(e).__name__
+        if isinstance(e, (EOFError, zipfile.BadZipFile)) or "central directory" in msg \
+                or "failed finding" in msg:
             msg = "the file is truncated or damaged"
+        elif isinstance(e, KeyError):
+            msg = "the content is not a torch.save archive"
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({msg})") from None
 
 

@@ -1,0 +1,1 @@
+"""Training and evaluation: degradations, data sets, the training loop, metrics."""

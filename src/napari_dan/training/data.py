@@ -1,0 +1,114 @@
+"""Training data: folders of images (PNG, JPEG, TIFF; 8/16 bit; gray or RGB) as random HR crops.
+
+Images are held in memory as float32 in [0, 1] (the classic SR sets are small); crops get random
+flips and 90-degree rotations. Degradation happens on the fly, batched, in
+:mod:`napari_dan.training.degradations`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["IMAGE_SUFFIXES", "find_images", "read_image", "to_gray", "PatchSampler"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def find_images(folders) -> list[Path]:
+    """Every image file in the given folders (recursively) or the files themselves, sorted."""
+    out: list[Path] = []
+    for f in folders:
+        p = Path(f)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out
+
+
+def _to_unit(a: np.ndarray, robust: bool) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    a = a.astype(np.float32)
+    if robust:  # microscopy: percentiles, as the engine normalises at inference
+        lo, hi = np.percentile(a, [0.1, 99.9])
+    else:
+        lo, hi = (0.0, 65535.0) if a.max() > 255 else (0.0, 255.0)
+    return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def read_image(path: Path) -> list[np.ndarray]:
+    """One file -> list of (H, W, C) float32 planes in [0, 1] (a TIFF stack gives several)."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        a = tifffile.imread(path)
+        if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4)):
+            planes = [a]
+        else:  # a stack of 2D planes
+            planes = list(a.reshape(-1, *a.shape[-2:]))
+        return [_to_unit(p, robust=p.dtype != np.uint8)[..., None] if p.ndim == 2
+                else _to_unit(p[..., :3], robust=False) for p in planes]
+    from skimage import io
+
+    a = io.imread(path)
+    if a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]
+    a = _to_unit(a, robust=False)
+    return [a if a.ndim == 3 else a[..., None]]
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W, 1) BT.601 luma; gray input is returned as is."""
+    if img.shape[-1] == 1:
+        return img
+    return (img[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+
+
+class PatchSampler:
+    """Random HR crops of ``size`` x ``size`` with flips and rotations.
+
+    Parameters
+    ----------
+    images : list of (H, W, C) float32 arrays in [0, 1]
+    channels : 1 or 3; RGB images are converted to luma for 1, gray images replicated for 3
+    size : crop side (HR pixels)
+    rng : numpy Generator
+    """
+
+    def __init__(self, images: list[np.ndarray], channels: int, size: int,
+                 rng: np.random.Generator):
+        self.size, self.rng = size, rng
+        imgs = []
+        for im in images:
+            im = to_gray(im) if channels == 1 else (np.repeat(im, 3, -1) if im.shape[-1] == 1 else im)
+            if min(im.shape[:2]) >= size:
+                imgs.append(np.ascontiguousarray(im, dtype=np.float32))
+        if not imgs:
+            raise ValueError(f"no training image is at least {size}x{size} pixels")
+        self.images = imgs
+        areas = np.array([im.shape[0] * im.shape[1] for im in imgs], np.float64)
+        self.p = areas / areas.sum()  # sample big images more often: uniform over pixels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, n: int) -> np.ndarray:
+        """(n, C, size, size) float32."""
+        s, out = self.size, []
+        for i in self.rng.choice(len(self.images), n, p=self.p):
+            im = self.images[i]
+            y = self.rng.integers(0, im.shape[0] - s + 1)
+            x = self.rng.integers(0, im.shape[1] - s + 1)
+            c = im[y:y + s, x:x + s]
+            if self.rng.random() < 0.5:
+                c = c[:, ::-1]
+            c = np.rot90(c, self.rng.integers(0, 4))
+            out.append(np.ascontiguousarray(c.transpose(2, 0, 1)))
+        return np.stack(out)

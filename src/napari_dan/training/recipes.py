@@ -1,0 +1,50 @@
+"""How each bundled model was trained: one recipe per name, so the weights can be reproduced
+with ``napari-dan train --recipe NAME`` (see docs/models.md for what each run cost)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .train import TrainConfig
+
+__all__ = ["RECIPES", "recipe"]
+
+_COMPACT = dict(nf=32, nb=4, ng=2, est_nf=32, est_nb=2, code_len=10, kernel_size=21, loop=4)
+
+
+def _shared(*parts: str) -> str:
+    return str(Path("..", "shared", "data", *parts))
+
+
+RECIPES: dict[str, dict] = {
+    "dan-x4-rgb": dict(
+        scale=4, in_nc=3, sigma_range=(0.2, 4.0), data=[_shared("train")],
+        steps=5000, lr=4e-4, batch=16, lr_patch=32,
+        description="Compact DANv2 x4 for RGB photographs, isotropic Gaussian blur (setting 1)"),
+    "dan-x2-rgb": dict(
+        scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")],
+        steps=2500, lr=2e-4, batch=16, lr_patch=32,
+        init_from="runs/dan-x4-rgb/dan-x4-rgb.pt",
+        description="Compact DANv2 x2 for RGB photographs, isotropic Gaussian blur"),
+    "dan-x4-gray": dict(
+        scale=4, in_nc=1, sigma_range=(0.2, 4.0), noise=True,
+        data=[_shared("train"), _shared("microscopy", "nuclei3d_cells3d.tif"),
+              _shared("microscopy", "Bead_Image1_crop.tif")],
+        steps=1500, lr=2e-4, batch=16, lr_patch=32,
+        init_from="runs/dan-x4-rgb/dan-x4-rgb.pt",
+        description="Compact DANv2 x4 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise"),
+    "dan-x2-gray": dict(
+        scale=2, in_nc=1, sigma_range=(0.2, 3.0), noise=True,
+        data=[_shared("train"), _shared("microscopy", "nuclei3d_cells3d.tif"),
+              _shared("microscopy", "Bead_Image1_crop.tif")],
+        steps=1500, lr=2e-4, batch=16, lr_patch=32,
+        init_from="runs/dan-x2-rgb/dan-x2-rgb.pt",
+        description="Compact DANv2 x2 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise"),
+}
+
+
+def recipe(name: str, **overrides) -> TrainConfig:
+    """The TrainConfig of a bundled model, with optional overrides."""
+    if name not in RECIPES:
+        raise KeyError(f"no recipe {name!r}; recipes: {', '.join(RECIPES)}")
+    return TrainConfig(name=name, **{**_COMPACT, **RECIPES[name], **overrides})

@@ -1,0 +1,361 @@
+"""The training loop: resumable, seeded, CPU or GPU, bf16 autocast where the CPU has it.
+
+Schedule (fractions of ``steps``):
+
+1. ``restorer_frac``: the Restorer learns with the TRUE kernel codes (one pass instead of four),
+   while the Estimator learns to read the kernel from SR images the Restorer made with codes
+   between the Dirac's and the true one (what it sees during the unrolled loop).
+2. the rest: the whole unrolled loop as released (iterations 1..n-1 without gradients, the last
+   one supervised: L1(SR, HR) + L1(kernel, true kernel)), so each part adapts to the other's errors.
+
+Everything needed to resume (weights, optimiser, RNG states, step) is written atomically every
+``checkpoint_every`` steps; re-running the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model.checkpoint import DanModel, create_model, load_checkpoint, save_checkpoint
+from ..model.kernels import random_gaussian_kernels
+from .data import PatchSampler, find_images, read_image
+from .degradations import degrade_torch, imresize_torch
+
+__all__ = ["TrainConfig", "train", "transfer_weights", "cpu_has_bf16"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the run folder and the checkpoint)."""
+
+    name: str = "dan-x4-rgb"
+    scale: int = 4
+    in_nc: int = 3
+    nf: int = 48
+    nb: int = 5
+    ng: int = 3
+    est_nf: int = 32
+    est_nb: int = 3
+    code_len: int = 10
+    kernel_size: int = 21
+    loop: int = 4
+    setting: int = 1
+    sigma_range: tuple[float, float] = (0.2, 4.0)
+    data: list[str] = field(default_factory=list)
+    val_images: int = 4
+    noise: bool = False           # Poisson-Gaussian noise on part of the batch (microscopy)
+    noise_fraction: float = 0.7
+    photons_range: tuple[float, float] = (30.0, 3000.0)
+    read_noise_range: tuple[float, float] = (0.0, 0.02)
+    lr_patch: int = 32
+    batch: int = 16
+    steps: int = 4000
+    restorer_frac: float = 0.75
+    lr: float = 4e-4
+    lr_min: float = 1e-5
+    seed: int = 0
+    device: str = "auto"
+    bf16: str = "auto"            # "auto": on CPUs with native bf16; "on"; "off"
+    threads: int = 0              # 0: torch default
+    checkpoint_every: int = 100
+    val_every: int = 250
+    init_from: str | None = None  # transfer weights from a checkpoint (other scale/channels ok)
+    description: str = ""
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def transfer_weights(dst: torch.nn.Module, src: torch.nn.Module) -> list[str]:
+    """Copy every compatible tensor from ``src`` to ``dst``; returns the keys copied.
+
+    Grey from RGB: input convolutions sum their weights over the 3 input channels and output
+    convolutions average their 3 output filters, so the grey network starts as the RGB network
+    applied to a grey image. Tensors whose shapes differ otherwise (e.g. another scale's
+    upsampler) keep their initialisation. PCA buffers are never copied.
+    """
+    sd, own, copied = src.state_dict(), dst.state_dict(), []
+    for k, v in own.items():
+        if k in ("encoder", "init_kernel", "init_ker_map") or k not in sd:
+            continue
+        w = sd[k]
+        if w.shape == v.shape:
+            own[k] = w.clone()
+        elif w.ndim == 4 and w.shape[1] == 3 and v.shape[1] == 1 and w.shape[0] == v.shape[0] \
+                and w.shape[2:] == v.shape[2:]:
+            own[k] = w.sum(1, keepdim=True)
+        elif w.ndim >= 1 and w.shape[0] == 3 and v.shape[0] == 1 and w.shape[1:] == v.shape[1:]:
+            own[k] = w.mean(0, keepdim=True)
+        else:
+            continue
+        copied.append(k)
+    dst.load_state_dict(own)
+    return copied
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
+    a = a[..., border:-border, border:-border].clamp(0, 1)
+    b = b[..., border:-border, border:-border]
+    mse = torch.mean((torch.round(a * 255) - torch.round(b * 255)) ** 2).item()
+    return 10 * math.log10(255**2 / max(mse, 1e-10))
+
+
+class Trainer:
+    """Holds the state of one run; see :func:`train`."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, log=print):
+        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = _device(cfg.device)
+        use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and (
+            self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_bf16())))
+        self.amp_dtype = torch.bfloat16 if use_bf16 else None
+        hp = dict(in_nc=cfg.in_nc, nf=cfg.nf, nb=cfg.nb, ng=cfg.ng, scale=cfg.scale,
+                  code_len=cfg.code_len, kernel_size=cfg.kernel_size, loop=cfg.loop,
+                  est_nf=cfg.est_nf, est_nb=cfg.est_nb)
+        self.model: DanModel = create_model("DANv2", name=cfg.name, setting=cfg.setting,
+                                            seed=cfg.seed, **hp)
+        self.net = self.model.network
+        if cfg.init_from:
+            src = load_checkpoint(cfg.init_from).network
+            copied = transfer_weights(self.net, src)
+            self.log(f"initialised {len(copied)} tensors from {cfg.init_from}")
+        self.net.to(self.device).train()
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        self.step = 0
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.history: list[dict] = []
+        self.elapsed = 0.0
+        self._load_data()
+
+    # -- data -------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        files = find_images(self.cfg.data)
+        if not files:
+            raise ValueError("no training images found in " + ", ".join(self.cfg.data))
+        nval = min(self.cfg.val_images, max(len(files) - 1, 0))
+        val_files, train_files = files[-nval:] if nval else [], files[:len(files) - nval]
+        planes = [p for f in train_files for p in read_image(f)]
+        hr = self.cfg.lr_patch * self.cfg.scale
+        self.sampler = PatchSampler(planes, self.cfg.in_nc, hr, self.rng)
+        self.val = []
+        vrng = np.random.default_rng(12345)
+        for f in val_files:
+            im = read_image(f)[0]
+            vs = PatchSampler([im], self.cfg.in_nc, min(192, min(im.shape[:2]) // 12 * 12), vrng)
+            self.val.append(vs.sample(1)[0])
+        self.log(f"{len(train_files)} training files ({len(planes)} planes), "
+                 f"{len(self.val)} validation crops; device {self.device}, "
+                 f"bf16 {'on' if self.amp_dtype else 'off'}, threads {torch.get_num_threads()}")
+
+    def _batch(self):
+        cfg, b = self.cfg, self.cfg.batch
+        hr = torch.from_numpy(self.sampler.sample(b))
+        ks, _ = random_gaussian_kernels(b, cfg.kernel_size, setting=cfg.setting,
+                                        sigma_range=tuple(cfg.sigma_range), rng=self.rng)
+        ks = torch.from_numpy(ks)
+        photons = read = None
+        if cfg.noise:
+            lo, hi = np.log(cfg.photons_range[0]), np.log(cfg.photons_range[1])
+            ph = np.exp(self.rng.uniform(lo, hi, b))
+            ph[self.rng.random(b) > cfg.noise_fraction] = 1e9  # effectively noise-free
+            photons = torch.from_numpy(ph.astype(np.float32))
+            read = torch.from_numpy(self.rng.uniform(*cfg.read_noise_range, b).astype(np.float32))
+            read[photons > 1e8] = 0
+        lr = degrade_torch(hr, ks, cfg.scale, photons=photons, read_noise=read,
+                           quantize_bits=8 if not cfg.noise else None)
+        return hr.to(self.device), lr.to(self.device), ks.to(self.device)
+
+    # -- schedule ---------------------------------------------------------------------------
+    def _lr_at(self, step: int) -> float:
+        c = self.cfg
+        t = min(step / max(c.steps, 1), 1.0)
+        return c.lr_min + 0.5 * (c.lr - c.lr_min) * (1 + math.cos(math.pi * t))
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self) -> dict:
+        cfg, net = self.cfg, self.net
+        hr, lr, ks = self._batch()
+        b = hr.shape[0]
+        true_code = net.encode(ks.reshape(b, -1))
+        stage = 1 if self.step < cfg.restorer_frac * cfg.steps else 2
+        with self._autocast():
+            if stage == 1:
+                sr = net.restore(lr, true_code)
+                # the Estimator sees SR images made with codes between the Dirac's and the truth
+                with torch.no_grad():
+                    t = torch.rand(b, 1, device=self.device) * 1.2
+                    mix = net.initial_code(b) + t * (true_code - net.initial_code(b))
+                    sr_e = net.restore(lr, mix)
+            else:
+                with torch.no_grad():
+                    code = net.initial_code(b)
+                    for _ in range(cfg.loop - 1):
+                        s_ = net.restore(lr, code)
+                        code = net.encode(net.estimate(s_, lr).float())
+                sr = net.restore(lr, code.detach())
+                sr_e = sr.detach()
+            kernel = net.estimate(sr_e, lr)
+        loss_sr = (sr.float() - hr).abs().mean()
+        loss_k = (kernel.float().reshape(b, -1) - ks.reshape(b, -1)).abs().sum(1).mean()
+        loss = loss_sr + 0.1 * loss_k
+        for g in self.opt.param_groups:
+            g["lr"] = self._lr_at(self.step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return {"loss_sr": loss_sr.item(), "loss_k": loss_k.item(), "stage": stage}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Blind PSNR (all iterations, 8-bit) on held-out crops at three sigmas."""
+        cfg, net = self.cfg, self.net
+        net.eval()
+        lo, hi = cfg.sigma_range
+        sigmas = [lo + 0.25 * (hi - lo), 0.5 * (lo + hi), lo + 0.75 * (hi - lo)]
+        from ..model.kernels import gaussian_kernel
+
+        ps, pb, errs = [], [], []
+        for crop in self.val:
+            hr = torch.from_numpy(crop)[None].to(self.device)
+            for sg in sigmas:
+                k = torch.from_numpy(gaussian_kernel(cfg.kernel_size, sg))[None].to(self.device)
+                lr = degrade_torch(hr, k, cfg.scale)
+                with self._autocast():
+                    sr, kest = net(lr)
+                ps.append(_psnr(sr.float(), hr, cfg.scale))
+                pb.append(_psnr(imresize_torch(lr, cfg.scale), hr, cfg.scale))
+                errs.append((kest.float() - k).abs().sum().item())
+        net.train()
+        return {"val_psnr": float(np.mean(ps)), "val_bicubic": float(np.mean(pb)),
+                "val_kernel_l1": float(np.mean(errs))}
+
+    # -- persistence ------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state.pt"
+
+    def save_state(self) -> None:
+        obj = {"config": json.dumps(asdict(self.cfg)), "step": self.step,
+               "elapsed": self.elapsed, "model": self.net.state_dict(),
+               "kernel_mean": self.net.kernel_mean, "opt": self.opt.state_dict(),
+               "history": json.dumps(self.history),
+               "np_rng": json.dumps(self.rng.bit_generator.state),
+               "torch_rng": torch.get_rng_state()}
+        tmp = self.state_path.with_suffix(".partial")
+        torch.save(obj, tmp)
+        os.replace(tmp, self.state_path)
+
+    def try_resume(self) -> bool:
+        if not self.state_path.exists():
+            return False
+        obj = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        self.net.load_state_dict(obj["model"])
+        self.net.kernel_mean.copy_(obj["kernel_mean"])
+        self.opt.load_state_dict(obj["opt"])
+        self.step, self.elapsed = int(obj["step"]), float(obj["elapsed"])
+        self.history = json.loads(obj["history"])
+        self.rng.bit_generator.state = json.loads(obj["np_rng"])
+        torch.set_rng_state(obj["torch_rng"].cpu())
+        self.log(f"resumed {self.run_dir} at step {self.step}")
+        return True
+
+    def export(self, path: Path, extra: dict | None = None) -> Path:
+        """Write the trained network in our checkpoint format with its provenance."""
+        net = self.net.float().eval()
+        last = next((h for h in reversed(self.history) if "val_psnr" in h), {})
+        info = {
+            "description": self.cfg.description or f"DANv2 x{self.cfg.scale} "
+                           f"{'RGB' if self.cfg.in_nc == 3 else 'grey'} (napari-dan)",
+            "provenance": {
+                "training_data": [Path(d).name for d in self.cfg.data],
+                "steps": self.step, "batch": self.cfg.batch, "lr_patch": self.cfg.lr_patch,
+                "train_hours": round(self.elapsed / 3600, 3),
+                "hardware": f"{platform.processor() or platform.machine()}, "
+                            f"{torch.get_num_threads()} threads, {self.device.type}",
+                "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                "degradation": {"setting": self.cfg.setting,
+                                "sigma_range": list(self.cfg.sigma_range),
+                                "noise": self.cfg.noise},
+                "config": asdict(self.cfg),
+            },
+            "metrics": {"validation": last, **((extra or {}).get("metrics", {}))},
+        }
+        return save_checkpoint(path, net, info=info, name=self.cfg.name)
+
+
+def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.PathLike | None = None,
+          log=print, max_minutes: float | None = None) -> Path | None:
+    """Train (or resume) a model; export it in our format at the end.
+
+    Returns the exported checkpoint path (None if stopped by ``max_minutes`` before the end; the
+    run can be resumed by calling again).
+    """
+    tr = Trainer(cfg, Path(run_dir), log=log)
+    tr.try_resume()
+    (tr.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    t_start, t_last = time.time(), time.time()
+    acc: list[dict] = []
+    while tr.step < cfg.steps:
+        acc.append(tr.train_step())
+        now = time.time()
+        tr.elapsed += now - t_last
+        t_last = now
+        if tr.step % 25 == 0:
+            rec = {"step": tr.step, "loss_sr": float(np.mean([a["loss_sr"] for a in acc])),
+                   "loss_k": float(np.mean([a["loss_k"] for a in acc])), "stage": acc[-1]["stage"],
+                   "lr": tr._lr_at(tr.step), "hours": round(tr.elapsed / 3600, 4)}
+            acc = []
+            if tr.step % cfg.val_every == 0 or tr.step == cfg.steps:
+                rec.update(tr.validate())
+                t_last = time.time()
+            tr.history.append(rec)
+            log(json.dumps(rec))
+        if tr.step % cfg.checkpoint_every == 0 or tr.step == cfg.steps:
+            tr.save_state()
+        if max_minutes is not None and (time.time() - t_start) > 60 * max_minutes:
+            tr.save_state()
+            log(f"stopping after {max_minutes} minutes at step {tr.step}; run again to resume")
+            return None
+    if not tr.history or "val_psnr" not in tr.history[-1]:
+        tr.history.append({"step": tr.step, **tr.validate()})
+        log(json.dumps(tr.history[-1]))
+    out = Path(export_to) if export_to else tr.run_dir / f"{cfg.name}.pt"
+    tr.export(out)
+    log(f"exported {out}")
+    return out
