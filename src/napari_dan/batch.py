@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -418,7 +419,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
     quiet
         No progress bars or per-file lines.
     log
-        Where per-file lines go (default: tqdm.write to stderr).
+        Where per-file lines go (default: stdout, failures to stderr, between progress bars).
 
     Returns
     -------
@@ -458,6 +459,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
         todo.append(f)
 
     write = log or tqdm.write
+    warn = log or (lambda m: tqdm.write(m, file=sys.stderr))
     runner = None
     off = True if quiet else None  # None: tqdm hides the bars when stderr is not a terminal
     files_bar = tqdm(total=len(todo), desc="files", unit="file", disable=off, position=0)
@@ -505,9 +507,9 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
                           f"{r.seconds:.1f} s, kernel {r.message}")
                 elif r.status == "skipped":
                     write(f"{f.name}: skipped, {r.message}")
-            if r.status == "failed":
-                write(f"FAILED {r.message}" if f.name in r.message else
-                      f"FAILED {f}: {r.message}")
+            if r.status == "failed" and not quiet:
+                warn(f"FAILED {r.message}" if f.name in r.message else
+                     f"FAILED {f}: {r.message}")
     finally:
         for bar in (steps_bar, planes_bar, files_bar):
             bar.close()

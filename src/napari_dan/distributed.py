@@ -146,7 +146,8 @@ def _warm(key: str, payload: bytes | None) -> int:
 # ---- client side --------------------------------------------------------------------------
 
 
-def start_cluster(scheduler: str | None = None, workers: int | None = None):
+def start_cluster(scheduler: str | None = None, workers: int | None = None,
+                  timeout: str = "20s"):
     """A ``distributed.Client``: connected to ``scheduler`` (``tcp://host:port``) or to a new
     ``LocalCluster`` of ``workers`` single-threaded processes.
 
@@ -162,7 +163,7 @@ def start_cluster(scheduler: str | None = None, workers: int | None = None):
                          "pip install 'napari-dan[distributed]'") from None
     if scheduler:
         try:
-            return Client(scheduler, timeout="20s")
+            return Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError) as e:
             raise InputError(f"cannot reach the dask scheduler at {scheduler} ({e}); start "
                              "one with 'dask scheduler' and workers with "

@@ -1,0 +1,168 @@
+"""The napari-dan command: exit codes, messages, subcommands, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import tiny_model
+from napari_dan import cli
+from napari_dan.errors import UnknownModelError
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    path = tmp_path / "tiny.pt"
+    tiny_model(in_nc=1, scale=2).save(path)
+    return path
+
+
+def test_super_resolve_exit_codes(tmp_path, tiny_ckpt, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "cells.tif", np.random.default_rng(0).integers(0, 255, (2, 20, 20),
+                                                                         dtype=np.uint8),
+                     photometric="minisblack")
+    rc = cli.main(["super-resolve", str(d), "-o", str(tmp_path / "o"), "-m", str(tiny_ckpt),
+                   "--tile-size", "16"])
+    out = capsys.readouterr()
+    assert rc == 0 and (tmp_path / "o" / "cells_x2.tif").exists()
+    assert "1 file(s) super-resolved" in out.out and "kernel FWHM" in out.out
+    assert "cells.tif -> cells_x2.tif" in out.out  # the per-file line
+    (d / "zz_broken.tif").write_bytes(b"not a tiff at all")
+    rc = cli.main(["super-resolve", str(d), "-o", str(tmp_path / "o"), "-m", str(tiny_ckpt),
+                   "-q"])
+    out = capsys.readouterr()
+    assert rc == 1 and "zz_broken.tif" in out.err and "1 skipped" in out.err
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    for argv in (["super-resolve", "x.tif"],  # no --output-dir
+                 ["super-resolve", "x.tif", "-o", "d", "--tile-size", "8"],
+                 ["super-resolve", "x.tif", "-o", "d", "--workers", "2", "--scheduler", "a"],
+                 ["super-resolve", "x.tif", "-o", "d", "--kernel-mode", "local"],
+                 []):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2, argv
+    assert "--tile-size" in capsys.readouterr().err
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((8, 8), np.uint8))
+    rc = cli.main(["super-resolve", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o"),
+                   "-m", "no-such-model"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no-such-model" in err and "Traceback" not in err
+
+
+def test_models_lists_name_scale_channels(monkeypatch, capsys):
+    import napari_dan.model as model_pkg
+
+    fake = [{"name": "dan-x4-rgb", "scale": 4, "in_channels": 3, "architecture": "DANv2",
+             "description": "photos, setting 1", "metrics": {"Set5": 31.2}, "path": "/w/a.pt"},
+            {"name": "dan-x2-gray", "scale": 2, "in_channels": 1, "architecture": "DANv2",
+             "description": "grey microscopy", "metrics": {}, "path": "/w/b.pt"}]
+    monkeypatch.setattr(model_pkg, "list_models", lambda: fake)
+    assert cli.main(["models", "-v"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["name", "scale", "channels", "arch"]
+    assert "dan-x4-rgb (default)" in out[1] and "x4" in out[1] and "photos" in out[1]
+    assert "dan-x2-gray" in out[2] and " 1 " in out[2]
+    monkeypatch.setattr(model_pkg, "list_models", lambda: [])
+    assert cli.main(["models"]) == 0
+    assert "no bundled models" in capsys.readouterr().out
+
+
+def test_demo_writes_tif_kernel_and_png(tmp_path, capsys):
+    ck = tmp_path / "rgb4.pt"
+    tiny_model(in_nc=3, scale=4).save(ck)
+    rc = cli.main(["demo", "-o", str(tmp_path / "demo"), "-m", str(ck), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "model: rgb4" in out and "PSNR" in out
+    files = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert files == ["demo_astronaut_x4.tif", "demo_astronaut_x4_comparison.png",
+                     "demo_astronaut_x4_kernel.tif"]
+    sr = tifffile.imread(tmp_path / "demo" / "demo_astronaut_x4.tif")
+    from skimage.io import imread
+
+    png = imread(tmp_path / "demo" / "demo_astronaut_x4_comparison.png")
+    assert png.shape[0] == sr.shape[0] and png.shape[1] > 4 * sr.shape[1]
+
+
+def test_demo_without_bundled_model(tmp_path, monkeypatch, capsys):
+    import napari_dan.model as model_pkg
+
+    def missing(name):
+        raise UnknownModelError(f"unknown model {name!r}; bundled models: (none bundled)")
+
+    monkeypatch.setattr(model_pkg, "load_model", missing)
+    assert cli.main(["demo", "-o", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "dan-x4-rgb" in err and "--model" in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_training_subcommands_are_registered(monkeypatch, capsys):
+    mod = types.ModuleType("napari_dan.training.cli")
+
+    def register(sub):
+        p = sub.add_parser("train", help="train a model")
+        p.add_argument("--steps", type=int, default=1)
+        p.set_defaults(func=lambda a: 7 if a.steps == 3 else 0)
+
+    mod.register = register
+    monkeypatch.setitem(sys.modules, "napari_dan.training.cli", mod)
+    import napari_dan.training as tr
+
+    monkeypatch.setattr(tr, "cli", mod, raising=False)
+    assert cli.main(["train", "--steps", "3"]) == 7
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def test_console_script_installed():
+    r = subprocess.run(["napari-dan", "--version"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0 and "napari-dan" in r.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_and_leaves_no_partial(tmp_path, tiny_ckpt):
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(d / "a.tif", rng.integers(0, 255, (2, 32, 32), dtype=np.uint8),
+                     photometric="minisblack")
+    tifffile.imwrite(d / "b.tif", rng.integers(0, 255, (120, 48, 48), dtype=np.uint8),
+                     photometric="minisblack")
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "napari_dan.cli", "super-resolve", str(d), "-o", str(out),
+           "-m", str(tiny_ckpt), "--tile-size", "16", "--device", "cpu", "-q"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while not (out / ".b_x2.tif.partial").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert (out / ".b_x2.tif.partial").exists(), proc.communicate()
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.tif", "a_x2_kernel.tif"]
+    # re-running continues: a is skipped, b is done
+    r = subprocess.run(cmd, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a_x2.tif", "a_x2_kernel.tif", "b_x2.tif",
+                                                     "b_x2_kernel.tif"]
