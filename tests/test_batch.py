@@ -239,14 +239,15 @@ def _peak_rss_mb(code: str) -> float:
 
 @pytest.mark.slow
 def test_streaming_memory_does_not_grow_with_stack(tmp_path, tiny_ckpt):
-    """Peak RSS of a 40-plane run is about that of a 4-plane run: the stack is never in memory.
+    """Peak RSS of a 40-plane run is about that of a 10-plane run: the stack is never in memory.
 
     40 x 512 x 512 uint16 is 20 MB in and 80 MB out (x2); the difference in peak RSS between
-    the two runs must stay far below the 72 MB the extra planes would need if held.
+    the two runs must stay far below the 75 MB (in + out) the 30 extra planes would need if held.
+    (Ten planes already saturate the engine's fixed-size samples for normalisation/estimation.)
     """
     rng = np.random.default_rng(0)
     plane = rng.integers(0, 60000, (512, 512), dtype=np.uint16)
-    for n in (4, 40):
+    for n in (10, 40):
         with tifffile.TiffWriter(tmp_path / f"s{n}.tif", imagej=True) as tw:
             tw.write((np.roll(plane, i, 0) for i in range(n)), shape=(n, 512, 512),
                      dtype=np.uint16, metadata={"axes": "ZYX"})
@@ -254,7 +255,7 @@ def test_streaming_memory_does_not_grow_with_stack(tmp_path, tiny_ckpt):
             "s = run_batch([sys.argv[1]], sys.argv[2], sys.argv[3], tile_size=128, quiet=True); "
             "sys.exit(1 if s.failed else 0)")
     peaks = {}
-    for n in (4, 40):
+    for n in (10, 40):
         c = code.replace("sys.argv[1]", repr(str(tmp_path / f"s{n}.tif"))) \
             .replace("sys.argv[2]", repr(str(tmp_path / f"o{n}"))) \
             .replace("sys.argv[3]", repr(str(tiny_ckpt)))
@@ -262,6 +263,6 @@ def test_streaming_memory_does_not_grow_with_stack(tmp_path, tiny_ckpt):
     out = tifffile.memmap(tmp_path / "o40" / "s40_x2.tif", mode="r")
     assert out.shape == (40, 1024, 1024)
     del out
-    grown = peaks[40] - peaks[4]
-    print(f"peak RSS: 4 planes {peaks[4]:.0f} MB, 40 planes {peaks[40]:.0f} MB")
+    grown = peaks[40] - peaks[10]
+    print(f"peak RSS: 10 planes {peaks[10]:.0f} MB, 40 planes {peaks[40]:.0f} MB")
     assert grown < 20, peaks
