@@ -439,6 +439,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
                          f"{', '.join(KERNEL_MODES)}")
     if scheduler and workers:
         raise InputError("use either --scheduler or --workers, not both")
+    if not (scheduler or workers):  # a cluster resolves the device on each worker
+        from .engine import resolve_device
+
+        resolve_device(device)  # a missing GPU is one message, not one failure per file
     files, problems = expand_inputs(inputs)
     loaded = load_model(model)
     summary = BatchSummary(results=list(problems), model=f"{loaded.name} (x{loaded.scale})")
