@@ -27,6 +27,21 @@ __all__ = [
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548...
 
 
+def _gaussians(size: int, sx: np.ndarray, sy: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """(n, size, size) normalised Gaussians, vectorised over the parameters."""
+    c, s = np.cos(theta), np.sin(theta)
+    # inverse covariance of R diag(sx^2, sy^2) R^T
+    a = c * c / sx**2 + s * s / sy**2
+    b = c * s * (1 / sx**2 - 1 / sy**2)
+    d = s * s / sx**2 + c * c / sy**2
+    r = np.arange(size, dtype=np.float64) - size // 2
+    xx, yy = np.meshgrid(r, r)
+    q = (a[:, None, None] * xx * xx + 2 * b[:, None, None] * xx * yy
+         + d[:, None, None] * yy * yy)
+    k = np.exp(-0.5 * q)
+    return k / k.sum(axis=(1, 2), keepdims=True)
+
+
 def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None,
                     theta: float = 0.0) -> np.ndarray:
     """A normalised Gaussian kernel on a ``size`` x ``size`` grid centred on the middle pixel.
@@ -45,15 +60,9 @@ def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None,
     sigma_y = sigma_x if sigma_y is None else sigma_y
     if sigma_x <= 0 or sigma_y <= 0:
         raise ValueError("sigmas must be positive")
-    c, s = math.cos(theta), math.sin(theta)
-    rot = np.array([[c, -s], [s, c]])
-    cov = rot @ np.diag([sigma_x**2, sigma_y**2]) @ rot.T
-    inv = np.linalg.inv(cov)
-    r = np.arange(size) - size // 2
-    xx, yy = np.meshgrid(r, r)
-    q = inv[0, 0] * xx * xx + 2 * inv[0, 1] * xx * yy + inv[1, 1] * yy * yy
-    k = np.exp(-0.5 * q)
-    return (k / k.sum()).astype(np.float32)
+    k = _gaussians(size, np.array([sigma_x], float), np.array([sigma_y], float),
+                   np.array([theta], float))
+    return k[0].astype(np.float32)
 
 
 def random_gaussian_kernels(n: int, size: int, *, setting: int = 1,
@@ -80,7 +89,7 @@ def random_gaussian_kernels(n: int, size: int, *, setting: int = 1,
         th = rng.uniform(-math.pi, math.pi, n)
     else:
         raise ValueError(f"setting must be 1 or 2, got {setting}")
-    ks = np.stack([gaussian_kernel(size, a, b, t) for a, b, t in zip(sx, sy, th, strict=True)])
+    ks = _gaussians(size, sx, sy, th)
     if setting == 2:
         ks = ks * (1 + rng.uniform(0, 0.25, ks.shape))
         ks /= ks.sum(axis=(1, 2), keepdims=True)

@@ -50,6 +50,7 @@ class TrainConfig:
     kernel_size: int = 21
     loop: int = 4
     setting: int = 1
+    pca_samples: int = 30000
     sigma_range: tuple[float, float] = (0.2, 4.0)
     data: list[str] = field(default_factory=list)
     val_images: int = 4
@@ -141,7 +142,7 @@ class Trainer:
                   code_len=cfg.code_len, kernel_size=cfg.kernel_size, loop=cfg.loop,
                   est_nf=cfg.est_nf, est_nb=cfg.est_nb)
         self.model: DanModel = create_model("DANv2", name=cfg.name, setting=cfg.setting,
-                                            seed=cfg.seed, **hp)
+                                            seed=cfg.seed, pca_samples=cfg.pca_samples, **hp)
         self.net = self.model.network
         if cfg.init_from:
             src = load_checkpoint(cfg.init_from).network

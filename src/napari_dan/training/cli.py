@@ -1,0 +1,88 @@
+"""The ``napari-dan train`` and ``napari-dan evaluate`` subcommands (wired by napari_dan.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+__all__ = ["register", "run_train"]
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from .recipes import RECIPES
+
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="start from the recipe of a bundled model (the other options override it)")
+    p.add_argument("--name", help="model name (default: the recipe's, or 'my-dan')")
+    p.add_argument("--data", nargs="+", metavar="DIR_OR_FILE",
+                   help="folders/files of training images (PNG, JPEG, TIFF; 8/16 bit; gray or RGB)")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4))
+    p.add_argument("--channels", dest="in_nc", type=int, choices=(1, 3))
+    for name in ("nf", "nb", "ng", "est_nf", "est_nb", "code_len", "kernel_size", "loop",
+                 "batch", "lr_patch", "steps", "seed", "threads", "checkpoint_every", "val_every",
+                 "pca_samples"):
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int)
+    p.add_argument("--lr", type=float, help="initial learning rate (cosine decay)")
+    p.add_argument("--setting", type=int, choices=(1, 2),
+                   help="1: isotropic Gaussian kernels, 2: anisotropic (dan-facts.md)")
+    p.add_argument("--sigma-range", dest="sigma_range", type=float, nargs=2, metavar=("LO", "HI"))
+    p.add_argument("--noise", action="store_true", default=None,
+                   help="Poisson-Gaussian noise on part of the batch (microscopy)")
+    p.add_argument("--init-from", dest="init_from", help="checkpoint to transfer weights from")
+    p.add_argument("--device", help="auto, cpu, cuda, mps")
+    p.add_argument("--bf16", choices=("auto", "on", "off"))
+    p.add_argument("--run-dir", type=Path, help="folder for resumable state (default runs/NAME)")
+    p.add_argument("--output", type=Path, help="exported checkpoint (default RUN_DIR/NAME.pt)")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop (resumably) after this long; run the same command again to continue")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .recipes import recipe
+    from .train import TrainConfig, train
+
+    names = {f.name for f in fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.recipe:
+        cfg = recipe(args.recipe, **overrides)
+    else:
+        if not overrides.get("data"):
+            print("error: give --data (folders of training images) or --recipe", file=sys.stderr)
+            return 2
+        overrides.setdefault("name", "my-dan")
+        cfg = TrainConfig(**overrides)
+    run_dir = args.run_dir or Path("runs") / cfg.name
+    try:
+        out = train(cfg, run_dir, export_to=args.output, max_minutes=args.max_minutes,
+                    log=lambda m: print(m, flush=True))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; state is in {run_dir} (last checkpoint); run again to resume",
+              file=sys.stderr)
+        return 130
+    if out is not None:
+        print(json.dumps({"exported": str(out)}))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``train`` and ``evaluate`` to the ``napari-dan`` command."""
+    p = subparsers.add_parser("train", help="train a DAN model (resumable)",
+                              description="Train a DANv2 model on folders of images. Re-running "
+                              "the same command resumes from the last checkpoint.")
+    _add_train_arguments(p)
+    try:
+        from .evaluate import add_evaluate_arguments, run_evaluate
+    except ImportError:
+        return
+    e = subparsers.add_parser("evaluate", help="Gaussian8 benchmark: Y-PSNR/SSIM, kernel error",
+                              description="Evaluate models with the Gaussian8 protocol "
+                              "(dan-facts.md) against bicubic and the true-kernel result.")
+    add_evaluate_arguments(e)
+    e.set_defaults(func=run_evaluate)

@@ -1,0 +1,126 @@
+"""Training: degradations, data, a tiny resumable run, weight transfer, the train CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage import io as skio
+
+import napari_dan
+from napari_dan.model.kernels import gaussian_kernel, kernel_stats
+from napari_dan.training.degradations import blur, degrade, degrade_torch, imresize, imresize_torch
+from napari_dan.training.train import TrainConfig, train, transfer_weights
+
+
+def test_imresize_matlab_properties(rng):
+    x = rng.random((37, 41))
+    y = imresize(x, 1 / 4)
+    assert y.shape == (10, 11)  # ceil(H/s), as MATLAB
+    np.testing.assert_allclose(imresize(np.full((20, 24), 0.3), 0.25), 0.3, atol=1e-12)
+    # a linear ramp stays linear away from the borders (cubic kernels reproduce linear functions)
+    ramp = np.tile(np.arange(64, dtype=float), (8, 1))
+    r = imresize(ramp, 0.5)[:, 4:-4]
+    np.testing.assert_allclose(np.diff(r, axis=1), 2.0, atol=1e-9)
+    t = imresize_torch(torch.from_numpy(x)[None, None], 0.25)[0, 0].numpy()
+    np.testing.assert_allclose(t, y, atol=1e-12)
+    up = imresize(y, 4)
+    assert up.shape == (40, 44)
+
+
+def test_blur_widens_by_kernel_sigma():
+    img = np.zeros((41, 41))
+    img[20, 20] = 1
+    out = blur(img, gaussian_kernel(21, 2.0, 1.0, 0.3))
+    assert abs(out.sum() - 1) < 1e-6
+    st = kernel_stats(out[10:31, 10:31])
+    assert st.sigma_major == pytest.approx(2.0, rel=1e-3) and st.sigma_minor == pytest.approx(1.0, rel=1e-2)
+
+
+def test_degrade_numpy_matches_torch(rng):
+    hr = rng.random((48, 40, 3))
+    k = gaussian_kernel(21, 1.7)
+    a = degrade(hr, k, 4)
+    b = degrade_torch(torch.from_numpy(hr).permute(2, 0, 1)[None], torch.from_numpy(k)[None].double(), 4)
+    np.testing.assert_allclose(a, b[0].permute(1, 2, 0).numpy(), atol=1e-9)
+    assert np.allclose(a * 255, np.round(a * 255))  # 8-bit quantised
+    noisy = degrade(hr, k, 4, noise={"photons": 50, "read_noise": 0.01}, quantize_bits=None,
+                    rng=np.random.default_rng(0))
+    assert 0.01 < np.std(noisy - imresize(blur(hr, k), 0.25)) < 0.2
+
+
+@pytest.fixture
+def tiny_data(tmp_path, rng):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        img = (rng.random((70, 80, 3)) * 255).astype(np.uint8)
+        skio.imsave(d / f"im{i}.png", img, check_contrast=False)
+    import tifffile
+    tifffile.imwrite(d / "stack.tif", (rng.random((2, 64, 64)) * 4000).astype(np.uint16))
+    return d
+
+
+def _cfg(data, **kw):
+    base = dict(name="t", scale=2, in_nc=3, nf=8, nb=1, ng=1, est_nf=16, est_nb=1, steps=6,
+                batch=2, lr_patch=12, data=[str(data)], val_images=1, checkpoint_every=1,
+                val_every=3, bf16="off", threads=1, restorer_frac=0.5,
+                pca_samples=1000)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_tiny_run_is_resumable_and_deterministic(tiny_data, tmp_path):
+    full = train(_cfg(tiny_data), tmp_path / "a", log=lambda m: None)
+    # the same run interrupted after its first step, then resumed
+    assert train(_cfg(tiny_data), tmp_path / "b", max_minutes=0, log=lambda m: None) is None
+    st = torch.load(tmp_path / "b" / "state.pt", weights_only=True)
+    assert st["step"] == 1
+    resumed = train(_cfg(tiny_data), tmp_path / "b", log=lambda m: None)
+    a, b = napari_dan.load_model(full), napari_dan.load_model(resumed)
+    for (k, va), vb in zip(a.network.state_dict().items(), b.network.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=k)
+    prov = a.info["provenance"]
+    assert prov["steps"] == 6 and "val_psnr" in a.info["metrics"]["validation"]
+    assert a.scale == 2 and a.in_channels == 3
+
+
+def test_training_reduces_loss(tiny_data, tmp_path):
+    logs = []
+    train(_cfg(tiny_data, steps=50, checkpoint_every=50, val_every=50, lr=2e-3),
+          tmp_path / "c", log=logs.append)
+    import json
+    recs = [json.loads(m) for m in logs if m.startswith("{")]
+    assert recs[-1]["loss_sr"] < recs[0]["loss_sr"]
+
+
+def test_transfer_rgb_to_gray_is_exact_on_gray_images(tiny_rgb):
+    from conftest import tiny_model
+
+    gray = tiny_model(in_nc=1, scale=2)
+    copied = transfer_weights(gray.network, tiny_rgb.network)
+    assert any("head1" in k for k in copied)
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        code = gray.network.initial_code(1)
+        a = gray.network.restore(x, code)
+        b = tiny_rgb.network.restore(x.repeat(1, 3, 1, 1), code).mean(1, keepdim=True)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_train_cli_needs_data(capsys):
+    from napari_dan.cli import main
+
+    assert main(["train", "--steps", "2"]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_train_cli_runs(tiny_data, tmp_path):
+    from napari_dan.cli import main
+
+    out = tmp_path / "m.pt"
+    rc = main(["train", "--data", str(tiny_data), "--scale", "2", "--channels", "1", "--nf", "8",
+               "--nb", "1", "--ng", "1", "--est-nf", "16", "--est-nb", "1", "--steps", "3",
+               "--batch", "2", "--lr-patch", "12", "--run-dir", str(tmp_path / "r"),
+               "--output", str(out), "--threads", "1", "--pca-samples", "1000"])
+    assert rc == 0 and napari_dan.load_model(out).in_channels == 1
