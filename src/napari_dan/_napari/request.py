@@ -1,0 +1,228 @@
+"""From "this layer, these choices" to one engine call: which pixels, which axes, where results go.
+
+Nothing here runs a network. :func:`build_request` checks the layer and the options and raises
+:class:`~napari_dan.errors.InputError` with a message the widget shows as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["KERNEL_MODES", "SCOPES", "RunOptions", "RunRequest", "build_request", "model_id",
+           "psf_from_layer"]
+
+# label shown in the widget -> value understood here ("psf": a PSF taken from another layer)
+KERNEL_MODES = {"global (one kernel)": "global", "per plane": "per-plane",
+                "per tile (PSF map)": "per-tile", "PSF from layer (non-blind)": "psf"}
+SCOPES = {"current plane": "plane", "whole stack": "stack"}
+
+
+@dataclass
+class RunOptions:
+    """What the user chose in the widget (plain values, no Qt)."""
+
+    model: Any                                  # DanModel, bundled name or checkpoint path
+    tile_size: int | str = "auto"
+    tile_overlap: int | str = "auto"
+    kernel_mode: str = "global"                 # "global" | "per-plane" | "per-tile" | "psf"
+    psf: np.ndarray | None = None               # the PSF for kernel_mode "psf"
+    psf_name: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    scope: str = "plane"                        # "plane" | "stack" (nD layers only)
+    channel_axis: int | str | None = "auto"     # "auto": RGB layers -> last axis, others none
+
+
+@dataclass
+class RunRequest:
+    """Everything needed to call the engine once and to place its results on the source's grid.
+
+    Axis numbers refer to the source layer's *data*; for an RGB layer the colour axis is the last
+    data axis and is not a layer (world) axis, so every other axis has the same number in both.
+    """
+
+    image: Any                                  # what the engine gets (numpy or dask)
+    engine_kwargs: dict
+    source_name: str
+    rgb: bool
+    data_ndim: int                              # of the source layer's data
+    data_shape: tuple[int, ...]                 # of the source layer's data (level 0)
+    layer_ndim: int                             # of the source layer (world axes it spans)
+    spatial: tuple[int, int]                    # the two spatial axes (data = layer numbering)
+    channel_axis: int | None                    # in the source data, None when there is none
+    other_axes: tuple[int, ...]                 # non-spatial, non-channel layer axes (planes)
+    plane: dict[int, int]                       # plane scope: axis -> index; empty for whole stack
+    layer_scale: np.ndarray
+    layer_translate: np.ndarray
+    units: tuple | None
+    display: dict                               # colormap, contrast limits, blending, ...
+    params: dict                                # what decides "same run again" (replace) or not
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape)
+
+
+def model_id(model: Any) -> str:
+    """A stable name for a model choice: bundled name, checkpoint path or the model's name."""
+    if isinstance(model, str):
+        return model
+    src = getattr(model, "source", None)
+    return str(src or getattr(model, "name", None) or repr(model))
+
+
+def _layer_kind(layer: Any) -> str:
+    return type(layer).__name__.lower()
+
+
+def psf_from_layer(layer: Any, dims_point: Any = None) -> np.ndarray:
+    """The 2D PSF held by an image layer (the current plane when the layer has more axes)."""
+    if layer is None:
+        raise InputError("kernel mode 'PSF from layer' needs a PSF layer; open or choose an image "
+                         "layer that holds the PSF on the high-resolution grid")
+    if _layer_kind(layer) != "image":
+        raise InputError(f"PSF layer {layer.name!r} is a {_layer_kind(layer)} layer; the PSF must "
+                         "be an image layer")
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    if getattr(layer, "rgb", False):
+        raise InputError(f"PSF layer {layer.name!r} is RGB; a PSF must be a single-channel image")
+    if data.ndim > 2:
+        idx = _plane_index(layer, dims_point, range(data.ndim - 2))
+        data = data[tuple(idx[a] for a in range(data.ndim - 2))]
+    psf = np.asarray(data, dtype=np.float32)
+    if psf.ndim != 2 or psf.size == 0:
+        raise InputError(f"PSF layer {layer.name!r} is not a 2D image")
+    return psf
+
+
+def _plane_index(layer: Any, dims_point: Any, axes) -> dict[int, int]:
+    """Data index along ``axes`` of the plane the dims slider shows (0 without a viewer)."""
+    shape = layer.data[0].shape if getattr(layer, "multiscale", False) else layer.data.shape
+    if dims_point is None:
+        coords = np.zeros(layer.ndim)
+    else:
+        coords = np.asarray(layer.world_to_data(np.asarray(dims_point, dtype=float)))
+    return {a: int(np.clip(np.round(coords[a]), 0, shape[a] - 1)) for a in axes}
+
+
+def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> RunRequest:
+    """Check ``layer`` and ``options`` and say exactly what one engine call will process.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        The source layer (anything else raises :class:`InputError` with a message).
+    options : RunOptions
+        The widget's choices.
+    dims_point : sequence of float, optional
+        ``viewer.dims.point``: picks the plane in "current plane" scope.
+
+    Raises
+    ------
+    InputError
+        No layer, a layer that is not an image, an empty image, or a channel axis that does not fit.
+    """
+    if layer is None:
+        raise InputError("no image layer chosen: open an image (File > Open, or File > Open Sample "
+                         "> napari-dan) and choose it in 'Image'")
+    kind = _layer_kind(layer)
+    if kind != "image":
+        raise InputError(f"layer {layer.name!r} is a {kind} layer; DAN super-resolves pixel "
+                         "images: choose an image layer")
+    notes: list[str] = []
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+        notes.append("multiscale layer: the full-resolution level was used")
+    if data.size == 0 or any(n == 0 for n in data.shape):
+        raise InputError(f"layer {layer.name!r} is empty (shape {tuple(data.shape)}); "
+                         "nothing to super-resolve")
+    rgb = bool(getattr(layer, "rgb", False))
+    ndim = data.ndim
+
+    # channel axis, in the data's numbering
+    ca = options.channel_axis
+    if rgb:
+        if ca not in ("auto", None, -1, ndim - 1):
+            notes.append("RGB layer: its colour axis (the last) is the channel axis")
+        channel_axis: int | None = ndim - 1  # RGBA: the engine upsamples alpha on its own
+    elif ca in ("auto", None):
+        channel_axis = None
+    else:
+        try:
+            c = int(ca)
+        except (TypeError, ValueError):
+            raise InputError(f"channel axis must be 'auto' or an axis number, got {ca!r}") from None
+        if not -ndim <= c < ndim:
+            raise InputError(f"channel axis {c} does not exist: layer {layer.name!r} has {ndim} "
+                             f"axes (shape {tuple(data.shape)})")
+        channel_axis = c % ndim
+    if channel_axis is not None and channel_axis == ndim - 1:
+        spatial = (ndim - 3, ndim - 2)
+    else:
+        spatial = (ndim - 2, ndim - 1)
+    if spatial[0] < 0 or channel_axis in spatial:
+        raise InputError(f"layer {layer.name!r} (shape {tuple(data.shape)}) has no two spatial "
+                         f"axes besides channel axis {channel_axis}; choose another channel axis")
+    layer_ndim = int(layer.ndim)
+    other = tuple(a for a in range(layer_ndim) if a not in spatial and a != channel_axis)
+
+    plane: dict[int, int] = {}
+    image = data
+    engine_ca = channel_axis
+    if other and options.scope == "plane":
+        plane = _plane_index(layer, dims_point, other)
+        image = data[tuple(slice(plane[a], plane[a] + 1) if a in plane else slice(None)
+                           for a in range(ndim))]
+        image = np.squeeze(np.asarray(image), axis=other)
+        if engine_ca is not None:
+            engine_ca -= sum(1 for a in other if a < engine_ca)
+    elif options.scope not in ("plane", "stack"):
+        raise InputError(f"scope must be 'plane' or 'stack', got {options.scope!r}")
+
+    mode = options.kernel_mode
+    kwargs: dict = dict(channel_axis=engine_ca, tile_size=options.tile_size,
+                        tile_overlap=options.tile_overlap, device=options.device,
+                        precision=options.precision)
+    if mode == "psf":
+        if options.psf is None:
+            raise InputError("kernel mode 'PSF from layer' needs a PSF layer; choose one in 'PSF'")
+        kwargs.update(kernel_mode="global", kernel=np.asarray(options.psf, dtype=np.float32))
+    elif mode in ("global", "per-plane", "per-tile"):
+        kwargs["kernel_mode"] = mode
+    else:
+        raise InputError(f"unknown kernel mode {mode!r}; use global, per-plane, per-tile or psf")
+    if mode == "per-plane" and not (other and options.scope == "stack"):
+        notes.append("one plane only: 'per plane' is the same as 'global' here")
+
+    rotate = np.asarray(getattr(layer, "rotate", np.eye(2)), dtype=float)
+    shear = np.asarray(getattr(layer, "shear", 0.0), dtype=float)
+    if not np.allclose(rotate, np.eye(len(rotate))) or \
+            not np.allclose(shear, np.eye(len(shear)) if shear.ndim == 2 else 0.0):
+        notes.append("the layer's rotation/shear is not copied to the results (scale and "
+                     "translate are)")
+
+    display = {"blending": layer.blending, "opacity": float(layer.opacity)}
+    if not rgb:
+        display.update(colormap=layer.colormap, gamma=float(layer.gamma))
+    display["contrast_limits"] = [float(v) for v in layer.contrast_limits]
+
+    params = {"model": model_id(options.model), "tile_size": options.tile_size,
+              "tile_overlap": options.tile_overlap, "kernel_mode": mode,
+              "psf": options.psf_name if mode == "psf" else None, "precision": options.precision,
+              "scope": "stack" if (other and options.scope == "stack") else "plane",
+              "plane": {str(a): i for a, i in plane.items()}, "channel_axis": channel_axis}
+    return RunRequest(
+        image=image, engine_kwargs=kwargs, source_name=layer.name, rgb=rgb, data_ndim=ndim,
+        data_shape=tuple(int(n) for n in data.shape),
+        layer_ndim=layer_ndim, spatial=spatial, channel_axis=channel_axis, other_axes=other,
+        plane=plane, layer_scale=np.asarray(layer.scale, dtype=float),
+        layer_translate=np.asarray(layer.translate, dtype=float),
+        units=tuple(getattr(layer, "units", ()) or ()) or None, display=display, params=params,
+        notes=notes)

@@ -1,0 +1,59 @@
+"""The thread worker: the engine's tile generator run off the GUI thread.
+
+The worker yields ``(done, total)`` after every tile (napari shows it as a progress bar) and
+returns ``(model, result)``. Cancelling sets the ``threading.Event`` the engine checks between
+tiles; the engine then raises :class:`~napari_dan.errors.Cancelled`, which reaches the widget
+through the worker's ``errored`` signal like any other error. One mechanism for stopping.
+
+The worker is superqt's, which napari's ``thread_worker`` wraps: napari's variant also relays
+every error to its notification manager with a traceback, which would report a user's Cancel as
+a crash and every :class:`~napari_dan.errors.InputError` twice. The widget shows them itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from superqt.utils import GeneratorWorker, create_worker
+
+from ..model import DanModel, load_model
+from .request import RunRequest
+
+__all__ = ["sr_worker", "run_engine"]
+
+
+def run_engine(request: RunRequest, model: Any, cancel: threading.Event):
+    """Generator: load the model if needed, then run the engine tile by tile.
+
+    Yields ``(done, total)``; returns ``(model, SRResult)``.
+    """
+    from ..engine import super_resolve_iter
+
+    m = model if isinstance(model, DanModel) else load_model(model)
+    kwargs = dict(request.engine_kwargs)
+    if not isinstance(request.image, np.ndarray):
+        # a dask (or zarr, ...) layer: the engine would return a lazy array that napari would then
+        # compute on the GUI thread while drawing; have it written into memory here instead
+        kwargs["out"] = np.empty(_out_shape(request, m.scale), dtype=request.image.dtype)
+    result = yield from super_resolve_iter(request.image, m, cancel=cancel, **kwargs)
+    return m, result
+
+
+def _out_shape(request: RunRequest, scale: int) -> tuple[int, ...]:
+    shape = list(request.image_shape)
+    nd = len(shape)
+    ca = request.engine_kwargs.get("channel_axis")
+    spatial = (nd - 3, nd - 2) if (ca is not None and ca % nd == nd - 1) or \
+        (request.rgb and ca is None) else (nd - 2, nd - 1)
+    for a in spatial:
+        shape[a] *= scale
+    return tuple(shape)
+
+
+def sr_worker(request: RunRequest, model: Any, cancel: threading.Event) -> GeneratorWorker:
+    """A not-yet-started napari worker around :func:`run_engine` (connect, then ``.start()``)."""
+    return create_worker(run_engine, request, model, cancel, _start_thread=False,
+                         _ignore_errors=True)

@@ -1,0 +1,72 @@
+"""napari sample data: degraded images with the true kernel beside them, and the original hidden.
+
+The pictures and degradations come from :func:`napari_dan.samples.make_sample`; here they only
+become layers. The true kernel sits right of the image on the HR pixel grid, one kernel height
+below where a run's estimated ``<name> kernel`` layer will appear, so the two can be compared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._napari.results import place_beside
+from .samples import make_sample
+
+__all__ = ["sample_layers", "sample_photo", "sample_microscopy", "sample_stack"]
+
+
+def sample_layers(kind: str, scale: int) -> list[tuple]:
+    """LayerDataTuples of one sample: the degraded image, its true kernel and the hidden original."""
+    s = make_sample(kind, scale)
+    lr, rgb = s["lr"], s["rgb"]
+    nd = lr.ndim - (1 if rgb else 0)
+    spatial = (nd - 2, nd - 1)
+    px = s["pixel_size"]
+    scale_lr = np.ones(nd)
+    if px is not None:
+        scale_lr[list(spatial)] = px
+    translate = np.zeros(nd)
+    units = {"units": ("pixel",) * (nd - 2) + (s["unit"],) * 2} if s["unit"] else {}
+    meta = {"napari_dan_sample": {k: s[k] for k in ("kind", "scale", "sigma", "pixel_size",
+                                                    "hr_pixel_size", "unit", "description")}}
+
+    kernel = np.asarray(s["kernel"], dtype=np.float32)
+    k = kernel.shape[-1]
+    hr_px = scale_lr[spatial[0]] / scale
+    # one kernel height + a small gap below the estimated kernel's place
+    k_scale, k_translate = place_beside(scale_lr, translate, lr.shape, spatial, scale,
+                                        row_offset=(k + 3) * hr_px)
+    # the original on the HR grid overlays the degraded image exactly (pixel-centre rule)
+    hr_scale, hr_translate = scale_lr.copy(), translate.copy()
+    for a in spatial:
+        hr_scale[a] = scale_lr[a] / scale
+        hr_translate[a] = translate[a] - scale_lr[a] * (scale - 1) / (2 * scale)
+
+    name = s["name"]
+    return [
+        (s["hr"], dict(name=f"{name} original (HR)", scale=hr_scale, translate=hr_translate,
+                       rgb=rgb, visible=False, metadata=meta, **units), "image"),
+        (lr, dict(name=name, scale=scale_lr, translate=translate, rgb=rgb, metadata=meta,
+                  **units), "image"),
+        (kernel, dict(name=f"{name} true kernel", scale=k_scale, translate=k_translate,
+                      colormap="inferno", interpolation2d="nearest",
+                      contrast_limits=[0.0, float(kernel.max())],
+                      metadata={"napari_dan_sample": dict(meta["napari_dan_sample"],
+                                                          role="true kernel")}, **units),
+         "image"),
+    ]
+
+
+def sample_photo() -> list[tuple]:
+    """scikit-image's astronaut, blurred (sigma 2.5 HR px) and downsampled x4."""
+    return sample_layers("photo", 4)
+
+
+def sample_microscopy() -> list[tuple]:
+    """scikit-image's cell (0.107 µm pixels), blurred (sigma 2.5 HR px) and sampled x4."""
+    return sample_layers("microscopy", 4)
+
+
+def sample_stack() -> list[tuple]:
+    """Five planes of the cell image, each more blurred than the last, sampled x2."""
+    return sample_layers("microscopy-stack", 2)

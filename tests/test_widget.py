@@ -1,0 +1,319 @@
+"""The napari widget end to end under a real Qt viewer (run under Xvfb, see docs/user-guide.md).
+
+Every run uses a tiny random model (tests/conftest.py), so what is checked is the plumbing:
+layers, geometry, metadata, threading, cancel and messages, not image quality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from conftest import tiny_model  # noqa: E402
+
+from napari_dan._napari.request import RunOptions, build_request  # noqa: E402
+from napari_dan._napari.results import KEY, ellipse_corners, nice_factor  # noqa: E402
+from napari_dan._widget import NO_MODELS, DanWidget  # noqa: E402
+from napari_dan.errors import InputError  # noqa: E402
+from napari_dan.model.kernels import gaussian_kernel, kernel_stats  # noqa: E402
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000  # ms; the CI machine is small and shared
+
+
+def _image(h=40, w=48, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 120 + 80 * np.sin(xx / 3.0) * np.cos(yy / 4.0) + rng.normal(0, 5, (h, w))
+    return np.clip(img, 0, 255).astype(dtype)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, qtbot):
+    def _make(model=None):
+        viewer = make_napari_viewer()
+        widget = DanWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        if model is not None:
+            widget.add_model(model)
+        return viewer, widget
+    return _make
+
+
+def _run(widget, qtbot, **choices):
+    for name, value in choices.items():
+        if name == "mode":
+            widget.mode_combo.setCurrentIndex(
+                [widget.mode_combo.itemText(i) for i in range(widget.mode_combo.count())]
+                .index(value))
+        elif name == "scope":
+            widget.scope_combo.setCurrentText(value)
+        elif name == "tile":
+            widget.tile_spin.setValue(value)
+        elif name == "overlap":
+            widget.overlap_spin.setValue(value)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
+
+
+def _world_corner(layer, corner):
+    """World coordinates of a data-space point (pixel centres are at integers)."""
+    return np.asarray(layer.data_to_world(np.asarray(corner, dtype=float)))
+
+
+def test_end_to_end_2d_layers_geometry_metadata(setup, qtbot, tmp_path):
+    viewer, w = setup()
+    path = tiny_model(in_nc=1, scale=2).save(tmp_path / "m.pt")
+    assert w.load_checkpoint(path) is not None
+    assert "x2" in w.model_combo.currentText() and "gray" in w.model_combo.currentText()
+    src = viewer.add_image(_image(), name="img", scale=(0.5, 0.5), translate=(3.0, 7.0),
+                           colormap="magma", contrast_limits=(10, 200), blending="additive")
+    assert w.layer_combo.currentText() == "img"
+    _run(w, qtbot, tile=32)
+
+    sr = viewer.layers["img DAN x2"]
+    assert sr.data.shape == (80, 96) and sr.data.dtype == np.uint8
+    assert sr.colormap.name == "magma" and sr.blending == "additive"
+    assert list(sr.contrast_limits) == [10, 200]
+    np.testing.assert_allclose(sr.scale, [0.25, 0.25])
+    # the SR layer covers exactly the source's area: outer pixel edges coincide in world space
+    np.testing.assert_allclose(_world_corner(sr, (-0.5, -0.5)), _world_corner(src, (-0.5, -0.5)))
+    np.testing.assert_allclose(_world_corner(sr, (79.5, 95.5)), _world_corner(src, (39.5, 47.5)))
+    meta = sr.metadata[KEY]
+    assert meta["model"] == w.selected_model().name and meta["mode"] == "global"
+    assert meta["kernel_stats"]["fwhm"] > 0 and "anisotropy" in meta["kernel_stats"]
+
+    kern = viewer.layers["img kernel"]
+    assert kern.data.shape == (21, 21)
+    np.testing.assert_allclose(kern.scale, [0.25, 0.25])  # HR pixel
+    right_edge = _world_corner(src, (39.5, 47.5))[1]
+    assert _world_corner(kern, (0, -0.5))[1] > right_edge  # beside the image, not over it
+    assert abs(_world_corner(kern, (-0.5, 0))[0] - _world_corner(src, (-0.5, 0))[0]) < 1e-9
+    assert kern.colormap.name == "inferno"
+    np.testing.assert_allclose(kern.data.sum(), 1.0, atol=1e-4)
+    # the widget text is the one statistics function's summary, in µm-free units (scale 0.5)
+    st = kernel_stats(kern.data)
+    assert f"FWHM {st.fwhm:.2f} px" in w.kernel_label.text()
+    assert "anisotropy" in w.kernel_label.text()
+    assert not w.is_running and w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+
+
+def test_physical_units_in_kernel_text(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(32, 32), name="cells", scale=(0.2, 0.2), units=("µm", "µm"))
+    _run(w, qtbot)
+    st = viewer.layers["cells DAN x2"].metadata[KEY]["kernel_stats"]
+    assert st["unit"] == "µm" and st["pixel_size"] == pytest.approx(0.1)
+    assert st["fwhm_physical"] == pytest.approx(st["fwhm"] * 0.1)
+    assert "µm" in w.kernel_label.text()
+
+
+def test_rgb_keeps_rgb_and_dtype(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=3, scale=2))
+    rgb = np.stack([_image(24, 30, s) for s in range(3)], axis=-1)
+    viewer.add_image(rgb, name="photo", rgb=True)
+    _run(w, qtbot)
+    sr = viewer.layers["photo DAN x2"]
+    assert sr.rgb and sr.data.shape == (48, 60, 3) and sr.data.dtype == np.uint8
+
+
+def test_rerun_replaces_same_parameters_and_versions_others(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(32, 32), name="a")
+    _run(w, qtbot, tile=32)
+    first = viewer.layers["a DAN x2"]
+    n = len(viewer.layers)
+    _run(w, qtbot, tile=32)
+    assert len(viewer.layers) == n  # replaced, not added
+    assert viewer.layers["a DAN x2"] is not first
+    _run(w, qtbot, tile=16, overlap=4)  # other parameters: a second version beside the first
+    names = [ly.name for ly in viewer.layers]
+    assert "a DAN x2" in names and "a DAN x2 [2]" in names and "a kernel [2]" in names
+    assert viewer.layers["a DAN x2 [2]"].metadata[KEY]["params"]["tile_size"] == 16
+
+
+def test_cancel_stops_and_leaves_viewer_unchanged(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(128, 128), name="big")
+    seen = []
+
+    def first_tile(value):
+        seen.append(value)
+        w.cancel()
+
+    w.mode_combo.setCurrentIndex(2)  # per tile: one progress step per tile
+    w.tile_spin.setValue(16)
+    w.overlap_spin.setValue(2)
+    before = [ly.name for ly in viewer.layers]
+    w.run()
+    w._worker.yielded.connect(first_tile)
+    qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT)
+    done, total = seen[0]
+    assert total > 20 and done < total
+    assert [ly.name for ly in viewer.layers] == before
+    assert "cancelled" in w.status.text()
+    assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()
+    _run(w, qtbot, tile=64)  # and it runs again afterwards
+    assert "big DAN x2" in [ly.name for ly in viewer.layers]
+
+
+def test_stack_current_plane_and_whole_stack(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    stack = np.stack([_image(24, 28, s) for s in range(3)])
+    viewer.add_image(stack, name="st", scale=(2.0, 0.5, 0.5))
+    assert w.scope_combo.isEnabled()
+    viewer.dims.set_point(0, 2.0)  # world z = 2 -> plane 1
+    _run(w, qtbot, scope="current plane")
+    sr = viewer.layers["st DAN x2"]
+    assert sr.data.shape == (1, 48, 56)
+    assert sr.translate[0] == pytest.approx(2.0) and sr.scale[0] == pytest.approx(2.0)
+    assert sr.metadata[KEY]["params"]["plane"] == {"0": 1}
+    assert viewer.layers["st kernel"].data.shape == (1, 21, 21)
+
+    _run(w, qtbot, scope="whole stack", mode="per plane")
+    sr = viewer.layers["st DAN x2 [2]"]
+    assert sr.data.shape == (3, 48, 56) and sr.translate[0] == pytest.approx(0.0)
+    kern = viewer.layers["st kernel [2]"]
+    assert kern.data.shape == (3, 21, 21)
+    np.testing.assert_allclose(kern.scale, [2.0, 0.25, 0.25])
+    # one kernel per plane, following the dims slider: they are the engine's per-plane kernels
+    assert not np.allclose(kern.data[0], kern.data[2])
+    assert "3 planes" in w.kernel_label.text()
+
+
+def test_per_tile_kernel_map_and_fwhm_ellipses(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    src = viewer.add_image(_image(64, 64), name="t")
+    _run(w, qtbot, mode="per tile (PSF map)", tile=32, overlap=4)
+    kmap = viewer.layers["t kernel map"]
+    ell = [ly for ly in viewer.layers if ly.name.startswith("t FWHM ellipses")]
+    assert len(ell) == 1
+    ell = ell[0]
+    n_tiles = kmap.metadata[KEY]["tile_rows"] * kmap.metadata[KEY]["tile_cols"]
+    assert n_tiles >= 4
+    assert kmap.data.shape == (kmap.metadata[KEY]["tile_rows"] * 21,
+                               kmap.metadata[KEY]["tile_cols"] * 21)
+    assert len(ell.data) == n_tiles and set(ell.shape_type) == {"ellipse"}
+    factor = ell.metadata[KEY]["exaggeration"]
+    assert f"(x{factor:g})" in ell.name
+    # ellipse sizes are the tiles' FWHM (HR px -> LR px) times the stated factor
+    fwhm = np.asarray(ell.features["fwhm_major_px"])
+    major = [np.linalg.norm(d[1] - d[0]) for d in ell.data]
+    np.testing.assert_allclose(major, factor * fwhm / 2, rtol=1e-6)
+    # the map sits right of the image and the kernel
+    assert _world_corner(kmap, (0, -0.5))[1] > _world_corner(viewer.layers["t kernel"], (0, 20.5))[1]
+    assert _world_corner(kmap, (0, -0.5))[1] > _world_corner(src, (0, 63.5))[1]
+
+
+def test_psf_from_layer_is_non_blind(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(32, 32), name="img")
+    psf = gaussian_kernel(21, 1.5)
+    viewer.add_image(psf, name="psf")
+    w.layer_combo.setCurrentText("img")
+    w.psf_combo.setCurrentText("psf")
+    assert not w.psf_combo.isEnabled()
+    w.mode_combo.setCurrentIndex(3)
+    assert w.psf_combo.isEnabled()
+    _run(w, qtbot)
+    meta = viewer.layers["img DAN x2"].metadata[KEY]
+    assert meta["mode"] == "user PSF" and meta["params"]["psf"] == "psf"
+    # the reported kernel is the given PSF as the model's PCA basis represents it
+    assert meta["kernel_stats"]["fwhm"] == pytest.approx(kernel_stats(psf).fwhm, rel=0.25)
+
+
+def test_labels_points_and_no_image_give_messages(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    labels = viewer.add_labels(np.zeros((16, 16), dtype=np.int32))
+    points = viewer.add_points(np.empty((0, 2)))
+    shapes = viewer.add_shapes()
+    assert w.layer_combo.currentData() is None  # only image layers are offered
+    w.run()
+    assert "no image layer" in w.status.text() and not w.is_running
+    for layer, kind in ((labels, "labels"), (points, "points"), (shapes, "shapes")):
+        w.run(layer)
+        assert f"is a {kind} layer" in w.status.text() and not w.is_running
+    n = len(viewer.layers)
+    viewer.add_image(np.zeros((1, 1), np.uint8), name="dot")  # too small for the network
+    assert w.layer_combo.currentText() == "dot"
+    _run(w, qtbot)
+    assert len(viewer.layers) == n + 1  # nothing added
+    assert "at least" in w.status.text() and not w.is_running
+
+
+def test_empty_image_data_is_refused():
+    class Image:  # napari cannot even create an empty image layer; the check is still there
+        name, data, ndim, multiscale, rgb = "void", np.zeros((0, 5)), 2, False, False
+
+    with pytest.raises(InputError, match="empty"):
+        build_request(Image(), RunOptions(model="x"))
+    with pytest.raises(InputError, match="no image layer"):
+        build_request(None, RunOptions(model="x"))
+
+
+def test_without_bundled_models_the_widget_explains(make_napari_viewer, monkeypatch, tmp_path):
+    monkeypatch.setattr("napari_dan._widget.list_models", lambda: [])
+    viewer = make_napari_viewer()
+    w = DanWidget(viewer)
+    assert w.status.text() == NO_MODELS
+    viewer.add_image(_image(16, 16))
+    w.run()
+    assert "Load checkpoint" in w.status.text() and not w.is_running
+    # "Load checkpoint..." opens a file dialog; a bad file is a message, a good one is selected
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    good = tiny_model(in_nc=1, scale=2).save(tmp_path / "good.pt")
+    for path, ok in ((bad, False), (good, True)):
+        monkeypatch.setattr("napari_dan._widget.QFileDialog.getOpenFileName",
+                            lambda *a, p=path, **k: (str(p), ""))
+        w.model_combo.setCurrentIndex(w.model_combo.count() - 1)
+        assert ("good.pt" in w.model_combo.currentText()) == ok
+        assert ("bad.pt" in w.status.text()) == (not ok)
+
+
+def test_layer_list_follows_viewer(setup):
+    viewer, w = setup()
+    a = viewer.add_image(_image(8, 8), name="a")
+    viewer.add_image(_image(8, 8), name="b")
+    items = [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())]
+    assert items == ["a", "b"]
+    a.name = "renamed"
+    assert "renamed" in [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())]
+    viewer.layers.remove("b")
+    assert [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())] == ["renamed"]
+
+
+def test_samples_open_with_true_kernel_beside(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dan", "stack")
+    img, kern = viewer.layers["cell stack"], viewer.layers["cell stack true kernel"]
+    assert img.data.shape[0] == kern.data.shape[0] == 5
+    assert kern.data.shape[1:] == (21, 21)
+    assert _world_corner(kern, (0, 0, -0.5))[2] > _world_corner(img, (0, 0, img.data.shape[2] - 0.5))[2]
+    hr = viewer.layers["cell stack original (HR)"]
+    np.testing.assert_allclose(_world_corner(hr, (0, -0.5, -0.5)), _world_corner(img, (0, -0.5, -0.5)))
+
+
+def test_writer_keeps_pixel_size(setup, qtbot, tmp_path):
+    from napari_dan.io import read_metadata, read_tiff
+
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(20, 20), name="c", scale=(0.3, 0.3), units=("µm", "µm"))
+    _run(w, qtbot)
+    from napari_dan._writer import write_tiff_layer
+
+    sr = viewer.layers["c DAN x2"]
+    (path,) = write_tiff_layer(str(tmp_path / "sr.tif"), sr.data, sr.as_layer_data_tuple()[1])
+    meta = read_metadata(path)
+    assert meta.pixel_size["X"] == pytest.approx(0.15) and meta.unit == "µm"
+    np.testing.assert_array_equal(read_tiff(path)[0], sr.data)
+
+
+def test_helpers():
+    assert [nice_factor(x) for x in (0.5, 1, 3, 7, 12, 49, 51)] == [1, 1, 2, 5, 10, 20, 50]
+    c = ellipse_corners(np.array([10.0, 20.0]), 6.0, 2.0, 90.0)  # major axis along y (rows)
+    np.testing.assert_allclose(np.ptp(c[:, 0]), 6.0, atol=1e-9)
+    np.testing.assert_allclose(np.ptp(c[:, 1]), 2.0, atol=1e-9)
