@@ -120,6 +120,19 @@ def test_single_patch_global_matches_plain_forward():
     np.testing.assert_allclose(r.kernel, k[0].numpy() / k[0].numpy().sum(), atol=1e-6)
 
 
+def test_whole_plane_estimate_is_reused(monkeypatch):
+    m = tiny_model(seed=3)
+    img = textured(60, 70, seed=1)
+    calls = []
+    real = core._run_tile
+    monkeypatch.setattr(core, "_run_tile", lambda *a: calls.append(1) or real(*a))
+    r = napari_dan.super_resolve(img, m, **FP32)
+    assert r.metadata["steps"] == 2 and calls == []  # the loop's own SR image was used
+    # the same pixels as restoring the plane with the combined code (two tiles)
+    t = napari_dan.super_resolve(img, m, tile_size=40, **FP32)
+    assert agreement(r.image, t.image) >= 0.999
+
+
 def test_tile_grid_and_window():
     assert tiling.tile_starts(100, 64, 16) == [0, 36]
     assert tiling.tile_starts(50, 64, 16) == [0]
@@ -372,11 +385,12 @@ def test_oom_halves_tiles_then_reports(monkeypatch):
         return real(runner, x, code)
 
     monkeypatch.setattr(core, "_run_tile", fake)
-    r = napari_dan.super_resolve(img, m, tile_size=128, **FP32)
+    psf = gaussian_kernel(21, 1.2)  # no estimation: every network call is a tile
+    r = napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
     assert [e["tile_size"] for e in r.metadata["oom_retries"]] == [64, 32]
     assert r.metadata["tile_size"] == 32
     monkeypatch.setattr(core, "_run_tile", real)
-    ref = napari_dan.super_resolve(img, m, tile_size=128, **FP32)
+    ref = napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
     assert agreement(r.image, ref.image) >= 0.999
 
     def always(runner, x, code):
@@ -384,14 +398,14 @@ def test_oom_halves_tiles_then_reports(monkeypatch):
 
     monkeypatch.setattr(core, "_run_tile", always)
     with pytest.raises(devices.OutOfMemory, match="even with"):
-        napari_dan.super_resolve(img, m, tile_size=128, **FP32)
+        napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
 
     def other(runner, x, code):
         raise RuntimeError("something else")
 
     monkeypatch.setattr(core, "_run_tile", other)
     with pytest.raises(RuntimeError, match="something else"):
-        napari_dan.super_resolve(img, m, tile_size=128, **FP32)
+        napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
 
 
 # ---------------------------------------------------------------- devices

@@ -265,13 +265,17 @@ def _estimate(st: _Setup, planes: dict, prog: _Progress) -> Generator:
     for p in patches:
         prog.check()
         x = planes[p.lead][..., p.y0:p.y1, p.x0:p.x1]
-        _, kernel, code = st.runner.loop(x)
+        sr, kernel, code = st.runner.loop(x)
         codes.append(code)
         kernels.append(kernel)
         prog.done += 1
         yield prog.done, prog.total
     code, kernel = km.combine(codes, kernels)
-    return km.KernelEstimate(code, kernel, "estimated", patches)
+    est = km.KernelEstimate(code, kernel, "estimated", patches)
+    p = patches[0]
+    if len(patches) == 1 and (p.y1 - p.y0, p.x1 - p.x0) == planes[p.lead].shape[-2:]:
+        est.whole_sr = sr
+    return est
 
 
 def _n_estimation(layout: Layout, n_planes: int) -> int:
@@ -433,7 +437,17 @@ def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kerne
             prog.total = prog.done + new_per_plane * remaining + \
                 per_plane_est * (remaining - 1) * (st.mode == "per-plane")
 
-        hr, tiles, tks = yield from _restore_with_retry(st, x, code, prog, on_retry, lead, retries)
+        whole = est.whole_sr if est is not None and st.mode != "user kernel" else None
+        if whole is not None and est.patches[0].lead == lead and st.tile >= max(x.shape[-2:]):
+            # one tile = the whole plane = the estimation patch: the loop already produced it
+            hr, tiles, tks = whole, make_tiles(lay.height, lay.width, st.tile, st.overlap), []
+            prog.done += 1
+            yield prog.done, prog.total
+        else:
+            hr, tiles, tks = yield from _restore_with_retry(st, x, code, prog, on_retry, lead,
+                                                            retries)
+        if est is not None:
+            est.whole_sr = None  # used at most once; frees the memory
         n_done_tiles += len(tiles)
         for t, k in zip(tiles, tks):
             tile_kernels.append(k)

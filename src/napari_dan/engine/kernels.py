@@ -59,6 +59,9 @@ class KernelEstimate:
     source: str
     patches: list[Patch] = field(default_factory=list)
     projection_error: float | None = None
+    # the loop's SR image when the only patch was a whole plane: restoring that plane again
+    # with the same code would recompute exactly this, so the engine reuses it
+    whole_sr: np.ndarray | None = field(default=None, repr=False)
 
 
 def candidate_patches(h: int, w: int, patch: int = ESTIMATION_PATCH,

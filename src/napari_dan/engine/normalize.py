@@ -205,24 +205,35 @@ class Normalisation:
         return (hwc.astype(np.float32) - lo) * (1 / (self.hi[:c] - self.lo[:c])).astype(np.float32)
 
     def from_unit(self, hwc: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """Inverse map and cast; works in place on a float32 ``hwc`` (an HR plane is large)."""
         c = hwc.shape[-1]
-        x = hwc * (self.hi[:c] - self.lo[:c]) + self.lo[:c]
-        return cast(x, dtype)
+        x = hwc if hwc.dtype == np.float32 else hwc.astype(np.float32)
+        x *= (self.hi[:c] - self.lo[:c]).astype(np.float32)
+        x += self.lo[:c].astype(np.float32)
+        return cast(x, dtype, inplace=True)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "low": self.lo.tolist(), "high": self.hi.tolist()}
 
 
-def cast(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round and clip to an integer dtype's range, or clip to float16's finite range."""
+def cast(x: np.ndarray, dtype: np.dtype, inplace: bool = False) -> np.ndarray:
+    """Round and clip to an integer dtype's range, or clip to float16's finite range.
+
+    ``inplace=True`` lets the rounding and clipping overwrite ``x`` (saves two copies)."""
     dtype = np.dtype(dtype)
+    # float32 cannot hold the limits of 32/64-bit integers exactly (clipping would overflow)
+    wide = np.issubdtype(dtype, np.integer) and np.iinfo(dtype).bits > 16
+    if not inplace or not np.issubdtype(x.dtype, np.floating) or (wide and x.dtype != np.float64):
+        x = np.array(x, dtype=np.float64 if wide else np.float32)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return np.clip(np.rint(x), info.min, info.max).astype(dtype)
+        np.rint(x, out=x)
+        np.clip(x, info.min, info.max, out=x)
+        return x.astype(dtype)
     if dtype == np.float16:
         f = np.finfo(np.float16)
-        return np.clip(x, f.min, f.max).astype(dtype)
-    return x.astype(dtype)
+        np.clip(x, f.min, f.max, out=x)
+    return x.astype(dtype, copy=False)
 
 
 def check_finite(hwc: np.ndarray, where: str) -> None:
