@@ -13,7 +13,6 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from conftest import tiny_model  # noqa: E402
-
 from napari_dan._napari.request import RunOptions, build_request  # noqa: E402
 from napari_dan._napari.results import KEY, ellipse_corners, nice_factor  # noqa: E402
 from napari_dan._widget import NO_MODELS, DanWidget  # noqa: E402

@@ -17,15 +17,25 @@ import torch
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
-from .errors import Cancelled, DanError
-from .model import DanModel, list_models, load_model
-from .model.kernels import kernel_stats
 from ._napari.request import KERNEL_MODES, SCOPES, RunOptions, build_request, psf_from_layer
 from ._napari.results import KEY, add_result_layers, physical_pixel, result_layers
 from ._napari.worker import sr_worker
+from .errors import Cancelled, DanError
+from .model import DanModel, list_models, load_model
+from .model.kernels import kernel_stats
 
 if TYPE_CHECKING:
     import napari

@@ -224,8 +224,9 @@ def _kernel_map(req: RunRequest, s: int, result: Any, left: float, model_name: s
 
     # FWHM ellipses over the image, in source pixel coordinates (the layer gets the source's
     # scale and translate). Axes in LR pixels = HR FWHM / s, enlarged by a "nice" factor so the
-    # mean ellipse spans about 60% of the tile spacing.
-    spacing = min(np.diff(ys).min() if nr > 1 else h, np.diff(xs).min() if nc > 1 else w)
+    # mean ellipse spans about 60% of the typical tile spacing (the median: the last row and
+    # column of tiles are moved back to end at the border and sit closer).
+    spacing = min(np.median(np.diff(ys)) if nr > 1 else h, np.median(np.diff(xs)) if nc > 1 else w)
     mean_major = float(np.mean([st.fwhm_major for st in stats])) / s
     factor = nice_factor(0.6 * spacing / max(mean_major, 1e-6))
     shapes = []

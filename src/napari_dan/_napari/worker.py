@@ -16,7 +16,6 @@ import threading
 from typing import Any
 
 import numpy as np
-
 from superqt.utils import GeneratorWorker, create_worker
 
 from ..model import DanModel, load_model
