@@ -316,3 +316,14 @@ def test_helpers():
     c = ellipse_corners(np.array([10.0, 20.0]), 6.0, 2.0, 90.0)  # major axis along y (rows)
     np.testing.assert_allclose(np.ptp(c[:, 0]), 6.0, atol=1e-9)
     np.testing.assert_allclose(np.ptp(c[:, 1]), 2.0, atol=1e-9)
+
+
+def test_dask_layer_is_computed_in_the_worker(setup, qtbot):
+    """A lazy layer must not come back lazy (napari would compute it on the GUI thread)."""
+    da = pytest.importorskip("dask.array")
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(da.from_array(np.stack([_image(24, 24, s) for s in range(2)]), chunks=(1, 24, 24)),
+                     name="lazy")
+    _run(w, qtbot, scope="whole stack")
+    sr = viewer.layers["lazy DAN x2"]
+    assert isinstance(sr.data, np.ndarray) and sr.data.shape == (2, 48, 48)
