@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
 
 import napari_dan
+from conftest import tiny_model
 from napari_dan.engine import core, devices, normalize, tiling
 from napari_dan.engine import kernels as km
 from napari_dan.errors import Cancelled, InputError

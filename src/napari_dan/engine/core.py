@@ -31,8 +31,17 @@ from ..errors import Cancelled, InputError
 from ..model import DanModel, load_model
 from ..model.kernels import KernelStats, kernel_stats
 from . import kernels as km
-from .devices import (OutOfMemory, Precision, autocast, empty_cache, is_oom, memory_budget,
-                      network_on, resolve_device, resolve_precision)
+from .devices import (
+    OutOfMemory,
+    Precision,
+    autocast,
+    empty_cache,
+    is_oom,
+    memory_budget,
+    network_on,
+    resolve_device,
+    resolve_precision,
+)
 from .normalize import Layout, Normalisation, analyse, cast, check_finite, compute_normalisation
 from .tiling import Accumulator, auto_overlap, auto_tile_size, make_tiles
 
@@ -449,7 +458,7 @@ def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kerne
         if est is not None:
             est.whole_sr = None  # used at most once; frees the memory
         n_done_tiles += len(tiles)
-        for t, k in zip(tiles, tks):
+        for t, k in zip(tiles, tks, strict=False):  # tks is empty unless per-tile
             tile_kernels.append(k)
             tile_centres.append((*lead, *t.center))
         hwc = st.norm.from_unit(_from_batch(hr, lay), lay.dtype)

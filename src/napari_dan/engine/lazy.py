@@ -27,9 +27,21 @@ def lazy_super_resolve(st, prog, t_start: float) -> Generator:
     """Generator: yields progress while estimating, returns an SRResult with a dask ``image``."""
     import dask.array as da
 
-    from .core import (SRResult, _base_metadata, _estimate, _from_batch, _global_estimate,
-                       _image_centre, _leads, _n_estimation, _Progress, _restore_with_retry,
-                       _stats, _to_batch, _upsample_alpha)
+    from .core import (
+        SRResult,
+        _base_metadata,
+        _estimate,
+        _from_batch,
+        _global_estimate,
+        _image_centre,
+        _leads,
+        _n_estimation,
+        _Progress,
+        _restore_with_retry,
+        _stats,
+        _to_batch,
+        _upsample_alpha,
+    )
 
     lay = st.layout
     leads = _leads(lay)

@@ -97,7 +97,7 @@ class Layout:
     def plane_index(self, lead: tuple[int, ...]) -> tuple:
         """Index into the input (or output) that selects one plane."""
         idx: list = [slice(None)] * len(self.shape)
-        for a, i in zip(self.lead_axes, lead):
+        for a, i in zip(self.lead_axes, lead, strict=True):
             idx[a] = i
         return tuple(idx)
 
@@ -130,7 +130,7 @@ def analyse(image, channel_axis: int | None, in_nc: int, scale: int) -> Layout:
         shape, dtype = arr.shape, arr.dtype
     shape = tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
-    if dtype == bool:
+    if dtype.kind == "b":
         raise InputError("the image is boolean (a mask); convert it to uint8 (0/255) or float "
                          "first if you really want to super-resolve it")
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
