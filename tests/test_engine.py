@@ -172,6 +172,59 @@ def test_modes_kernels_and_centres():
     assert pt.kernel_stats.fwhm > 0 and g.metadata["mode"] == "global"
 
 
+@pytest.mark.parametrize("mode", ["global", "per-plane", "per-tile"])
+def test_building_blocks_are_super_resolve(mode):
+    # prepare + restore_plane per plane + finish: the same bytes and kernels as super_resolve,
+    # also when the plan goes through pickle and gets its model back (what a cluster worker does)
+    import pickle
+
+    from napari_dan.engine import finish, prepare, restore_plane
+
+    m = tiny_model(seed=4)
+    stack = np.stack([textured(40, 50, seed=s, dtype=np.uint16, lo=50, hi=3000)
+                      for s in range(3)])
+    ref = napari_dan.super_resolve(stack, m, kernel_mode=mode, tile_size=24, **FP32)
+    plan = prepare(stack, m, kernel_mode=mode, tile_size=24, **FP32)
+    assert plan.leads == [(0,), (1,), (2,)]
+    assert (plan.estimate is not None) == (mode == "global")
+    shipped = pickle.loads(pickle.dumps(plan))
+    assert shipped.model is None and shipped.source is None
+    assert len(pickle.dumps(plan)) < 10_000  # no weights (the model alone is ~100 kB), no pixels
+    with pytest.raises(InputError, match="attach"):
+        restore_plane(shipped, (0,), stack[0])
+    with pytest.raises(InputError, match="not the model"):
+        shipped.attach(tiny_model(scale=4))
+    remote = shipped.attach(m)
+    out = np.zeros_like(ref.image)
+    parts = []
+    for lead in plan.leads:
+        p = restore_plane(plan, lead) if lead != (1,) else restore_plane(remote, lead, stack[1])
+        assert p.lead == lead and p.tiles == 6
+        out[plan.layout.plane_index(lead)] = p.plane
+        parts.append(p)
+    np.testing.assert_array_equal(out, ref.image)
+    res = finish(plan, out, parts)
+    assert res.image is out
+    np.testing.assert_array_equal(res.kernel, ref.kernel)
+    np.testing.assert_array_equal(res.kernels, ref.kernels)
+    np.testing.assert_array_equal(res.kernel_centers, ref.kernel_centers)
+    for key in ("mode", "tiles", "tiles_per_plane", "tile_size", "normalisation"):
+        assert res.metadata[key] == ref.metadata[key], key
+
+
+def test_restore_plane_progress_and_cancel():
+    from napari_dan.engine import prepare, restore_plane
+
+    m = tiny_model()
+    img = textured(40, 50)
+    plan = prepare(img, m, kernel_mode="per-plane", tile_size=24, **FP32)
+    seen = []
+    restore_plane(plan, (), progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(i, 7) for i in range(1, 8)]  # one estimation patch, six tiles
+    with pytest.raises(Cancelled):
+        restore_plane(plan, (), cancel=lambda: True)
+
+
 def test_user_kernel_skips_estimator(monkeypatch):
     m = tiny_model(seed=2)
 

@@ -8,9 +8,13 @@ worker), so the client's memory stays at a few planes whatever the stack size.
 
 Each worker process loads the model once and keeps it (a module-level cache keyed by the model's
 name or checkpoint digest); a checkpoint file is broadcast to the workers as bytes, so the
-workers need not see the client's file system. Every plane goes through the engine's own
-per-plane routine with the client's decisions, so a cluster run gives exactly the bytes of a
-local run with the same options (tested with a two-process ``LocalCluster``).
+workers need not see the client's file system. The client and the workers use the engine's
+public building blocks, the very steps ``super_resolve`` is made of: the client calls
+:func:`~napari_dan.engine.prepare` and sends the resulting plan (a few kB: it pickles without
+the model and the input) with every plane; a worker attaches its model and calls
+:func:`~napari_dan.engine.restore_plane` for each plane it gets; the client gathers the results
+with :func:`~napari_dan.engine.finish`. So a cluster run gives exactly the bytes of a local run
+with the same options (tested with a two-process ``LocalCluster``).
 
 Requires the ``distributed`` package (``pip install napari-dan[distributed]``).
 """
@@ -21,43 +25,18 @@ import hashlib
 import os
 import tempfile
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .engine import Plan, PlaneResult, finish, prepare, restore_plane
 from .errors import InputError
 from .model import DanModel, load_model
 
-__all__ = ["ClusterRunner", "PlaneSpec", "start_cluster"]
-
-
-def _drive(gen):
-    """Run an engine generator to its end and return its value (progress is not needed here)."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
-@dataclass
-class PlaneSpec:
-    """What a worker needs to process any plane of one array (small and picklable)."""
-
-    model_key: str  # bundled name, or "sha256:<digest>" of broadcast checkpoint bytes
-    device: str
-    precision: str
-    layout: Any  # engine.normalize.Layout
-    norm: Any  # engine.normalize.Normalisation
-    mode: str  # "global" | "per-plane" | "per-tile" | "user kernel"
-    code: np.ndarray | None
-    tile: int
-    overlap: int
+__all__ = ["ClusterRunner", "process_plane", "start_cluster"]
 
 
 # ---- worker side --------------------------------------------------------------------------
@@ -83,59 +62,15 @@ def _worker_model(key: str, payload: bytes | None) -> DanModel:
         return model
 
 
-def _worker_setup(spec: PlaneSpec, payload: bytes | None):
-    """An engine setup on this worker with the client's decisions (cached per model/device)."""
-    from .engine import core
-    from .engine.devices import resolve_device, resolve_precision
+def process_plane(model_key: str, plan: Plan, lead: tuple[int, ...], plane: np.ndarray,
+                  payload: bytes | None = None) -> PlaneResult:
+    """Super-resolve one plane with the client's plan; runs on a worker.
 
-    model = _worker_model(spec.model_key, payload)
-    key = ("runner", spec.model_key, spec.device, spec.precision)
-    with _LOCK:
-        if key not in _CACHE:
-            dev = resolve_device(spec.device)
-            prec = resolve_precision(spec.precision, dev, model.network)
-            _CACHE[key] = (core._Runner(model, dev, prec), dev, prec)
-        runner, dev, prec = _CACHE[key]
-    return core._Setup(model=model, layout=spec.layout, device=dev, precision=prec, runner=runner,
-                       norm=spec.norm, mode=spec.mode, user=None, tile=spec.tile,
-                       overlap=spec.overlap, overlap_note="from the client", read_hwc=None)
-
-
-def process_plane(spec: PlaneSpec, lead: tuple[int, ...], plane: np.ndarray,
-                  payload: bytes | None = None) -> tuple[np.ndarray, list, list]:
-    """Super-resolve one plane as the engine's eager path does; runs on a worker.
-
-    Returns the output plane, the kernels it estimated (per-plane: one; per-tile: one per tile;
-    otherwise none) and their centres.
+    ``plan`` arrives without its model (see :meth:`~napari_dan.engine.Plan.attach`): the worker's
+    cached model for ``model_key`` (a bundled name, or ``"sha256:<digest>"`` of the checkpoint
+    bytes in ``payload``) is attached, with device and precision resolved on this worker.
     """
-    from .engine import core
-    from .engine.normalize import check_finite
-
-    st = _worker_setup(spec, payload)
-    lay = st.layout
-    hwc = lay.plane_to_hwc(np.asarray(plane))
-    check_finite(hwc, f"plane {lead}" if lead else "")
-    x = core._to_batch(hwc, lay, st.norm)
-    prog = core._Progress(None)
-    kernels: list = []
-    centres: list = []
-    code = spec.code
-    if spec.mode == "per-plane":
-        est = _drive(core._estimate(st, {lead: x}, prog))
-        code = est.code
-        kernels.append(est.kernel)
-        centres.append(tuple(float(i) for i in lead))
-    elif spec.mode == "per-tile":
-        code = None
-    hr, tiles, tks = _drive(core._restore_with_retry(st, x, code, prog, lambda n: None, lead, []))
-    for t, k in zip(tiles, tks, strict=False):
-        kernels.append(k)
-        centres.append((*lead, *t.center))
-    res = st.norm.from_unit(core._from_batch(hr, lay), lay.dtype)
-    if lay.alpha:
-        alpha = core._upsample_alpha(hwc[..., 3], lay.scale, lay.dtype)
-        res = np.concatenate([res, alpha[..., None]], axis=-1)
-    return lay.hwc_to_plane(res), kernels, centres
+    return restore_plane(plan.attach(_worker_model(model_key, payload)), lead, plane)
 
 
 def _warm(key: str, payload: bytes | None) -> int:
@@ -219,65 +154,37 @@ class ClusterRunner:
                       out=None, on_plane: Callable[[int, int], Any] | None = None):
         """Like :func:`napari_dan.super_resolve` with ``out`` required; ``on_plane(done, total)``
         is called as planes are written. Returns an :class:`~napari_dan.engine.SRResult`."""
-        from .engine import core
-
-        t_start = time.perf_counter()
         if out is None:
             raise InputError("ClusterRunner.super_resolve needs out= (results are written "
                              "as they arrive)")
-        st = core._setup(image, self.model, channel_axis, tile_size, tile_overlap, kernel_mode,
-                         kernel, device, precision)
-        lay = st.layout
-        core._check_out(out, lay)
-        est = st.user
-        t0 = time.perf_counter()
-        if st.mode == "global":
-            est = _drive(core._global_estimate(st, core._Progress(None), {}))
-        t_est = time.perf_counter() - t0
-        spec = PlaneSpec(self.model_key, str(device), str(precision), lay, st.norm, st.mode,
-                         None if est is None else est.code, st.tile, st.overlap)
-        leads = core._leads(lay)
+        plan = prepare(image, self.model, channel_axis=channel_axis, tile_size=tile_size,
+                       tile_overlap=tile_overlap, kernel_mode=kernel_mode, kernel=kernel,
+                       device=device, precision=precision)
+        lay = plan.layout
+        plan.check_out(out)
+        leads = plan.leads
         pending: deque = deque()
-        kernels: list = []
-        centres: list = []
-        done = 0
+        parts: list[PlaneResult] = []
         try:
             for lead in leads + [None] * self.max_in_flight:
                 if lead is not None:
-                    plane = np.asarray(image[lay.plane_index(lead)])
-                    pending.append((lead, self.client.submit(
-                        process_plane, spec, lead, plane, self._payload, pure=False)))
+                    pending.append(self.client.submit(
+                        process_plane, self.model_key, plan, lead, plan.read_plane(lead),
+                        self._payload, pure=False))
                 if pending and (len(pending) >= self.max_in_flight or lead is None):
-                    lead_done, fut = pending.popleft()
-                    result, ks, cs = fut.result()
+                    fut = pending.popleft()
+                    part = fut.result()
                     fut.release()
-                    out[lay.plane_index(lead_done)] = result
-                    kernels.extend(ks)
-                    centres.extend(cs)
-                    done += 1
+                    out[lay.plane_index(part.lead)] = part.plane
+                    part.plane = None  # written; only its kernels are kept
+                    parts.append(part)
                     if on_plane is not None:
-                        on_plane(done, len(leads))
+                        on_plane(len(parts), len(leads))
         except BaseException:
-            self.client.cancel([f for _, f in pending])
+            self.client.cancel(list(pending))
             raise
-        if st.mode in ("per-plane", "per-tile"):
-            ks = np.stack(kernels).astype(np.float32)
-            kernel_ = ks.mean(0)
-            cen = np.array(centres, np.float64).reshape(len(kernels), -1)
-        else:
-            kernel_ = est.kernel
-            ks = kernel_[None].astype(np.float32)
-            cen = core._image_centre(lay)
-        kernel_ = (kernel_ / kernel_.sum()).astype(np.float32)
-        meta = core._base_metadata(st)
-        meta.update({"lazy": False, "cluster": {"workers": self.n_workers,
-                                                "max_in_flight": self.max_in_flight},
-                     "timing": {"estimate_s": t_est, "total_s": time.perf_counter() - t_start}})
-        if est is not None and est.patches and st.mode == "global":
-            meta["estimation_patches"] = [vars(p) for p in est.patches]
-        if st.user is not None:
-            meta["kernel_projection_error"] = st.user.projection_error
-        return core.SRResult(out, kernel_, ks, cen, core._stats(kernel_), meta)
+        return finish(plan, out, parts, cluster={"workers": self.n_workers,
+                                                 "max_in_flight": self.max_in_flight})
 
     def close(self) -> None:
         """Close the client (and the local cluster it started, if any)."""

@@ -2,14 +2,27 @@
 
 ``super_resolve(image, model, ...)`` is the one routine the widget, the CLI and dask call;
 ``super_resolve_iter`` is its generator form (yields ``(done, total)``, returns the result).
+Building blocks for running planes elsewhere (e.g. on a cluster): ``plan = prepare(image, model,
+...)``, ``restore_plane(plan, lead) -> PlaneResult`` for every lead in ``plan.leads``, then
+``finish(plan, out, plane_results) -> SRResult``; ``super_resolve`` is exactly these steps.
 Modules: :mod:`.core` (the routine), :mod:`.tiling` (tiles and blending), :mod:`.normalize` (axes,
 channels, dtypes), :mod:`.kernels` (kernel modes), :mod:`.devices` (device, precision, OOM),
 :mod:`.lazy` (dask in, lazy dask out). Design notes: docs/engine.md.
 """
 
-from .core import SRResult, super_resolve, super_resolve_iter
+from .core import (
+    Plan,
+    PlaneResult,
+    SRResult,
+    finish,
+    prepare,
+    restore_plane,
+    super_resolve,
+    super_resolve_iter,
+)
 from .devices import OutOfMemory, resolve_device, resolve_precision
 from .kernels import KERNEL_MODES
 
-__all__ = ["super_resolve", "super_resolve_iter", "SRResult", "OutOfMemory", "KERNEL_MODES",
-           "resolve_device", "resolve_precision"]
+__all__ = ["super_resolve", "super_resolve_iter", "SRResult", "prepare", "restore_plane",
+           "finish", "Plan", "PlaneResult", "OutOfMemory", "KERNEL_MODES", "resolve_device",
+           "resolve_precision"]

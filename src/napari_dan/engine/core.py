@@ -1,8 +1,13 @@
-"""``super_resolve`` and ``super_resolve_iter``: the one routine every front end calls.
+"""``super_resolve`` and ``super_resolve_iter``: the one routine every front end calls, and the
+building blocks it is made of.
 
-Flow: check the input (:mod:`.normalize`), pick device and precision (:mod:`.devices`), work out the
-kernel code (:mod:`.kernels`), then go through the planes one at a time: read one plane, restore it
-tile by tile (:mod:`.tiling`), map it back to the input's dtype and write it into the output.
+Flow: :func:`prepare` checks the input (:mod:`.normalize`), picks device and precision
+(:mod:`.devices`), the tile size and overlap (:mod:`.tiling`) and works out the global kernel code
+(:mod:`.kernels`) into a :class:`Plan`; :func:`restore_plane` then restores one plane tile by tile
+(per-plane mode: after estimating its kernel) and maps it back to the input's dtype; :func:`finish`
+gathers the kernels and metadata into the :class:`SRResult`. ``super_resolve_iter`` is exactly
+these steps over every plane (writing each into the output); the lazy dask path
+(:mod:`.lazy`) and the cluster runner (:mod:`napari_dan.distributed`) use the same steps.
 
 Progress counts work units: one per estimation patch (full DAN loop) and one per tile; the
 generator yields ``(done, total)`` after each. ``cancel`` is checked before every unit.
@@ -19,8 +24,8 @@ accordingly); below 32 px :class:`~napari_dan.engine.devices.OutOfMemory` is rai
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +50,8 @@ from .devices import (
 from .normalize import Layout, Normalisation, analyse, cast, check_finite, compute_normalisation
 from .tiling import Accumulator, auto_overlap, auto_tile_size, make_tiles
 
-__all__ = ["SRResult", "super_resolve", "super_resolve_iter", "OOM_MIN_TILE"]
+__all__ = ["SRResult", "super_resolve", "super_resolve_iter", "Plan", "PlaneResult", "prepare",
+           "restore_plane", "finish", "OOM_MIN_TILE"]
 
 OOM_MIN_TILE = 32
 
@@ -191,15 +197,6 @@ def _check_tile_args(tile_size, tile_overlap) -> None:
                          f"{tile_overlap!r}")
 
 
-def _check_out(out, layout: Layout) -> None:
-    shape = tuple(getattr(out, "shape", ()))
-    if shape != layout.out_shape:
-        raise InputError(f"out has shape {shape}, expected {layout.out_shape} (the input's "
-                         f"shape with both spatial axes x{layout.scale})")
-    if np.dtype(getattr(out, "dtype", None)) != layout.dtype:
-        raise InputError(f"out has dtype {out.dtype}, expected {layout.dtype} (the input's)")
-
-
 def is_dask(image) -> bool:
     try:
         import dask.array as da
@@ -208,27 +205,160 @@ def is_dask(image) -> bool:
     return isinstance(image, da.Array)
 
 
-@dataclass
-class _Setup:
-    """Everything decided before the first pixel is processed (shared with the dask path)."""
+def _drive(gen: Generator, progress: Callable[[int, int], Any] | None = None):
+    """Run an engine generator to its end and return its value, reporting ``(done, total)``."""
+    while True:
+        try:
+            done, total = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total)
 
-    model: DanModel
+
+# ---- the building blocks -------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """Everything decided for one array before its planes are restored (see :func:`prepare`).
+
+    Attributes
+    ----------
+    model : DanModel or None
+        None after pickling (see :meth:`attach`).
+    layout : Layout
+        Axes, channels, dtype and scale of the input (:mod:`.normalize`).
+    device, precision
+        Where and how the network runs; ``requested_device`` / ``requested_precision`` are the
+        caller's words ("auto", ...), resolved again by :meth:`attach` on another machine.
+    norm : Normalisation
+        The value map of the whole array (input dtype <-> network units).
+    mode : str
+        "global", "per-plane", "per-tile" or "user kernel".
+    tile, overlap : int
+        Tile side and overlap in LR pixels (the tile side halves on out-of-memory).
+    estimate : KernelEstimate or None
+        The code every tile is restored with: global (once estimated) or the user kernel; None in
+        per-plane and per-tile mode, where each plane or tile gets its own.
+
+    A plan pickles without its model, input array and network runner, so it can be sent to
+    other processes; there :meth:`attach` gives it a model again.
+    """
+
+    model: DanModel | None
     layout: Layout
     device: torch.device
     precision: Precision
-    runner: _Runner
     norm: Normalisation
     mode: str
-    user: km.KernelEstimate | None
     tile: int
     overlap: int
     overlap_note: str
-    read_hwc: Callable
-    source: Any = None
+    estimate: km.KernelEstimate | None = None
+    requested_device: str = "auto"
+    requested_precision: str = "auto"
+    estimate_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    source: Any = field(default=None, repr=False)
+    runner: _Runner | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.update(model=None, source=None, runner=None)
+        if self.estimate is not None and self.estimate.whole_sr is not None:
+            # a whole HR plane kept for reuse here; not worth shipping
+            state["estimate"] = replace(self.estimate, whole_sr=None)
+        return state
+
+    @property
+    def leads(self) -> list[tuple[int, ...]]:
+        """Plane indices along the leading axes, in order (``[()]`` for a single plane);
+        ``layout.plane_index(lead)`` turns one into an index of the input or output array."""
+        return [tuple(int(i) for i in ix) for ix in np.ndindex(*self.layout.lead_shape)] \
+            if self.layout.lead_shape else [()]
+
+    @property
+    def tiles_per_plane(self) -> int:
+        return len(make_tiles(self.layout.height, self.layout.width, self.tile, self.overlap))
+
+    def read_plane(self, lead: tuple[int, ...]) -> np.ndarray:
+        """One plane of the input array, as stored (the plan must still hold the array)."""
+        if self.source is None:
+            raise InputError("this plan no longer holds its input array (it was pickled); "
+                             "pass the plane to restore_plane")
+        return np.asarray(self.source[self.layout.plane_index(lead)])
+
+    def check_out(self, out) -> None:
+        """Raise :class:`InputError` unless ``out`` has the output's shape and dtype."""
+        lay = self.layout
+        shape = tuple(getattr(out, "shape", ()))
+        if shape != lay.out_shape:
+            raise InputError(f"out has shape {shape}, expected {lay.out_shape} (the input's "
+                             f"shape with both spatial axes x{lay.scale})")
+        if np.dtype(getattr(out, "dtype", None)) != lay.dtype:
+            raise InputError(f"out has dtype {out.dtype}, expected {lay.dtype} (the input's)")
+
+    def attach(self, model: DanModel | str) -> Plan:
+        """A copy of the plan that runs ``model`` here: device and precision are resolved again
+        from the requested ones (a worker may have a GPU the client lacks).
+
+        ``model`` must be the model the plan was made with (same scale, channels, code length).
+        """
+        model = _resolve_model(model)
+        lay = self.layout
+        if (model.scale, model.in_channels) != (lay.scale, lay.in_nc) or (
+                self.estimate is not None and self.estimate.code.shape[-1] != model.code_len):
+            raise InputError(f"model {model.name!r} (x{model.scale}, {model.in_channels} "
+                             "channel(s)) is not the model this plan was prepared for")
+        dev = resolve_device(self.requested_device)
+        prec = resolve_precision(self.requested_precision, dev, model.network)
+        return replace(self, model=model, device=dev, precision=prec,
+                       runner=_Runner(model, dev, prec))
+
+    def _ready(self) -> None:
+        if self.model is None or self.runner is None:
+            raise InputError("this plan was sent without its model; call plan.attach(model) "
+                             "before restoring planes with it")
 
 
-def _setup(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-           precision) -> _Setup:
+@dataclass
+class PlaneResult:
+    """One restored plane (see :func:`restore_plane`).
+
+    Attributes
+    ----------
+    lead : tuple of int
+        The plane's index along the leading axes.
+    plane : numpy.ndarray or None
+        The output plane in the input's dtype and axis order:
+        ``out[plan.layout.plane_index(lead)] = plane``. Callers may set it to None once written;
+        :func:`finish` does not need it.
+    kernels, centres : list
+        Per-plane mode: the plane's kernel and its lead index; per-tile: one kernel per tile and
+        (lead..., y, x) of the tile centre in input pixels; otherwise empty.
+    tiles : int
+        Tiles restored (after any out-of-memory retry).
+    retries : list of dict
+        Out-of-memory retries (plane, new tile_size and tile_overlap).
+    estimate_s, restore_s : float
+        Seconds spent estimating the plane's kernel (per-plane mode) and restoring it.
+    """
+
+    lead: tuple[int, ...]
+    plane: np.ndarray | None
+    kernels: list = field(default_factory=list)
+    centres: list = field(default_factory=list)
+    tiles: int = 0
+    retries: list = field(default_factory=list)
+    estimate_s: float = 0.0
+    restore_s: float = 0.0
+
+
+def _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
+            precision) -> Plan:
+    """The plan without any kernel estimation (that needs progress reporting of its own)."""
+    started = time.perf_counter()
     model = _resolve_model(model)
     if kernel_mode not in km.KERNEL_MODES:
         raise InputError(f"unknown kernel_mode {kernel_mode!r}; use one of "
@@ -263,18 +393,28 @@ def _setup(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, ker
     if 2 * overlap + 8 > tile:  # a tile needs a core that no neighbour's ramp covers
         overlap = max(0, (tile - 8) // 2)
         note += f"; reduced to {overlap} to fit tile_size {tile}"
-    return _Setup(model, layout, dev, prec, runner, norm, mode, user, tile, overlap, note,
-                  read_hwc, image)
+    return Plan(model, layout, dev, prec, norm, mode, tile, overlap, note, estimate=user,
+                requested_device=str(device), requested_precision=str(precision),
+                started=started, source=image, runner=runner)
 
 
-def _estimate(st: _Setup, planes: dict, prog: _Progress) -> Generator:
+def _read_hwc(plan: Plan, lead: tuple[int, ...], plane=None) -> np.ndarray:
+    """A plane (read from the plan's array when not given) as checked (H, W, C)."""
+    if plane is None:
+        plane = plan.read_plane(lead)
+    hwc = plan.layout.plane_to_hwc(np.asarray(plane))
+    check_finite(hwc, f"plane {lead}" if lead else "")
+    return hwc
+
+
+def _estimate(plan: Plan, planes: dict, prog: _Progress) -> Generator:
     """Full loop on the most textured patches of ``planes`` (lead -> (B, C, H, W) units)."""
     patches = km.select_patches(planes)
     codes, kernels = [], []
     for p in patches:
         prog.check()
         x = planes[p.lead][..., p.y0:p.y1, p.x0:p.x1]
-        sr, kernel, code = st.runner.loop(x)
+        sr, kernel, code = plan.runner.loop(x)
         codes.append(code)
         kernels.append(kernel)
         prog.done += 1
@@ -292,54 +432,232 @@ def _n_estimation(layout: Layout, n_planes: int) -> int:
     return min(km.ESTIMATION_PATCHES, per * n_planes)
 
 
-def _restore_plane(st: _Setup, x: np.ndarray, code: np.ndarray | None, tile: int,
+def _sample_leads(plan: Plan, n: int) -> list[tuple[int, ...]]:
+    leads = plan.leads
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(leads) - 1, min(n, len(leads)))})
+    return [leads[i] for i in picks]
+
+
+def _estimate_global(plan: Plan, prog: _Progress, cache: dict) -> Generator:
+    """Kernel for the whole array from a few planes; stored in ``plan.estimate``.
+
+    ``cache`` receives the last sampled plane in network units (the plane most likely needed
+    next); the others are freed.
+    """
+    t0 = time.perf_counter()
+    planes = {}
+    for lead in _sample_leads(plan, km.ESTIMATION_PLANES):
+        planes[lead] = _to_batch(_read_hwc(plan, lead), plan.layout, plan.norm)
+    cache.clear()
+    last = list(planes)[-1]
+    cache[last] = planes[last]
+    plan.estimate = yield from _estimate(plan, planes, prog)
+    plan.estimate_s += time.perf_counter() - t0
+    return plan.estimate
+
+
+def _restore_tiles(plan: Plan, x: np.ndarray, code: np.ndarray | None,
                    prog: _Progress) -> Generator:
     """Tiles of one plane -> (HR (B, C, sH, sW) float32, tiles, per-tile kernels or None)."""
     _, _, h, w = x.shape
-    tiles = make_tiles(h, w, tile, st.overlap)
-    acc = Accumulator(x.shape[0] * x.shape[1], h, w, st.layout.scale, st.overlap)
+    tiles = make_tiles(h, w, plan.tile, plan.overlap)
+    acc = Accumulator(x.shape[0] * x.shape[1], h, w, plan.layout.scale, plan.overlap)
     tile_kernels = []
     for t in tiles:
         prog.check()
-        sr, kernel = _run_tile(st.runner, x[..., t.y0:t.y1, t.x0:t.x1], code)
+        sr, kernel = _run_tile(plan.runner, x[..., t.y0:t.y1, t.x0:t.x1], code)
         acc.add(t, sr.reshape(-1, *sr.shape[-2:]))
         if kernel is not None:
             k = kernel.mean(0)
             tile_kernels.append(k / max(float(k.sum()), 1e-12))
         prog.done += 1
         yield prog.done, prog.total
-    hr = acc.result().reshape(x.shape[0], x.shape[1], h * st.layout.scale, w * st.layout.scale)
+    hr = acc.result().reshape(x.shape[0], x.shape[1], h * plan.layout.scale,
+                              w * plan.layout.scale)
     return hr, tiles, tile_kernels
 
 
-def _restore_with_retry(st: _Setup, x: np.ndarray, code: np.ndarray | None, prog: _Progress,
+def _restore_with_retry(plan: Plan, x: np.ndarray, code: np.ndarray | None, prog: _Progress,
                         on_retry: Callable[[int], None], lead: tuple, retries: list) -> Generator:
-    """:func:`_restore_plane`, halving ``st.tile`` and starting the plane again on out-of-memory.
-
-    ``on_retry(tiles_per_plane)`` lets the caller correct its progress total.
-    """
+    """:func:`_restore_tiles`, halving ``plan.tile`` and starting the plane again on
+    out-of-memory. ``on_retry(tiles_per_plane)`` lets the caller correct its progress total."""
     h, w = x.shape[-2:]
     while True:
         try:
-            return (yield from _restore_plane(st, x, code, st.tile, prog))
+            return (yield from _restore_tiles(plan, x, code, prog))
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled here
             if not is_oom(e):
                 raise
-            empty_cache(st.device)
-            if st.tile // 2 < OOM_MIN_TILE:
+            empty_cache(plan.device)
+            if plan.tile // 2 < OOM_MIN_TILE:
                 raise OutOfMemory(
-                    f"out of memory on {st.device} even with {st.tile}-pixel tiles; use "
+                    f"out of memory on {plan.device} even with {plan.tile}-pixel tiles; use "
                     "device='cpu', a smaller model, or free memory used by other programs"
                 ) from None
-            st.tile //= 2
-            if 2 * st.overlap + 8 > st.tile:
-                st.overlap = max(0, (st.tile - 8) // 2)
-            retries.append({"plane": lead, "tile_size": st.tile, "tile_overlap": st.overlap})
-            on_retry(len(make_tiles(h, w, st.tile, st.overlap)))
+            plan.tile //= 2
+            if 2 * plan.overlap + 8 > plan.tile:
+                plan.overlap = max(0, (plan.tile - 8) // 2)
+            retries.append({"plane": lead, "tile_size": plan.tile, "tile_overlap": plan.overlap})
+            on_retry(len(make_tiles(h, w, plan.tile, plan.overlap)))
 
 
-def _stats(kernel: np.ndarray) -> KernelStats:
-    return kernel_stats(kernel)
+def _restore_plane_iter(plan: Plan, lead: tuple, plane, prog: _Progress, *,
+                        batch: np.ndarray | None = None,
+                        estimate: km.KernelEstimate | None = None,
+                        on_retry: Callable[[int], None] | None = None) -> Generator:
+    """Generator behind :func:`restore_plane`; returns a :class:`PlaneResult`.
+
+    ``batch`` is the plane already in network units (saves converting it again), ``estimate``
+    a per-plane kernel worked out beforehand.
+    """
+    plan._ready()
+    lay = plan.layout
+    lead = tuple(int(i) for i in lead)
+    hwc = _read_hwc(plan, lead, plane)
+    x = batch if batch is not None else _to_batch(hwc, lay, plan.norm)
+    res = PlaneResult(lead, None)
+    est = plan.estimate
+    if plan.mode == "per-plane":
+        if estimate is None:
+            t0 = time.perf_counter()
+            estimate = yield from _estimate(plan, {lead: x}, prog)
+            res.estimate_s = time.perf_counter() - t0
+        est = estimate
+        res.kernels.append(est.kernel)
+        res.centres.append(lead)
+    code = None if plan.mode == "per-tile" else est.code
+    t0 = time.perf_counter()
+    whole = est.whole_sr if est is not None and plan.mode != "user kernel" else None
+    if whole is not None and est.patches[0].lead == lead and plan.tile >= max(x.shape[-2:]):
+        # one tile = the whole plane = the estimation patch: the loop already produced it
+        hr, tiles, tks = whole, make_tiles(lay.height, lay.width, plan.tile, plan.overlap), []
+        prog.done += 1
+        yield prog.done, prog.total
+    else:
+        hr, tiles, tks = yield from _restore_with_retry(
+            plan, x, code, prog, on_retry or (lambda n: None), lead, res.retries)
+    if est is not None:
+        est.whole_sr = None  # used at most once; frees the memory
+    res.tiles = len(tiles)
+    for t, k in zip(tiles, tks, strict=False):  # tks is empty unless per-tile
+        res.kernels.append(k)
+        res.centres.append((*lead, *t.center))
+    out = plan.norm.from_unit(_from_batch(hr, lay), lay.dtype)
+    del hr
+    if lay.alpha:
+        out = np.concatenate([out, _upsample_alpha(hwc[..., 3], lay.scale, lay.dtype)[..., None]],
+                             axis=-1)
+    res.plane = lay.hwc_to_plane(out)
+    res.restore_s = time.perf_counter() - t0
+    return res
+
+
+def prepare(image, model, *, channel_axis: int | None = None, tile_size: int | str = "auto",
+            tile_overlap: int | str = "auto", kernel_mode: str = "global",
+            kernel: np.ndarray | None = None, device: str = "auto", precision: str = "auto",
+            progress: Callable[[int, int], Any] | None = None, cancel=None) -> Plan:
+    """Decide everything that concerns the whole array, as :func:`super_resolve` does.
+
+    Checks the input, picks device and precision, computes the value normalisation and tile
+    size/overlap, and in ``global`` mode estimates the kernel code (full DAN loop on the most
+    textured patches of up to four planes); a user ``kernel`` is projected. Per-plane and per-tile
+    kernels are left to :func:`restore_plane`. Arguments as for :func:`super_resolve`;
+    ``progress(done, total)`` is called after each estimation patch.
+
+    Returns
+    -------
+    Plan
+        Holds ``image`` (read plane by plane by :func:`restore_plane`); see :class:`Plan`.
+    """
+    plan = _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel,
+                   device, precision)
+    if plan.mode == "global":
+        prog = _Progress(cancel)
+        prog.total = _n_estimation(plan.layout, min(km.ESTIMATION_PLANES, len(plan.leads)))
+        _drive(_estimate_global(plan, prog, {}), progress)
+    return plan
+
+
+def restore_plane(plan: Plan, lead: tuple[int, ...], plane: np.ndarray | None = None, *,
+                  progress: Callable[[int, int], Any] | None = None,
+                  cancel=None) -> PlaneResult:
+    """Super-resolve one plane with a :class:`Plan`: per-plane kernel estimation (per-plane
+    mode), tiled restoration with out-of-memory retry, the inverse value map and alpha.
+
+    Parameters
+    ----------
+    plan
+        From :func:`prepare` (or a pickled one given its model again with :meth:`Plan.attach`).
+    lead
+        The plane's index along the leading axes (one of ``plan.leads``).
+    plane : array, optional
+        The plane as stored in the input (``image[plan.layout.plane_index(lead)]``); read from
+        the plan's array when omitted.
+    progress, cancel
+        As for :func:`super_resolve`, counting this plane's patches and tiles.
+
+    Returns
+    -------
+    PlaneResult
+        ``.plane`` goes to ``out[plan.layout.plane_index(lead)]``.
+    """
+    prog = _Progress(cancel)
+    prog.total = plan.tiles_per_plane + (
+        _n_estimation(plan.layout, 1) if plan.mode == "per-plane" else 0)
+    return _drive(_restore_plane_iter(plan, lead, plane, prog), progress)
+
+
+def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRResult:
+    """The :class:`SRResult` of a run: kernel(s) and their centres, statistics and metadata.
+
+    Parameters
+    ----------
+    plan
+        The plan every plane was restored with.
+    image
+        The output array (what ``SRResult.image`` will be).
+    planes
+        The :class:`PlaneResult` of every plane, in plane order (their ``plane`` may be None).
+    **metadata
+        Extra or replaced metadata entries (``timing`` is merged).
+    """
+    lay = plan.layout
+    if plan.mode in ("per-plane", "per-tile"):
+        ks = [k for p in planes for k in p.kernels]
+        if not ks:
+            raise InputError(f"no kernels to report: {plan.mode} mode needs the results of "
+                             "restore_plane for every plane")
+        kernels = np.stack(ks).astype(np.float32)
+        centres = np.array([c for p in planes for c in p.centres],
+                           np.float64).reshape(len(ks), -1)
+        kernel = kernels.mean(0)
+    else:
+        kernel = plan.estimate.kernel
+        kernels = kernel[None].astype(np.float32)
+        centres = np.array([(n - 1) / 2 for n in lay.lead_shape] +
+                           [(lay.height - 1) / 2, (lay.width - 1) / 2])[None]
+    kernel = (kernel / kernel.sum()).astype(np.float32)
+    timing = {"estimate_s": plan.estimate_s + sum(p.estimate_s for p in planes),
+              "restore_s": sum(p.restore_s for p in planes),
+              "total_s": time.perf_counter() - plan.started}
+    timing.update(metadata.pop("timing", {}))
+    meta = {"model": _model_info(plan.model), "mode": plan.mode, "device": str(plan.device),
+            "precision": plan.precision.name, "precision_reason": plan.precision.reason,
+            "tile_size": plan.tile, "tile_overlap": plan.overlap,
+            "tile_overlap_note": plan.overlap_note, "channels": lay.handling,
+            "normalisation": plan.norm.to_dict(), "input_shape": lay.shape,
+            "output_shape": lay.out_shape, "dtype": str(lay.dtype), "planes": lay.n_planes,
+            "spatial_axes": lay.spatial_axes, "channel_axis": lay.channel_axis,
+            "tiles_per_plane": plan.tiles_per_plane, "tiles": sum(p.tiles for p in planes),
+            "oom_retries": [r for p in planes for r in p.retries], "lazy": False,
+            "timing": timing}
+    est = plan.estimate
+    if est is not None and est.patches and plan.mode == "global":
+        meta["estimation_patches"] = [vars(p) for p in est.patches]
+    if plan.mode == "user kernel":
+        meta["kernel_projection_error"] = est.projection_error
+    meta.update(metadata)
+    return SRResult(image, kernel, kernels, centres, kernel_stats(kernel), meta)
 
 
 def _model_info(model: DanModel) -> dict:
@@ -348,153 +666,53 @@ def _model_info(model: DanModel) -> dict:
             "iterations": model.iterations, "source": model.source}
 
 
-def _base_metadata(st: _Setup) -> dict:
-    lay = st.layout
-    return {"model": _model_info(st.model), "mode": st.mode, "device": str(st.device),
-            "precision": st.precision.name, "precision_reason": st.precision.reason,
-            "tile_size": st.tile, "tile_overlap": st.overlap, "tile_overlap_note": st.overlap_note,
-            "channels": lay.handling, "normalisation": st.norm.to_dict(),
-            "input_shape": lay.shape, "output_shape": lay.out_shape, "dtype": str(lay.dtype),
-            "planes": lay.n_planes, "spatial_axes": lay.spatial_axes,
-            "channel_axis": lay.channel_axis}
-
-
-def _leads(layout: Layout) -> list[tuple[int, ...]]:
-    return [tuple(int(i) for i in ix) for ix in np.ndindex(*layout.lead_shape)] \
-        if layout.lead_shape else [()]
-
-
-def _sample_leads(layout: Layout, n: int) -> list[tuple[int, ...]]:
-    leads = _leads(layout)
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(leads) - 1, min(n, len(leads)))})
-    return [leads[i] for i in picks]
-
-
-def _global_estimate(st: _Setup, prog: _Progress, cache: dict) -> Generator:
-    """Kernel for the whole array from a few planes (also used by the dask path)."""
-    planes = {}
-    for lead in _sample_leads(st.layout, km.ESTIMATION_PLANES):
-        planes[lead] = _to_batch(st.read_hwc(lead), st.layout, st.norm)
-    cache.clear()
-    last = list(planes)[-1]
-    cache[last] = planes[last]  # the plane most likely needed next is kept, the rest freed
-    est = yield from _estimate(st, planes, prog)
-    return est
-
-
-def _image_centre(layout: Layout) -> np.ndarray:
-    return np.array([(n - 1) / 2 for n in layout.lead_shape] +
-                    [(layout.height - 1) / 2, (layout.width - 1) / 2])[None]
-
-
 def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
          precision, cancel, out) -> Generator:
-    t_start = time.perf_counter()
-    st = _setup(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-                precision)
+    plan = _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel,
+                   device, precision)
     prog = _Progress(cancel)
-    lay = st.layout
+    lay = plan.layout
     if out is not None:
-        _check_out(out, lay)
-    if is_dask(image) and out is None and st.mode != "per-tile":
+        plan.check_out(out)
+    if is_dask(image) and out is None and plan.mode != "per-tile":
         from .lazy import lazy_super_resolve
 
-        return (yield from lazy_super_resolve(st, prog, t_start))
+        return (yield from lazy_super_resolve(plan, prog))
 
-    leads = _leads(lay)
-    n_tiles = len(make_tiles(lay.height, lay.width, st.tile, st.overlap))
-    cache: dict = {}
-    est: km.KernelEstimate | None = st.user
-    t_est = 0.0
+    leads = plan.leads
+    n_tiles = plan.tiles_per_plane
     per_plane_est = 0
-    if st.mode == "global":
+    cache: dict = {}
+    if plan.mode == "global":
         prog.total = _n_estimation(lay, min(km.ESTIMATION_PLANES, len(leads))) + \
             n_tiles * len(leads)
-        t0 = time.perf_counter()
-        est = yield from _global_estimate(st, prog, cache)
-        t_est += time.perf_counter() - t0
-    elif st.mode == "per-plane":
+        yield from _estimate_global(plan, prog, cache)
+    elif plan.mode == "per-plane":
         per_plane_est = _n_estimation(lay, 1)
         prog.total = (per_plane_est + n_tiles) * len(leads)
     else:
         prog.total = n_tiles * len(leads)
 
     result = out if out is not None else np.empty(lay.out_shape, lay.dtype)
-    plane_kernels, plane_centres, tile_kernels, tile_centres, retries = [], [], [], [], []
-    n_done_tiles = 0
-    t_restore = 0.0
+    parts: list[PlaneResult] = []
     for i, lead in enumerate(leads):
         prog.check()
-        x_hwc = st.read_hwc(lead)
         x = cache.pop(lead, None)
-        if x is None:
-            x = _to_batch(x_hwc, lay, st.norm)
         cache.clear()
-        code = None
-        if st.mode == "per-plane":
-            t0 = time.perf_counter()
-            est = yield from _estimate(st, {lead: x}, prog)
-            t_est += time.perf_counter() - t0
-            plane_kernels.append(est.kernel)
-            plane_centres.append(lead)
-        if st.mode != "per-tile":
-            code = est.code
-        t0 = time.perf_counter()
         remaining = len(leads) - i
 
         def on_retry(new_per_plane: int, remaining=remaining) -> None:
             prog.total = prog.done + new_per_plane * remaining + \
-                per_plane_est * (remaining - 1) * (st.mode == "per-plane")
+                per_plane_est * (remaining - 1) * (plan.mode == "per-plane")
 
-        whole = est.whole_sr if est is not None and st.mode != "user kernel" else None
-        if whole is not None and est.patches[0].lead == lead and st.tile >= max(x.shape[-2:]):
-            # one tile = the whole plane = the estimation patch: the loop already produced it
-            hr, tiles, tks = whole, make_tiles(lay.height, lay.width, st.tile, st.overlap), []
-            prog.done += 1
-            yield prog.done, prog.total
-        else:
-            hr, tiles, tks = yield from _restore_with_retry(st, x, code, prog, on_retry, lead,
-                                                            retries)
-        if est is not None:
-            est.whole_sr = None  # used at most once; frees the memory
-        n_done_tiles += len(tiles)
-        for t, k in zip(tiles, tks, strict=False):  # tks is empty unless per-tile
-            tile_kernels.append(k)
-            tile_centres.append((*lead, *t.center))
-        hwc = st.norm.from_unit(_from_batch(hr, lay), lay.dtype)
-        del hr
-        if lay.alpha:
-            hwc = np.concatenate([hwc, _upsample_alpha(x_hwc[..., 3], lay.scale, lay.dtype)[..., None]],
-                                 axis=-1)
-        result[lay.plane_index(lead)] = lay.hwc_to_plane(hwc)
+        part = yield from _restore_plane_iter(plan, lead, None, prog, batch=x, on_retry=on_retry)
+        t0 = time.perf_counter()
+        result[lay.plane_index(lead)] = part.plane
+        part.plane = None  # written; only its kernels are kept
+        part.restore_s += time.perf_counter() - t0
         prog.planes_written += 1
-        t_restore += time.perf_counter() - t0
-
-    if st.mode == "per-tile":
-        kernels = np.stack(tile_kernels).astype(np.float32)
-        centres = np.array(tile_centres, np.float64)
-        kernel = kernels.mean(0)
-    elif st.mode == "per-plane":
-        kernels = np.stack(plane_kernels).astype(np.float32)
-        centres = np.array(plane_centres, np.float64).reshape(len(plane_kernels), -1)
-        kernel = kernels.mean(0)
-    else:
-        kernel = est.kernel
-        kernels = kernel[None].astype(np.float32)
-        centres = _image_centre(lay)
-    kernel = (kernel / kernel.sum()).astype(np.float32)
-    meta = _base_metadata(st)
-    meta.update({"tile_size": st.tile, "tile_overlap": st.overlap, "tiles_per_plane":
-                 len(make_tiles(lay.height, lay.width, st.tile, st.overlap)),
-                 "tiles": n_done_tiles, "oom_retries": retries, "lazy": False,
-                 "steps": prog.done,
-                 "timing": {"estimate_s": t_est, "restore_s": t_restore,
-                            "total_s": time.perf_counter() - t_start}})
-    if est is not None and est.patches and st.mode == "global":
-        meta["estimation_patches"] = [vars(p) for p in est.patches]
-    if st.user is not None:
-        meta["kernel_projection_error"] = st.user.projection_error
-    return SRResult(result, kernel, kernels, centres, _stats(kernel), meta)
+        parts.append(part)
+    return finish(plan, result, parts, steps=prog.done)
 
 
 def super_resolve_iter(image, model, *, channel_axis: int | None = None,
