@@ -180,3 +180,41 @@ def test_cli_errors_return_2(tmp_path, image_dir, capsys):
     assert run_evaluate(_parse(["--model", "no-such-model", "--data", str(image_dir),
                                 "--quiet"])) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def _benchmark(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))  # microscopy.py imports its helpers from quality.py
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", bench / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_scripts_run_quick_on_a_checkpoint(image_dir, tmp_path, capsys):
+    import tifffile
+
+    ckpt = tiny_model(in_nc=1, scale=2).save(tmp_path / "tiny-gray.pt")
+    doc = tmp_path / "quality.md"
+    quality = _benchmark("quality")
+    assert quality.main(["--quick", "--model", str(ckpt), "--data", str(image_dir),
+                         "--output", str(doc)]) == 0
+    micro_dir = tmp_path / "micro"
+    micro_dir.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(micro_dir / "cells.tif", (rng.random((3, 40, 44)) * 4000).astype(np.uint16))
+    micro = _benchmark("microscopy")
+    assert micro.main(["--quick", "--model", str(ckpt), "--data", str(micro_dir), "-q",
+                       "--output", str(doc)]) == 0
+    text = doc.read_text()
+    # both sections, each once, under the shared conventions
+    assert text.startswith("# Quality") and text.count("## Gaussian8 benchmark") == 1
+    assert text.count("## Microscopy") == 1 and "cells MIP" in text and "tiny-gray blind" in text
+    # re-running replaces the section instead of appending a second one
+    assert quality.main(["--quick", "--model", str(ckpt), "--data", str(image_dir),
+                         "--output", str(doc)]) == 0
+    assert doc.read_text().count("## Gaussian8 benchmark") == 1
