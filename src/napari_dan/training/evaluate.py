@@ -174,24 +174,39 @@ class _ModelRunner:
     def inference(self) -> str:
         return "whole-image" if self.whole_image else "engine"
 
-    def blind(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _net_input(self, lr: np.ndarray) -> np.ndarray:
+        # a gray image on an RGB model: replicate, and average the three outputs back (as the engine)
+        return np.repeat(lr[..., None], 3, -1) if lr.ndim == 2 and not self.gray else lr
+
+    def _net_output(self, t: torch.Tensor, lr: np.ndarray) -> np.ndarray:
+        out = _tensor_to_hwc(t, self.gray)
+        return out.mean(-1) if lr.ndim == 2 and not self.gray else out
+
+    def blind(self, lr: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """SR image (float, unclipped on the whole-image path) and estimated kernel of ``lr``.
+
+        On the engine path the LR image goes in as ``bits``-bit integers: 8-bit data is mapped by
+        /255 exactly (what the models were trained on), 16-bit data gets the engine's percentile
+        normalisation, as a user's 16-bit microscopy image would.
+        """
         if self.engine is not None:
-            # uint8 in: the engine maps uint8 by /255 exactly (floats would be percentile-stretched),
-            # and the LR image is 8-bit already, so nothing is lost
-            u8 = np.round(np.clip(lr, 0, 1) * 255).astype(np.uint8)
-            res = self.engine(u8, self.model, kernel_mode="global", device=self.device_name,
+            dtype, top = (np.uint8, 255) if bits == 8 else (np.uint16, 65535)
+            raw = np.round(np.clip(lr, 0, 1) * top).astype(dtype)
+            res = self.engine(raw, self.model, kernel_mode="global", device=self.device_name,
                               precision=self.precision)
-            return np.asarray(res.image, dtype=np.float64) / 255.0, np.asarray(res.kernel)
+            return np.asarray(res.image, dtype=np.float64) / top, np.asarray(res.kernel)
         with torch.inference_mode():
-            sr, kernel = self.network(_hwc_to_tensor(lr, self.torch_device))
-        return _tensor_to_hwc(sr, self.gray), kernel[0].float().cpu().numpy()
+            sr, kernel = self.network(_hwc_to_tensor(self._net_input(lr), self.torch_device))
+        return self._net_output(sr, lr), kernel[0].float().cpu().numpy()
 
     def non_blind(self, lr: np.ndarray, true_kernel: np.ndarray) -> np.ndarray:
+        """The Restorer given the true kernel (fitted to the model's kernel size), whole image."""
         k, _ = fit_kernel_size(true_kernel, self.model.kernel_size)
         with torch.inference_mode():
             kt = torch.from_numpy(k)[None].to(self.torch_device)
-            sr = self.network.restore(_hwc_to_tensor(lr, self.torch_device), self.network.encode(kt))
-        return _tensor_to_hwc(sr, self.gray)
+            sr = self.network.restore(_hwc_to_tensor(self._net_input(lr), self.torch_device),
+                                      self.network.encode(kt))
+        return self._net_output(sr, lr)
 
 
 def _score(sr: np.ndarray, hr: np.ndarray, border: int) -> tuple[float, float]:
