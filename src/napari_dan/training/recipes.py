@@ -23,21 +23,21 @@ RECIPES: dict[str, dict] = {
         description="Compact DANv2 x4 for RGB photographs, isotropic Gaussian blur (setting 1)"),
     "dan-x2-rgb": dict(
         scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")],
-        steps=1500, lr=2e-4, batch=16, lr_patch=32,
+        steps=1200, lr=2e-4, batch=16, lr_patch=32,
         init_from="runs/dan-x4-rgb/dan-x4-rgb.pt",
         description="Compact DANv2 x2 for RGB photographs, isotropic Gaussian blur"),
     "dan-x4-gray": dict(
         scale=4, in_nc=1, sigma_range=(0.2, 4.0), noise=True,
         data=[_shared("train"), _shared("microscopy", "nuclei3d_cells3d.tif"),
               _shared("microscopy", "Bead_Image1_crop.tif")],
-        steps=1000, lr=2e-4, batch=16, lr_patch=32,
+        steps=800, lr=2e-4, batch=16, lr_patch=32,
         init_from="runs/dan-x4-rgb/dan-x4-rgb.pt",
         description="Compact DANv2 x4 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise"),
     "dan-x2-gray": dict(
         scale=2, in_nc=1, sigma_range=(0.2, 3.0), noise=True,
         data=[_shared("train"), _shared("microscopy", "nuclei3d_cells3d.tif"),
               _shared("microscopy", "Bead_Image1_crop.tif")],
-        steps=1000, lr=2e-4, batch=16, lr_patch=32,
+        steps=800, lr=2e-4, batch=16, lr_patch=32,
         init_from="runs/dan-x2-rgb/dan-x2-rgb.pt",
         description="Compact DANv2 x2 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise"),
 }
