@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .danv2 import make_upsampler
+from .loop import DANBase
 
 __all__ = ["CALayer", "CRB", "RestorerV1", "EstimatorV1", "DANv1"]
 
@@ -84,7 +85,7 @@ class EstimatorV1(nn.Module):
         return self.out(f).mean(dim=(2, 3))
 
 
-class DANv1(nn.Module):
+class DANv1(DANBase):
     """DANv1 loop. ``forward(lr)`` -> (sr, kernel) with the kernel reconstructed from the code."""
 
     version = 1
@@ -92,26 +93,9 @@ class DANv1(nn.Module):
     def __init__(self, in_nc: int = 3, nf: int = 64, nb: int = 40, scale: int = 4,
                  code_len: int = 10, kernel_size: int = 21, loop: int = 4, est_nf: int = 64,
                  est_nb: int = 5):
-        super().__init__()
-        self.in_nc, self.scale, self.loop = in_nc, scale, loop
-        self.kernel_size, self.code_len = kernel_size, code_len
+        super().__init__(in_nc, scale, code_len, kernel_size, loop)
         self.Restorer = RestorerV1(in_nc, nf, nb, scale, code_len)
         self.Estimator = EstimatorV1(in_nc, est_nf, est_nb, scale, code_len)
-        self.register_buffer("encoder", torch.zeros(1, kernel_size**2, code_len))
-        dirac = torch.zeros(1, kernel_size, kernel_size)
-        dirac[:, kernel_size // 2, kernel_size // 2] = 1
-        self.register_buffer("init_kernel", dirac)
-        self.register_buffer("init_ker_map", torch.zeros(1, code_len))
-        # mean of the kernel distribution behind the PCA basis; not part of the released layout
-        self.register_buffer("kernel_mean", torch.zeros(kernel_size, kernel_size), persistent=False)
-
-    def set_pca(self, encoder: torch.Tensor) -> None:
-        enc = torch.as_tensor(encoder, dtype=self.encoder.dtype).reshape(self.encoder.shape)
-        self.encoder.copy_(enc)
-        self.init_ker_map.copy_(self.encode(self.init_kernel))
-
-    def encode(self, kernel: torch.Tensor) -> torch.Tensor:
-        return kernel.reshape(kernel.shape[0], -1).to(self.encoder.dtype) @ self.encoder[0]
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         """Kernel (B, k, k) from a code, for display: ``mean + P (code - P^T mean)``.
@@ -126,14 +110,8 @@ class DANv1(nn.Module):
         k = k / k.sum(dim=1, keepdim=True).clamp_min(1e-12)
         return k.reshape(code.shape[0], self.kernel_size, self.kernel_size)
 
-    def restore(self, lr: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        return self.Restorer(lr, code)
-
     def estimate_code(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         return self.Estimator(sr, lr)
-
-    def initial_code(self, batch: int) -> torch.Tensor:
-        return self.init_ker_map.expand(batch, -1)
 
     def forward_all(self, lr: torch.Tensor, code: torch.Tensor | None = None):
         code = self.initial_code(lr.shape[0]) if code is None else code
@@ -145,7 +123,3 @@ class DANv1(nn.Module):
             codes.append(code)
             kernels.append(self.decode(code))
         return srs, kernels, codes
-
-    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        srs, kernels, _ = self.forward_all(lr)
-        return srs[-1], kernels[-1]

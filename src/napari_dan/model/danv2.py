@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .loop import DANBase
+
 __all__ = ["DPCB", "DPCG", "RestorerV2", "EstimatorV2", "DANv2"]
 
 
@@ -146,7 +148,7 @@ class EstimatorV2(nn.Module):
         return self.tail(f).flatten(1)
 
 
-class DANv2(nn.Module):
+class DANv2(DANBase):
     """The unrolled alternating optimisation: Restorer and Estimator, ``loop`` times.
 
     Parameters
@@ -167,39 +169,14 @@ class DANv2(nn.Module):
     def __init__(self, in_nc: int = 3, nf: int = 64, nb: int = 10, ng: int = 5, scale: int = 4,
                  code_len: int = 10, kernel_size: int = 21, loop: int = 4, est_nf: int = 64,
                  est_nb: int = 5):
-        super().__init__()
-        self.in_nc, self.scale, self.loop = in_nc, scale, loop
-        self.kernel_size, self.code_len = kernel_size, code_len
+        super().__init__(in_nc, scale, code_len, kernel_size, loop)
         self.Restorer = RestorerV2(in_nc, nf, nb, ng, scale, code_len)
         self.Estimator = EstimatorV2(in_nc, est_nf, est_nb, scale, kernel_size)
-        self.register_buffer("encoder", torch.zeros(1, kernel_size**2, code_len))
-        dirac = torch.zeros(1, kernel_size, kernel_size)
-        dirac[:, kernel_size // 2, kernel_size // 2] = 1
-        self.register_buffer("init_kernel", dirac)
-        self.register_buffer("init_ker_map", torch.zeros(1, code_len))
-        # mean of the kernel distribution behind the PCA basis; not part of the released layout
-        self.register_buffer("kernel_mean", torch.zeros(kernel_size, kernel_size), persistent=False)
-
-    def set_pca(self, encoder: torch.Tensor) -> None:
-        """Install a PCA projection (k*k, L) and the Dirac's code derived from it."""
-        enc = torch.as_tensor(encoder, dtype=self.encoder.dtype).reshape(self.encoder.shape)
-        self.encoder.copy_(enc)
-        self.init_ker_map.copy_(self.encode(self.init_kernel))
-
-    def encode(self, kernel: torch.Tensor) -> torch.Tensor:
-        """Kernel (B, k, k) or (B, k*k) -> code (B, L); no mean subtraction, as released."""
-        return kernel.reshape(kernel.shape[0], -1).to(self.encoder.dtype) @ self.encoder[0]
-
-    def restore(self, lr: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        return self.Restorer(lr, code)
 
     def estimate(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """Kernel (B, k, k) from the current SR and the LR image."""
         k = self.Estimator(sr, lr)
         return k.reshape(k.shape[0], self.kernel_size, self.kernel_size)
-
-    def initial_code(self, batch: int) -> torch.Tensor:
-        return self.init_ker_map.expand(batch, -1)
 
     def forward_all(self, lr: torch.Tensor, code: torch.Tensor | None = None):
         """Every iteration: lists of SR (B,C,sH,sW), kernel (B,k,k) and code (B,L)."""
@@ -213,7 +190,3 @@ class DANv2(nn.Module):
             kernels.append(kernel)
             codes.append(code)
         return srs, kernels, codes
-
-    def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        srs, kernels, _ = self.forward_all(lr)
-        return srs[-1], kernels[-1]
