@@ -164,8 +164,12 @@ class Trainer:
         files = find_images(self.cfg.data)
         if not files:
             raise ValueError("no training images found in " + ", ".join(self.cfg.data))
-        nval = min(self.cfg.val_images, max(len(files) - 1, 0))
-        val_files, train_files = files[-nval:] if nval else [], files[:len(files) - nval]
+        # validation crops come from the first data entry only, so that extra entries (e.g.
+        # microscopy stacks added to natural images) are always trained on
+        first = find_images(self.cfg.data[:1])
+        nval = min(self.cfg.val_images, max(len(first) - 1, 0))
+        val_files = first[len(first) - nval:] if nval else []
+        train_files = [f for f in files if f not in val_files]
         planes = [p for f in train_files for p in read_image(f)]
         hr = self.cfg.lr_patch * self.cfg.scale
         self.sampler = PatchSampler(planes, self.cfg.in_nc, hr, self.rng)
