@@ -2,9 +2,11 @@
 
     xvfb-run -a -s "-screen 0 1400x1000x24" python docs/make_screenshots.py [--model NAME_OR_PATH]
 
-Without ``--model`` the bundled default model is used when it is installed; otherwise a small
+Without ``--model`` the photo sample uses the bundled default model and the gray microscopy
+sample a bundled gray model (the sample's scale first), or the default RGB model when no gray
+one is installed (the engine replicates gray to RGB). With no bundled model at all a small
 *untrained* random model stands in (the layers and widgets are real, the pictures and kernels are
-not meaningful), and ``docs/images/MODEL.txt`` says so, so the captions can be checked.
+not meaningful). ``docs/images/MODEL.txt`` records what was used, so the captions can be checked.
 """
 
 from __future__ import annotations
@@ -30,9 +32,16 @@ def _model(arg: str | None, in_nc: int, scale: int):
     if arg:
         return load_model(arg), f"model {arg}"
     names = {m["name"] for m in list_models()}
-    wanted = DEFAULT_MODEL if in_nc == 3 else f"dan-x{scale}-gray"
-    if wanted in names:
-        return load_model(wanted), f"bundled model {wanted}"
+    if in_nc == 3:
+        wanted = [DEFAULT_MODEL]
+    else:  # a gray model of the sample's scale, then the other scale, then the RGB default
+        other = 2 if scale == 4 else 4
+        wanted = [f"dan-x{scale}-gray", f"dan-x{other}-gray", DEFAULT_MODEL]
+    for name in wanted:
+        if name in names:
+            note = (" (gray input replicated to RGB by the engine)"
+                    if in_nc == 1 and name == DEFAULT_MODEL else "")
+            return load_model(name), f"bundled model {name}{note}"
     hp = dict(in_nc=in_nc, nf=16, nb=2, ng=1, scale=scale, code_len=10, kernel_size=21, loop=4,
               est_nf=16, est_nb=1)
     return (create_model("DANv2", name=f"untrained-x{scale}", pca_samples=2000, seed=0, **hp),
@@ -71,8 +80,44 @@ def _shot(viewer: napari.Viewer, name: str) -> None:
     print("wrote", OUT / name, img.shape)
 
 
+def _settle(n: int = 10) -> None:
+    app = QApplication.instance()
+    for _ in range(n):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _compare(viewer: napari.Viewer, layers, labels, centre, half: float, name: str) -> None:
+    """One canvas shot per layer (alone, same camera and contrast), side by side in one PNG."""
+    limits = layers[0].contrast_limits
+    panels = []
+    for layer, label in zip(layers, labels, strict=True):
+        for other in viewer.layers:
+            other.visible = other is layer
+        layer.contrast_limits = limits
+        native = viewer.window._qt_viewer.canvas.native
+        viewer.camera.center = centre
+        viewer.camera.zoom = native.width() / (2 * half)  # the canvas is taller than wide
+        viewer.text_overlay.visible = True
+        viewer.text_overlay.text = label
+        viewer.text_overlay.font_size = 16
+        viewer.text_overlay.position = "top_left"
+        _settle()
+        panels.append(viewer.screenshot(canvas_only=True, flash=False))
+    viewer.text_overlay.visible = False
+    gap = np.full((panels[0].shape[0], 8, 4), 255, dtype=panels[0].dtype)
+    row = [panels[0]]
+    for panel in panels[1:]:
+        row += [gap, panel]
+    import imageio.v3 as iio
+
+    iio.imwrite(OUT / name, np.concatenate(row, axis=1))
+    print("wrote", OUT / name)
+
+
 def _focus(viewer: napari.Viewer, layers, margin: float = 0.15) -> None:
     """Centre the camera on the world bounding box of ``layers``."""
+    _settle()  # the canvas size is only final once Qt has laid out the docks
     lo = np.min([ly.extent.world[0][-2:] for ly in layers], axis=0)
     hi = np.max([ly.extent.world[1][-2:] for ly in layers], axis=0)
     viewer.camera.center = tuple((lo + hi) / 2)
@@ -100,9 +145,10 @@ def main() -> None:
     _shot(viewer, "widget_before.png")
     widget.run()
     _wait(widget)
+    sr = viewer.layers[f"cell DAN x{model.scale}"]
     viewer.layers["cell"].visible = False  # the SR layer overlays it exactly
-    viewer.layers.selection.active = viewer.layers["cell DAN x4"]
-    _focus(viewer, [viewer.layers["cell DAN x4"], viewer.layers["cell kernel"]], margin=0.03)
+    viewer.layers.selection.active = sr
+    _focus(viewer, [sr, viewer.layers["cell kernel"]], margin=0.03)
     _shot(viewer, "widget_after.png")
     viewer.layers.selection.active = viewer.layers["cell kernel"]
     _focus(viewer, [viewer.layers["cell kernel"], viewer.layers["cell true kernel"]], margin=0.6)
@@ -111,6 +157,15 @@ def main() -> None:
     viewer.text_overlay.font_size = 14
     _shot(viewer, "kernel_layer.png")
     viewer.text_overlay.visible = False
+
+    # 4: the same run side by side, zoomed on the cell: input, DAN result, hidden original
+    hr = viewer.layers["cell original (HR)"]
+    bright = np.argwhere(hr.data >= np.quantile(hr.data, 0.99))
+    centre = tuple(hr.data_to_world(bright.mean(axis=0))[-2:])
+    half = 28 * viewer.layers["cell"].scale[-1]          # 28 input pixels each side
+    _compare(viewer, [viewer.layers["cell"], sr, hr],
+             ["'cell' (input)", f"'{sr.name}'", "'cell original (HR)'"],
+             centre, half, "microscopy_compare.png")
     viewer.close()
 
     # 4: photo sample, per-tile run: kernel map and FWHM ellipses
