@@ -6,7 +6,8 @@ Without ``--model`` the photo sample uses the bundled default model and the gray
 sample a bundled gray model (the sample's scale first), or the default RGB model when no gray
 one is installed (the engine replicates gray to RGB). With no bundled model at all a small
 *untrained* random model stands in (the layers and widgets are real, the pictures and kernels are
-not meaningful). ``docs/images/MODEL.txt`` records what was used, so the captions can be checked.
+not meaningful). ``docs/images/MODEL.txt`` records the model used for each sample and the
+widget's kernel text after each run, so the captions can be checked.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def main() -> None:
     _shot(viewer, "widget_before.png")
     widget.run()
     _wait(widget)
+    notes.append("  widget: " + widget.kernel_label.text().replace("\n", "\n  widget: "))
     sr = viewer.layers[f"cell DAN x{model.scale}"]
     viewer.layers["cell"].visible = False  # the SR layer overlays it exactly
     viewer.layers.selection.active = sr
@@ -179,6 +181,7 @@ def main() -> None:
     widget.tile_spin.setValue(48)
     widget.run()
     _wait(widget)
+    notes.append("  widget: " + widget.kernel_label.text().replace("\n", "\n  widget: "))
     viewer.layers["astronaut"].visible = False
     viewer.layers.selection.active = viewer.layers["astronaut kernel map"]
     _focus(viewer, [viewer.layers["astronaut DAN x4"], viewer.layers["astronaut kernel map"]],
