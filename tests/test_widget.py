@@ -327,3 +327,18 @@ def test_dask_layer_is_computed_in_the_worker(setup, qtbot):
     _run(w, qtbot, scope="whole stack")
     sr = viewer.layers["lazy DAN x2"]
     assert isinstance(sr.data, np.ndarray) and sr.data.shape == (2, 48, 48)
+
+
+def test_large_lazy_result_goes_to_a_memmap(setup, qtbot, monkeypatch):
+    """A lazy layer whose result would not fit the in-memory limit is written to a memmap file."""
+    da = pytest.importorskip("dask.array")
+    from napari_dan._napari import worker
+
+    monkeypatch.setattr(worker, "IN_MEMORY_LIMIT", 1000)  # bytes: force the file path
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    data = np.stack([_image(24, 24, s) for s in range(2)])
+    viewer.add_image(da.from_array(data, chunks=(1, 24, 24)), name="big")
+    _run(w, qtbot, scope="whole stack")
+    sr = viewer.layers["big DAN x2"].data
+    assert isinstance(sr, np.memmap) and sr.shape == (2, 48, 48) and sr.dtype == data.dtype
+    assert np.asarray(sr).any()

@@ -12,6 +12,8 @@ a crash and every :class:`~napari_dan.errors.InputError` twice. The widget shows
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from typing import Any
 
@@ -35,10 +37,23 @@ def run_engine(request: RunRequest, model: Any, cancel: threading.Event):
     kwargs = dict(request.engine_kwargs)
     if not isinstance(request.image, np.ndarray):
         # a dask (or zarr, ...) layer: the engine would return a lazy array that napari would then
-        # compute on the GUI thread while drawing; have it written into memory here instead
-        kwargs["out"] = np.empty(_out_shape(request, m.scale), dtype=request.image.dtype)
+        # compute on the GUI thread while drawing; have it written here instead, into memory, or
+        # for results too large for that into a memory-mapped file in the temporary folder
+        kwargs["out"] = _output_array(_out_shape(request, m.scale), np.dtype(request.image.dtype))
     result = yield from super_resolve_iter(request.image, m, cancel=cancel, **kwargs)
     return m, result
+
+
+IN_MEMORY_LIMIT = 2 * 1024**3  # bytes; larger results of lazy layers go to a memory-mapped file
+
+
+def _output_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An output array for the engine: in memory, or a ``.npy`` memmap when it would be large."""
+    if int(np.prod(shape)) * dtype.itemsize <= IN_MEMORY_LIMIT:
+        return np.empty(shape, dtype=dtype)
+    folder = tempfile.mkdtemp(prefix="napari-dan-")
+    return np.lib.format.open_memmap(os.path.join(folder, "result.npy"), mode="w+", dtype=dtype,
+                                     shape=shape)
 
 
 def _out_shape(request: RunRequest, scale: int) -> tuple[int, ...]:
