@@ -205,8 +205,9 @@ def is_dask(image) -> bool:
     return isinstance(image, da.Array)
 
 
-def _drive(gen: Generator, progress: Callable[[int, int], Any] | None = None):
-    """Run an engine generator to its end and return its value, reporting ``(done, total)``."""
+def _relay(gen: Generator, progress: Callable[[int, int], Any] | None = None):
+    """Yield an engine generator's ``(done, total)`` steps, also reporting them to ``progress``;
+    return its value."""
     while True:
         try:
             done, total = next(gen)
@@ -214,6 +215,17 @@ def _drive(gen: Generator, progress: Callable[[int, int], Any] | None = None):
             return stop.value
         if progress is not None:
             progress(done, total)
+        yield done, total
+
+
+def _drive(gen: Generator, progress: Callable[[int, int], Any] | None = None):
+    """Run an engine generator to its end and return its value, reporting ``(done, total)``."""
+    relay = _relay(gen, progress)
+    while True:
+        try:
+            next(relay)
+        except StopIteration as stop:
+            return stop.value
 
 
 # ---- the building blocks -------------------------------------------------------------------
@@ -729,14 +741,7 @@ def super_resolve_iter(image, model, *, channel_axis: int | None = None,
     """
     gen = _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
                precision, cancel, out)
-    while True:
-        try:
-            done, total = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total)
-        yield done, total
+    return (yield from _relay(gen, progress))
 
 
 def super_resolve(image, model, *, channel_axis: int | None = None,
