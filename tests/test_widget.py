@@ -137,10 +137,11 @@ def test_rerun_replaces_same_parameters_and_versions_others(setup, qtbot):
 def test_cancel_stops_and_leaves_viewer_unchanged(setup, qtbot):
     viewer, w = setup(tiny_model(in_nc=1, scale=2))
     viewer.add_image(_image(128, 128), name="big")
-    seen = []
+    seen, bars = [], []
 
     def first_tile(value):
         seen.append(value)
+        bars.append((not w.progress_bar.isHidden(), w.progress_bar.value(), w.progress_bar.maximum()))
         w.cancel()
 
     w.mode_combo.setCurrentIndex(2)  # per tile: one progress step per tile
@@ -152,6 +153,8 @@ def test_cancel_stops_and_leaves_viewer_unchanged(setup, qtbot):
     qtbot.waitUntil(lambda: not w.is_running, timeout=TIMEOUT)
     done, total = seen[0]
     assert total > 20 and done < total
+    assert bars[0] == (True, done, total)  # the widget's own progress bar follows the engine
+    assert w.progress_bar.isHidden()  # and is hidden when the run ends
     assert [ly.name for ly in viewer.layers] == before
     assert "cancelled" in w.status.text()
     assert w.run_button.isEnabled() and not w.cancel_button.isEnabled()

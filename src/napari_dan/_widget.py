@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -24,6 +23,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -69,7 +69,6 @@ class DanWidget(QWidget):
         self.viewer = napari_viewer
         self._worker = None
         self._cancel: threading.Event | None = None
-        self._pbar = None
         self._last_model_index = 0
         self.last_result = None       # (request, model, SRResult) of the last finished run
         self.last_layers: list = []   # the layers it added or replaced
@@ -134,6 +133,11 @@ class DanWidget(QWidget):
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        # progress lives in the widget itself (napari's global activity dialog re-enters the Qt
+        # event loop from inside the worker's signal and crashed the GUI tests on some machines)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v / %m")
+        self.progress_bar.setVisible(False)
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.kernel_label = QLabel("Kernel: (run to estimate)")
@@ -163,6 +167,7 @@ class DanWidget(QWidget):
         lay.addLayout(form)
         lay.addWidget(adv)
         lay.addLayout(buttons)
+        lay.addWidget(self.progress_bar)
         lay.addWidget(self.status)
         lay.addWidget(self.kernel_label)
         lay.addStretch(1)
@@ -392,11 +397,11 @@ class DanWidget(QWidget):
 
     def _on_progress(self, value) -> None:
         done, total = value
-        if self._pbar is None:
-            self._pbar = progress(total=total, desc="DAN super-resolution")
-        if self._pbar.total != total:  # the engine re-tiles after running out of memory
-            self._pbar.total = total
-        self._pbar.update(done - self._pbar.n)
+        bar = self.progress_bar
+        if bar.maximum() != total:  # the engine re-tiles after running out of memory
+            bar.setMaximum(max(int(total), 1))
+        bar.setValue(int(done))
+        bar.setVisible(True)
 
     def _on_returned(self, request, out) -> None:
         model, result = out
@@ -432,9 +437,8 @@ class DanWidget(QWidget):
             self._message(f"super-resolution failed: {type(exc).__name__}: {exc}", "error")
 
     def _on_finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+        self.progress_bar.setVisible(False)
+        self.progress_bar.reset()
         self._worker = None
         self._cancel = None
         self._update_enabled()

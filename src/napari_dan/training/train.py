@@ -62,6 +62,7 @@ class TrainConfig:
     batch: int = 16
     steps: int = 4000
     restorer_frac: float = 0.75
+    stage1_estimator: bool = True  # False: stage 1 trains the Restorer alone (Estimator transferred)
     lr: float = 4e-4
     lr_min: float = 1e-5
     seed: int = 0
@@ -221,12 +222,14 @@ class Trainer:
         with self._autocast():
             if stage == 1:
                 sr = net.restore(lr, true_code)
+                sr_e = None
+            if stage == 1 and cfg.stage1_estimator:
                 # the Estimator sees SR images made with codes between the Dirac's and the truth
                 with torch.no_grad():
                     t = torch.rand(b, 1, device=self.device) * 1.2
                     mix = net.initial_code(b) + t * (true_code - net.initial_code(b))
                     sr_e = net.restore(lr, mix)
-            else:
+            elif stage == 2:
                 with torch.no_grad():
                     code = net.initial_code(b)
                     for _ in range(cfg.loop - 1):
@@ -234,9 +237,12 @@ class Trainer:
                         code = net.encode(net.estimate(s_, lr).float())
                 sr = net.restore(lr, code.detach())
                 sr_e = sr.detach()
-            kernel = net.estimate(sr_e, lr)
+            kernel = net.estimate(sr_e, lr) if sr_e is not None else None
         loss_sr = (sr.float() - hr).abs().mean()
-        loss_k = (kernel.float().reshape(b, -1) - ks.reshape(b, -1)).abs().sum(1).mean()
+        if kernel is not None:
+            loss_k = (kernel.float().reshape(b, -1) - ks.reshape(b, -1)).abs().sum(1).mean()
+        else:
+            loss_k = torch.zeros((), device=sr.device)
         loss = loss_sr + 0.1 * loss_k
         for g in self.opt.param_groups:
             g["lr"] = self._lr_at(self.step)
