@@ -9,6 +9,12 @@ Run (full, rewrites the Gaussian8 section of docs/quality.md)::
 
     nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/quality.py
 
+Re-measure only some models and keep the other rows of an earlier run (each row says when and
+where it was measured)::
+
+    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/quality.py --model dan-x4-rgb \
+        --keep docs/quality-gaussian8.json --json docs/quality-gaussian8.json
+
 Quick check of any checkpoint (2 images per set, markdown on stdout, docs untouched)::
 
     nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/quality.py --quick --model runs/x/x.pt
@@ -107,6 +113,11 @@ def command_line() -> str:
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
+    try:
+        name = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+        cpu = f"{cpu} ({name})"
+    except (OSError, StopIteration):
+        pass
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} CPU threads visible, {dev}; Python {platform.python_version()}, "
             f"torch {torch.__version__}")
@@ -140,6 +151,28 @@ def summary_rows(res: dict) -> str:
             f"{mean['kernel']['l1']:.3f} | {res['seconds']:.0f} |")
 
 
+#: the stamp of rows written before results carried their own (the first full run, session 1)
+_FIRST_RUN = {"date": "2026-11-25 19:52 UTC",
+              "machine": "x86_64 with avx512_bf16, 2 CPU threads visible, no GPU; Python 3.11.7, "
+                         "torch 2.13.0+cpu",
+              "command": "nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/quality.py --json "
+                         "docs/quality-gaussian8.json"}
+
+
+def _key(res: dict) -> tuple:
+    m = res["model"]
+    return (m["name"] if m else f"bicubic x{res['protocol']['scale']}", res["dataset"])
+
+
+def merge_kept(results: list[dict], kept: list[dict]) -> list[dict]:
+    """The kept rows in their order, each replaced by a new result for the same model and set;
+    new results without a kept row are appended."""
+    new = {_key(r): r for r in results}
+    out = [new.pop(_key(r)) if _key(r) in new
+           else dict(r, measured=r.get("measured") or _FIRST_RUN, carried_over=True) for r in kept]
+    return out + [r for r in results if _key(r) in new]
+
+
 def markdown(results: list[dict], *, quick: bool, max_images: int | None, seconds: float) -> str:
     from napari_dan.training.evaluate import format_table
 
@@ -155,6 +188,17 @@ def markdown(results: list[dict], *, quick: bool, max_images: int | None, second
               "paper DANv2 | DAN > bicubic (images) | abs sigma error (px) | kernel L1 | seconds |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [summary_rows(r) for r in results]
+    groups: dict[tuple, list[str]] = {}
+    for r in results:
+        if r.get("carried_over") and _key(r)[0] not in groups.setdefault(
+                (r["measured"]["date"], r["measured"]["machine"]), []):
+            groups[(r["measured"]["date"], r["measured"]["machine"])].append(_key(r)[0])
+    groups = {k: v for k, v in groups.items() if v}
+    if groups:
+        lines += ["", "Rows of unchanged models carried over from earlier runs (not re-measured here): "
+                  + "; ".join(f"{', '.join(v)} (measured {d} on {m})" for (d, m), v in groups.items())
+                  + ". The "
+                  "seconds column is only comparable between rows measured on the same machine."]
     refs = ", ".join(f"x{s} {d} {v}" for (s, d), v in BICUBIC_REFERENCE.items())
     lines += ["", f"Bicubic figures the issue quotes for these inputs (Y-PSNR): {refs}.", "",
               "### Per image and per kernel width", ""]
@@ -185,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help=f"markdown file to update (default {DOC.relative_to(ROOT)}; "
                    "with --quick: stdout); '-' for stdout")
     p.add_argument("--json", metavar="PATH", help="every number as JSON")
+    p.add_argument("--keep", metavar="JSON",
+                   help="an earlier --json file: its rows for models not run now are kept (and "
+                   "marked as carried over) in the markdown and the JSON")
     args = p.parse_args(argv)
 
     import napari_dan
@@ -203,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     max_images = args.max_images or (2 if args.quick else None)
     output = args.output or ("-" if args.quick else str(DOC))
 
+    stamp = {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+             "machine": machine(), "command": command_line()}
+    kept = json.loads(Path(args.keep).read_text()) if args.keep and Path(args.keep).exists() else []
     t0 = time.perf_counter()
     results = []
     jobs = []
@@ -218,11 +268,13 @@ def main(argv: list[str] | None = None) -> int:
             res = evaluate_gaussian8(model, d, scale=scale, max_images=max_images,
                                      whole_image=args.whole_image, non_blind=args.non_blind,
                                      device=args.device)
+            res["measured"] = stamp
             results.append(res)
             m = res["mean"]["psnr"]
             print(f"  DAN {m.get('dan', float('nan')):.2f} dB, bicubic {m['bicubic']:.2f} dB, "
                   f"true kernel {m.get('non_blind', float('nan')):.2f} dB ({res['seconds']:.0f} s)",
                   file=sys.stderr, flush=True)
+    results = merge_kept(results, kept)
     md = markdown(results, quick=args.quick, max_images=max_images, seconds=time.perf_counter() - t0)
     if output == "-":
         print(md)

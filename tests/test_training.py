@@ -94,6 +94,21 @@ def test_training_reduces_loss(tiny_data, tmp_path):
     assert recs[-1]["loss_sr"] < recs[0]["loss_sr"]
 
 
+def test_restorer_only_stage1_leaves_the_estimator_alone(tiny_data, tmp_path):
+    from napari_dan.training.train import Trainer
+
+    tr = Trainer(_cfg(tiny_data, steps=4, restorer_frac=0.5, stage1_estimator=False), tmp_path / "r",
+                 log=lambda m: None)
+    est0 = {k: v.clone() for k, v in tr.net.Estimator.state_dict().items()}
+    res0 = {k: v.clone() for k, v in tr.net.Restorer.state_dict().items()}
+    assert tr.train_step()["stage"] == 1
+    assert all(torch.equal(v, est0[k]) for k, v in tr.net.Estimator.state_dict().items())
+    assert any(not torch.equal(v, res0[k]) for k, v in tr.net.Restorer.state_dict().items())
+    tr.train_step()
+    assert tr.train_step()["stage"] == 2  # the whole loop then trains both
+    assert any(not torch.equal(v, est0[k]) for k, v in tr.net.Estimator.state_dict().items())
+
+
 def test_transfer_rgb_to_gray_is_exact_on_gray_images(tiny_rgb):
     from conftest import tiny_model
 
