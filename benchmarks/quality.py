@@ -153,7 +153,7 @@ def summary_rows(res: dict) -> str:
 
 #: the stamp of rows written before results carried their own (the first full run, session 1)
 _FIRST_RUN = {"date": "2026-11-25 19:52 UTC",
-              "machine": "x86_64 with avx512_bf16, 2 CPU threads visible, no GPU; Python 3.11.7, "
+              "machine": "x86_64 (AMD EPYC with avx512_bf16), 2 CPU threads visible, no GPU; Python 3.11.7, "
                          "torch 2.13.0+cpu",
               "command": "nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/quality.py --json "
                          "docs/quality-gaussian8.json"}

@@ -19,12 +19,29 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name (default: the recipe's, or 'my-dan')")
     p.add_argument("--data", nargs="+", metavar="DIR_OR_FILE",
                    help="folders/files of training images (PNG, JPEG, TIFF; 8/16 bit; gray or RGB)")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4))
-    p.add_argument("--channels", dest="in_nc", type=int, choices=(1, 3))
-    for name in ("nf", "nb", "ng", "est_nf", "est_nb", "code_len", "kernel_size", "loop",
-                 "batch", "lr_patch", "steps", "seed", "threads", "checkpoint_every", "val_every",
-                 "pca_samples"):
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int)
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor")
+    p.add_argument("--channels", dest="in_nc", type=int, choices=(1, 3),
+                   help="1 for grey/microscopy models, 3 for RGB")
+    helps = {
+        "nf": "Restorer features (released DANv2: 64)",
+        "nb": "dual-path blocks per group (released: 10)",
+        "ng": "groups of blocks (released: 5)",
+        "est_nf": "Estimator features (released: 64)",
+        "est_nb": "Estimator blocks (released: 5)",
+        "code_len": "PCA kernel-code length (released: 10)",
+        "kernel_size": "kernel side in HR pixels (released: 21)",
+        "loop": "unrolled Estimator/Restorer iterations (released: 4)",
+        "batch": "patches per step",
+        "lr_patch": "LR patch side (HR side = this x scale)",
+        "steps": "total training steps (the cosine schedule spans them)",
+        "seed": "random seed (data, kernels, initialisation, PCA)",
+        "threads": "CPU threads for torch (0: its default)",
+        "checkpoint_every": "steps between resumable checkpoints",
+        "val_every": "steps between validation PSNR measurements",
+        "pca_samples": "kernels sampled to build the PCA basis",
+    }
+    for name, text in helps.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=text)
     p.add_argument("--lr", type=float, help="initial learning rate (cosine decay)")
     p.add_argument("--restorer-frac", dest="restorer_frac", type=float,
                    help="fraction of steps in stage 1 (Restorer on true kernel codes)")
@@ -33,12 +50,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "Estimator is transferred with --init-from)")
     p.add_argument("--setting", type=int, choices=(1, 2),
                    help="1: isotropic Gaussian kernels, 2: anisotropic (dan-facts.md)")
-    p.add_argument("--sigma-range", dest="sigma_range", type=float, nargs=2, metavar=("LO", "HI"))
+    p.add_argument("--sigma-range", dest="sigma_range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="Gaussian kernel standard deviation range in HR pixels (setting 1)")
     p.add_argument("--noise", action="store_true", default=None,
                    help="Poisson-Gaussian noise on part of the batch (microscopy)")
     p.add_argument("--init-from", dest="init_from", help="checkpoint to transfer weights from")
     p.add_argument("--device", help="auto, cpu, cuda, mps")
-    p.add_argument("--bf16", choices=("auto", "on", "off"))
+    p.add_argument("--bf16", choices=("auto", "on", "off"),
+                   help="bf16 autocast (auto: on GPUs and on CPUs with native bf16)")
     p.add_argument("--run-dir", type=Path, help="folder for resumable state (default runs/NAME)")
     p.add_argument("--output", type=Path, help="exported checkpoint (default RUN_DIR/NAME.pt)")
     p.add_argument("--max-minutes", type=float,
