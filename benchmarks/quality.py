@@ -107,7 +107,8 @@ def refresh_intro(path: Path) -> None:
 
 
 def command_line() -> str:
-    return "nice -n 10 env OMP_NUM_THREADS=1 python " + " ".join(
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    return f"nice -n 10 env OMP_NUM_THREADS={threads} python " + " ".join(
         shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 

@@ -149,6 +149,11 @@ class Trainer:
             src = load_checkpoint(cfg.init_from).network
             copied = transfer_weights(self.net, src)
             self.log(f"initialised {len(copied)} tensors from {cfg.init_from}")
+        else:
+            copied = []
+        if not cfg.stage1_estimator and not any(k.startswith("Estimator") for k in copied):
+            self.log("warning: stage 1 trains the Restorer alone and no Estimator weights were "
+                     "transferred, so the Estimator learns only in stage 2")
         self.net.to(self.device).train()
         for p in self.net.parameters():
             p.requires_grad_(True)
