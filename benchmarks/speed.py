@@ -249,7 +249,8 @@ def markdown(rows: list[dict], quality: dict | None, args, model_desc: str) -> s
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024, 2048],
+                    help="LR sizes to time (none: only the quality check)")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--per-tile-max", type=int, default=1024)
     ap.add_argument("--plain-max-gb", type=float, default=8.0)

@@ -261,6 +261,17 @@ def test_patch_selection_prefers_texture():
     assert p.y1 > 300 and p.x0 < 100
 
 
+def test_estimation_patch_size_is_read_at_call_time(monkeypatch):
+    # benchmarks/speed.py changes km.ESTIMATION_PATCH to force patch-based estimation; a default
+    # argument bound at import time once made that a silent no-op
+    assert km.candidate_patches(100, 100) == [(0, 100, 0, 100)]  # within the budget: whole plane
+    monkeypatch.setattr(km, "ESTIMATION_PATCH", 32)
+    cands = km.candidate_patches(100, 100)
+    assert len(cands) == 16 and all(y1 - y0 == 32 and x1 - x0 == 32 for y0, y1, x0, x1 in cands)
+    assert len(km.select_patches({(): np.random.default_rng(0).random((100, 100))})) == 4
+    assert {(p.y1 - p.y0) for p in km.select_patches({(): np.ones((100, 100))})} == {32}
+
+
 # ---------------------------------------------------------------- inputs, dtypes, channels
 
 

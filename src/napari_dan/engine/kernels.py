@@ -64,10 +64,15 @@ class KernelEstimate:
     whole_sr: np.ndarray | None = field(default=None, repr=False)
 
 
-def candidate_patches(h: int, w: int, patch: int = ESTIMATION_PATCH,
-                      budget: int = ESTIMATION_PATCHES) -> list[tuple[int, int, int, int]]:
+def candidate_patches(h: int, w: int, patch: int | None = None,
+                      budget: int | None = None) -> list[tuple[int, int, int, int]]:
     """Non-overlapping ``patch``-sized squares covering the plane (the last ones moved back to
-    end at the border), or the whole plane when it is within the estimation budget."""
+    end at the border), or the whole plane when it is within the estimation budget.
+
+    ``patch`` and ``budget`` default to the module's ``ESTIMATION_PATCH`` and
+    ``ESTIMATION_PATCHES`` as they are at call time (so changing those changes the engine)."""
+    patch = ESTIMATION_PATCH if patch is None else patch
+    budget = ESTIMATION_PATCHES if budget is None else budget
     if h * w <= budget * patch * patch and max(h, w) <= 2 * patch:
         return [(0, h, 0, w)]
     ph, pw = min(patch, h), min(patch, w)
@@ -87,12 +92,15 @@ def texture_score(x: np.ndarray) -> float:
     return float(np.mean(gy * gy) + np.mean(gx * gx))
 
 
-def select_patches(planes: dict[tuple[int, ...], np.ndarray], n: int = ESTIMATION_PATCHES,
-                   patch: int = ESTIMATION_PATCH) -> list[Patch]:
+def select_patches(planes: dict[tuple[int, ...], np.ndarray], n: int | None = None,
+                   patch: int | None = None) -> list[Patch]:
     """The ``n`` most textured candidate patches over the given planes.
 
-    ``planes`` maps a lead index to the plane in network units, shaped (..., H, W).
+    ``planes`` maps a lead index to the plane in network units, shaped (..., H, W); ``n`` and
+    ``patch`` default to ``ESTIMATION_PATCHES`` and ``ESTIMATION_PATCH`` at call time.
     """
+    n = ESTIMATION_PATCHES if n is None else n
+    patch = ESTIMATION_PATCH if patch is None else patch
     cands: list[Patch] = []
     for lead, x in planes.items():
         h, w = x.shape[-2:]

@@ -45,9 +45,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="initial learning rate (cosine decay)")
     p.add_argument("--restorer-frac", dest="restorer_frac", type=float,
                    help="fraction of steps in stage 1 (Restorer on true kernel codes)")
-    p.add_argument("--no-stage1-estimator", dest="stage1_estimator", action="store_false",
-                   default=None, help="stage 1 trains the Restorer alone (e.g. when the "
-                   "Estimator is transferred with --init-from)")
+    st = p.add_mutually_exclusive_group()
+    st.add_argument("--no-stage1-estimator", dest="stage1_estimator", action="store_false",
+                    default=None, help="stage 1 trains the Restorer alone (e.g. when the "
+                    "Estimator is transferred with --init-from)")
+    st.add_argument("--stage1-estimator", dest="stage1_estimator", action="store_true",
+                    default=None, help="stage 1 also trains the Estimator (the default, unless "
+                    "the recipe says otherwise)")
     p.add_argument("--setting", type=int, choices=(1, 2),
                    help="1: isotropic Gaussian kernels, 2: anisotropic (dan-facts.md)")
     p.add_argument("--sigma-range", dest="sigma_range", type=float, nargs=2, metavar=("LO", "HI"),
