@@ -143,7 +143,7 @@ def test_ctrl_c_exits_130_and_leaves_no_partial(tmp_path, tiny_ckpt):
     rng = np.random.default_rng(0)
     tifffile.imwrite(d / "a.tif", rng.integers(0, 255, (2, 32, 32), dtype=np.uint8),
                      photometric="minisblack")
-    tifffile.imwrite(d / "b.tif", rng.integers(0, 255, (120, 48, 48), dtype=np.uint8),
+    tifffile.imwrite(d / "b.tif", rng.integers(0, 255, (600, 48, 48), dtype=np.uint8),
                      photometric="minisblack")
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "napari_dan.cli", "super-resolve", str(d), "-o", str(out),
@@ -154,7 +154,7 @@ def test_ctrl_c_exits_130_and_leaves_no_partial(tmp_path, tiny_ckpt):
     while not (out / ".b_x2.tif.partial").exists() and time.time() < deadline:
         time.sleep(0.05)
     assert (out / ".b_x2.tif.partial").exists(), proc.communicate()
-    time.sleep(0.3)
+    time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

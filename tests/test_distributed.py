@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from conftest import tiny_model
 from napari_dan.batch import run_batch
@@ -38,10 +39,18 @@ def stack(tmp_path):
 @pytest.mark.parametrize("mode", ["global", "per-plane", "per-tile"])
 def test_cluster_equals_local(tmp_path, stack, cluster, mode):
     src, ckpt = stack
-    local = run_batch([src], tmp_path / "local", ckpt, kernel_mode=mode, tile_size=16,
-                      device="cpu", quiet=True)
-    remote = run_batch([src], tmp_path / "remote", ckpt, kernel_mode=mode, tile_size=16,
-                       device="cpu", scheduler=cluster.scheduler_address, quiet=True)
+    # the workers run torch on one thread (threads_per_worker=1); this process does too (it runs
+    # the local reference and, in global mode, the estimation), since CPU kernels may sum in
+    # another order with more threads (seen on an AMD CPU without AVX-512)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = run_batch([src], tmp_path / "local", ckpt, kernel_mode=mode, tile_size=16,
+                          device="cpu", quiet=True)
+        remote = run_batch([src], tmp_path / "remote", ckpt, kernel_mode=mode, tile_size=16,
+                           device="cpu", scheduler=cluster.scheduler_address, quiet=True)
+    finally:
+        torch.set_num_threads(threads)
     assert not local.failed and not remote.failed, (local.text(), remote.text())
     a = (tmp_path / "local" / "stack_x2.tif").read_bytes()
     b = (tmp_path / "remote" / "stack_x2.tif").read_bytes()
