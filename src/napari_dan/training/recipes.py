@@ -24,6 +24,13 @@ _GRAY_NOISE = dict(noise=True, noise_fraction=0.5, photons_range=(100.0, 10000.0
 
 RECIPES: dict[str, dict] = {
     "dan-x4-rgb": dict(
+        scale=4, in_nc=3, sigma_range=(0.2, 4.0), data=[_shared("train")], nf=64,
+        # a short second run on the base model: Estimator and Restorer on true codes, then the loop
+        steps=400, lr=1e-4, batch=16, lr_patch=32, restorer_frac=0.6, stage1_estimator=True,
+        init_from="runs/dan-x4-rgb-base/dan-x4-rgb-base.pt",
+        description="DANv2 x4 for RGB photographs (1.0M-parameter Restorer), isotropic Gaussian "
+                    "blur (setting 1)"),
+    "dan-x4-rgb-base": dict(
         scale=4, in_nc=3, sigma_range=(0.2, 4.0), data=[_shared("train")],
         nf=64,  # a 1.0M-parameter Restorer; the Estimator keeps the compact size
         steps=2600, lr=4e-4, batch=16, lr_patch=32, restorer_frac=0.85, stage1_estimator=False,
