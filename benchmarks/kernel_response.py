@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari_dan
     from napari_dan.model.kernels import gaussian_kernel, kernel_stats
     from napari_dan.samples import make_sample
+    from napari_dan.training.data import to_gray
     from napari_dan.training.degradations import degrade
 
     hr = skio.imread(BUTTERFLY)[..., :3].astype(np.float64) / 255 if BUTTERFLY.exists() else None
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                     h, w = (hr.shape[0] // s) * s, (hr.shape[1] // s) * s
                     img = hr[:h, :w]
                     if model.in_channels == 1:
-                        img = img @ np.array([0.299, 0.587, 0.114])
+                        img = to_gray(img)[..., 0].astype(np.float64)
                     k = gaussian_kernel(model.kernel_size, sg)
                     lr = np.round(np.clip(degrade(img, k, s), 0, 1) * 255).astype(np.uint8)
                 else:

@@ -253,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
 
     stamp = {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
              "machine": machine(), "command": command_line()}
-    kept = json.loads(Path(args.keep).read_text()) if args.keep and Path(args.keep).exists() else []
+    if args.keep and not Path(args.keep).is_file():
+        print(f"error: --keep {args.keep}: no such file (an earlier --json output)", file=sys.stderr)
+        return 2
+    kept = json.loads(Path(args.keep).read_text()) if args.keep else []
     t0 = time.perf_counter()
     results = []
     jobs = []

@@ -22,24 +22,22 @@ _GRAY_DATA = [_shared("train"), _shared("microscopy", "nuclei3d_cells3d.tif"),
 _GRAY_NOISE = dict(noise=True, noise_fraction=0.5, photons_range=(100.0, 10000.0),
                    read_noise_range=(0.0, 0.01))
 
+# the default x4 RGB model: a 1.0M-parameter Restorer (nf 64), the Estimator at the compact size
+_X4_LARGE = dict(scale=4, in_nc=3, sigma_range=(0.2, 4.0), data=[_shared("train")], nf=64,
+                 batch=16, lr_patch=32,
+                 description="DANv2 x4 for RGB photographs (1.0M-parameter Restorer), isotropic "
+                             "Gaussian blur (setting 1)")
+
 RECIPES: dict[str, dict] = {
+    # a short second run on the base model: Estimator and Restorer on true codes, then the loop
     "dan-x4-rgb": dict(
-        scale=4, in_nc=3, sigma_range=(0.2, 4.0), data=[_shared("train")], nf=64,
-        # a short second run on the base model: Estimator and Restorer on true codes, then the loop
-        steps=400, lr=1e-4, batch=16, lr_patch=32, restorer_frac=0.6, stage1_estimator=True,
-        init_from="runs/dan-x4-rgb-base/dan-x4-rgb-base.pt",
-        description="DANv2 x4 for RGB photographs (1.0M-parameter Restorer), isotropic Gaussian "
-                    "blur (setting 1)"),
+        **_X4_LARGE, steps=400, lr=1e-4, restorer_frac=0.6, stage1_estimator=True,
+        init_from="runs/dan-x4-rgb-base/dan-x4-rgb-base.pt"),
+    # the Estimator (and the Restorer's 3-value output bias, the only other tensor whose shape
+    # fits) comes from the compact x4 model trained 5,500 steps in all; see checkpoints/README.md
     "dan-x4-rgb-base": dict(
-        scale=4, in_nc=3, sigma_range=(0.2, 4.0), data=[_shared("train")],
-        nf=64,  # a 1.0M-parameter Restorer; the Estimator keeps the compact size
-        steps=2600, lr=4e-4, batch=16, lr_patch=32, restorer_frac=0.85, stage1_estimator=False,
-        # the Estimator (and the Restorer's 3-value output bias, the only other tensor whose shape
-        # fits) comes from the compact x4 model trained 5,500 steps in all; see
-        # checkpoints/README.md for how it was made
-        init_from="checkpoints/dan-x4-rgb-cont.pt",
-        description="DANv2 x4 for RGB photographs (1.0M-parameter Restorer), isotropic Gaussian "
-                    "blur (setting 1)"),
+        **_X4_LARGE, steps=2600, lr=4e-4, restorer_frac=0.85, stage1_estimator=False,
+        init_from="checkpoints/dan-x4-rgb-cont.pt"),
     "dan-x4-rgb-compact": dict(
         scale=4, in_nc=3, sigma_range=(0.2, 4.0), data=[_shared("train")],
         steps=3500, lr=4e-4, batch=16, lr_patch=32,
