@@ -148,8 +148,10 @@ def test_ctrl_c_exits_130_and_leaves_no_partial(tmp_path, tiny_ckpt):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "napari_dan.cli", "super-resolve", str(d), "-o", str(out),
            "-m", str(tiny_ckpt), "--tile-size", "16", "--device", "cpu", "-q"]
+    # a shell's background job (`cmd &`) starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default disposition, as a terminal would
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / ".b_x2.tif.partial").exists() and time.time() < deadline:
         time.sleep(0.05)
