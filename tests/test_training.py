@@ -123,6 +123,31 @@ def test_transfer_rgb_to_gray_is_exact_on_gray_images(tiny_rgb):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_init_from_several_checkpoints_in_order(tiny_data, tmp_path):
+    """A wide Restorer from one model (other scale), the Estimator from a narrow one."""
+    from napari_dan.model import create_model
+    from napari_dan.training.train import Trainer
+
+    from conftest import tiny_model
+
+    wide = create_model("DANv2", name="wide", in_nc=3, nf=16, nb=1, ng=1, scale=4, code_len=10,
+                        kernel_size=21, loop=2, est_nf=16, est_nb=1, pca_samples=1000, seed=3)
+    narrow = tiny_model(in_nc=3, scale=2, seed=1)  # nf 8: only its Estimator fits
+    wide.save(tmp_path / "wide.pt")
+    narrow.save(tmp_path / "narrow.pt")
+    logs = []
+    tr = Trainer(_cfg(tiny_data, nf=16, init_from=[str(tmp_path / "wide.pt"),
+                                                   str(tmp_path / "narrow.pt")]),
+                 tmp_path / "r", log=logs.append)
+    assert sum(m.startswith("initialised") for m in logs) == 2
+    got, w_sd, n_sd = tr.net.state_dict(), wide.network.state_dict(), narrow.network.state_dict()
+    body = [k for k in got if k.startswith("Restorer.body") and got[k].ndim == 4]
+    assert body and all(torch.equal(got[k], w_sd[k]) for k in body)
+    est = [k for k in got if k.startswith("Estimator")]
+    assert est and all(torch.equal(got[k], n_sd[k]) for k in est)
+    assert not all(torch.equal(got[k], w_sd[k]) for k in est)
+
+
 def test_train_cli_needs_data(capsys):
     from napari_dan.cli import main
 

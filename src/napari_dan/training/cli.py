@@ -58,7 +58,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="Gaussian kernel standard deviation range in HR pixels (setting 1)")
     p.add_argument("--noise", action="store_true", default=None,
                    help="Poisson-Gaussian noise on part of the batch (microscopy)")
-    p.add_argument("--init-from", dest="init_from", help="checkpoint to transfer weights from")
+    p.add_argument("--init-from", dest="init_from", nargs="+", metavar="CHECKPOINT",
+                   help="checkpoint(s) to transfer weights from, in order: a later one "
+                   "overwrites the tensors whose shapes it fits")
     p.add_argument("--device", help="auto, cpu, cuda, mps")
     p.add_argument("--bf16", choices=("auto", "on", "off"),
                    help="bf16 autocast (auto: on GPUs and on CPUs with native bf16)")

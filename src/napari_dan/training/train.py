@@ -71,7 +71,9 @@ class TrainConfig:
     threads: int = 0              # 0: torch default
     checkpoint_every: int = 100
     val_every: int = 250
-    init_from: str | None = None  # transfer weights from a checkpoint (other scale/channels ok)
+    # transfer weights from a checkpoint (other scale/channels ok), or from several in order: a
+    # later one overwrites the tensors it fits (e.g. a wide x4 Restorer, then an x2 Estimator)
+    init_from: str | list[str] | None = None
     description: str = ""
 
 
@@ -145,12 +147,12 @@ class Trainer:
         self.model: DanModel = create_model("DANv2", name=cfg.name, setting=cfg.setting,
                                             seed=cfg.seed, pca_samples=cfg.pca_samples, **hp)
         self.net = self.model.network
-        if cfg.init_from:
-            src = load_checkpoint(cfg.init_from).network
-            copied = transfer_weights(self.net, src)
-            self.log(f"initialised {len(copied)} tensors from {cfg.init_from}")
-        else:
-            copied = []
+        copied = []
+        sources = [cfg.init_from] if isinstance(cfg.init_from, str) else list(cfg.init_from or [])
+        for path in sources:
+            keys = transfer_weights(self.net, load_checkpoint(path).network)
+            copied += keys
+            self.log(f"initialised {len(keys)} tensors from {path}")
         if not cfg.stage1_estimator and not any(k.startswith("Estimator") for k in copied):
             self.log("warning: stage 1 trains the Restorer alone and no Estimator weights were "
                      "transferred, so the Estimator learns only in stage 2")
