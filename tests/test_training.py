@@ -125,10 +125,9 @@ def test_transfer_rgb_to_gray_is_exact_on_gray_images(tiny_rgb):
 
 def test_init_from_several_checkpoints_in_order(tiny_data, tmp_path):
     """A wide Restorer from one model (other scale), the Estimator from a narrow one."""
+    from conftest import tiny_model
     from napari_dan.model import create_model
     from napari_dan.training.train import Trainer
-
-    from conftest import tiny_model
 
     wide = create_model("DANv2", name="wide", in_nc=3, nf=16, nb=1, ng=1, scale=4, code_len=10,
                         kernel_size=21, loop=2, est_nf=16, est_nb=1, pca_samples=1000, seed=3)

@@ -43,23 +43,49 @@ RECIPES: dict[str, dict] = {
         steps=3500, lr=4e-4, batch=16, lr_patch=32,
         description="Compact DANv2 x4 for RGB photographs, isotropic Gaussian blur (setting 1); "
                     "bundled as dan-x4-rgb until 2026-11-26, the start of the x2 and grey models"),
+    # the x2 RGB model: the default x4 model's 1.0M-parameter Restorer body (its x4 upsampler does
+    # not fit) and the compact x2 model's Estimator; the Restorer alone first, then the loop
     "dan-x2-rgb": dict(
+        scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")], nf=64,
+        steps=1500, lr=2e-4, batch=16, lr_patch=32, restorer_frac=0.8, stage1_estimator=False,
+        init_from=["runs/dan-x4-rgb/dan-x4-rgb.pt", "runs/dan-x2-rgb-compact/dan-x2-rgb-compact.pt"],
+        description="DANv2 x2 for RGB photographs (1.0M-parameter Restorer), isotropic Gaussian "
+                    "blur"),
+    "dan-x2-rgb-compact": dict(
         scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")],
         steps=1200, lr=2e-4, batch=16, lr_patch=32,
         init_from="runs/dan-x4-rgb-compact/dan-x4-rgb-compact.pt",
-        description="Compact DANv2 x2 for RGB photographs, isotropic Gaussian blur"),
+        description="Compact DANv2 x2 for RGB photographs, isotropic Gaussian blur; bundled as "
+                    "dan-x2-rgb until 2026-11-26, the start of the x2 grey model"),
     "dan-x4-gray": dict(
         scale=4, in_nc=1, sigma_range=(0.2, 4.0), **_GRAY_NOISE,
         data=_GRAY_DATA,
         steps=1200, lr=2e-4, batch=16, lr_patch=32,
         init_from="runs/dan-x4-rgb-compact/dan-x4-rgb-compact.pt",
         description="Compact DANv2 x4 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise"),
+    # two more runs on the first x2 grey model, whose Estimator over-estimated the blur of smooth
+    # images: this one the whole loop only, so the Restorer learns to read the Estimator's codes
     "dan-x2-gray": dict(
         scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE,
         data=_GRAY_DATA,
-        steps=1500, lr=2e-4, batch=16, lr_patch=32,
-        init_from="runs/dan-x2-rgb/dan-x2-rgb.pt",
+        steps=1000, lr=1e-4, batch=16, lr_patch=32, restorer_frac=0.0,
+        init_from="runs/dan-x2-gray-est/dan-x2-gray-est.pt",
         description="Compact DANv2 x2 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise"),
+    # ... after this one: mostly Estimator training (on SR images made with codes between the
+    # Dirac's and the truth), then the loop
+    "dan-x2-gray-est": dict(
+        scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE,
+        data=_GRAY_DATA,
+        steps=1500, lr=1e-4, batch=16, lr_patch=32, restorer_frac=0.7, stage1_estimator=True,
+        init_from="runs/dan-x2-gray-v1/dan-x2-gray-v1.pt",
+        description="Compact DANv2 x2 for grey/microscopy data (second of three runs)"),
+    "dan-x2-gray-v1": dict(
+        scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE,
+        data=_GRAY_DATA,
+        steps=1500, lr=2e-4, batch=16, lr_patch=32,
+        init_from="runs/dan-x2-rgb-compact/dan-x2-rgb-compact.pt",
+        description="Compact DANv2 x2 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian "
+                    "noise; bundled as dan-x2-gray until 2026-11-26"),
 }
 
 
