@@ -108,7 +108,8 @@ def refresh_intro(path: Path) -> None:
 
 def command_line() -> str:
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
-    return f"nice -n 10 env OMP_NUM_THREADS={threads} python " + " ".join(
+    niceness = os.nice(0)  # say "nice" only when the run was niced
+    return f"{f'nice -n {niceness} ' if niceness else ''}env OMP_NUM_THREADS={threads} python " + " ".join(
         shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 

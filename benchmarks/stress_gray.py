@@ -1,12 +1,12 @@
-"""Stress checks of the grey x4 model: pure noise and saturated microscopy (numbers in docs/models.md).
+"""Stress checks of the grey models: pure noise and saturated microscopy (numbers in docs/models.md).
 
-Run from the repository root: ``OMP_NUM_THREADS=2 python benchmarks/stress_gray.py``. Writes the
-saturated result as a PNG to look at (default /tmp/napari_dan_saturated_x4.png).
+Run from the repository root: ``OMP_NUM_THREADS=2 python benchmarks/stress_gray.py [--model NAME]``.
+Writes the saturated result as a PNG to look at (default /tmp/napari_dan_saturated_<model>.png).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -20,12 +20,17 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "micro
 
 
 def main() -> None:
-    model = napari_dan.load_model("dan-x4-gray")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", "-m", default="dan-x4-gray", help="bundled name or checkpoint file")
+    ap.add_argument("--png", help="where the saturated result goes")
+    args = ap.parse_args()
+    model = napari_dan.load_model(args.model)
+    s = model.scale
     rng = np.random.default_rng(0)
 
     noise = (1000 + rng.normal(0, 30, (96, 96))).astype(np.uint16)
     out = napari_dan.super_resolve(noise, model).image.astype(float)
-    bic = resize(noise.astype(float), (384, 384), order=3)
+    bic = resize(noise.astype(float), (96 * s, 96 * s), order=3)
     print(f"noise: input std {noise.std():.1f}, output std {out.std():.1f}, bicubic-up std {bic.std():.1f}")
 
     crop = tifffile.imread(SHARED / "nuclei2d_dsb2018.tif").astype(float)[:128, :128]
@@ -35,7 +40,7 @@ def main() -> None:
     print(f"saturated: input clipped {100 * (sat == 65535).mean():.1f}%; output inside the clipped "
           f"region: min {res[inside].min()} mean {res[inside].mean():.0f}; output max {res.max()}; "
           f"dtype {res.dtype}")
-    png = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/napari_dan_saturated_x4.png")
+    png = Path(args.png or f"/tmp/napari_dan_saturated_{Path(args.model).stem}.png")
     iio.imwrite(png, (np.clip(res / 65535, 0, 1) * 255).astype(np.uint8))
     print(f"wrote {png}")
 
