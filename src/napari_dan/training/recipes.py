@@ -43,49 +43,57 @@ RECIPES: dict[str, dict] = {
         steps=3500, lr=4e-4, batch=16, lr_patch=32,
         description="Compact DANv2 x4 for RGB photographs, isotropic Gaussian blur (setting 1); "
                     "bundled as dan-x4-rgb until 2026-11-26, the start of the x2 and grey models"),
-    # the x2 RGB model: the default x4 model's 1.0M-parameter Restorer body (its x4 upsampler does
-    # not fit) and the compact x2 model's Estimator; the Restorer alone first, then the loop
     "dan-x2-rgb": dict(
-        scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")], nf=64,
-        steps=1500, lr=2e-4, batch=16, lr_patch=32, restorer_frac=0.8, stage1_estimator=False,
-        init_from=["runs/dan-x4-rgb/dan-x4-rgb.pt", "runs/dan-x2-rgb-compact/dan-x2-rgb-compact.pt"],
-        description="DANv2 x2 for RGB photographs (1.0M-parameter Restorer), isotropic Gaussian "
-                    "blur"),
-    "dan-x2-rgb-compact": dict(
         scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")],
         steps=1200, lr=2e-4, batch=16, lr_patch=32,
         init_from="runs/dan-x4-rgb-compact/dan-x4-rgb-compact.pt",
-        description="Compact DANv2 x2 for RGB photographs, isotropic Gaussian blur; bundled as "
-                    "dan-x2-rgb until 2026-11-26, the start of the x2 grey model"),
+        description="Compact DANv2 x2 for RGB photographs, isotropic Gaussian blur"),
+    # an experiment, not bundled (docs/models.md): x2 at the default model's width, from its
+    # Restorer body (its x4 upsampler does not fit) and the compact x2 model's Estimator
+    "dan-x2-rgb-large": dict(
+        scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")], nf=64,
+        steps=1500, lr=2e-4, batch=16, lr_patch=32, restorer_frac=0.8, stage1_estimator=False,
+        init_from=["runs/dan-x4-rgb/dan-x4-rgb.pt", "runs/dan-x2-rgb/dan-x2-rgb.pt"],
+        description="DANv2 x2 for RGB photographs (1.0M-parameter Restorer), isotropic Gaussian "
+                    "blur (experiment)"),
+    # the x4 grey model at the default model's width: its Restorer body (input and output
+    # convolutions converted to one channel) and the compact grey Estimator
     "dan-x4-gray": dict(
+        scale=4, in_nc=1, sigma_range=(0.2, 4.0), **_GRAY_NOISE,
+        data=_GRAY_DATA, nf=64,
+        steps=1000, lr=2e-4, batch=16, lr_patch=32, restorer_frac=0.8, stage1_estimator=False,
+        init_from=["runs/dan-x4-rgb/dan-x4-rgb.pt", "runs/dan-x4-gray-compact/dan-x4-gray-compact.pt"],
+        description="DANv2 x4 for grey/microscopy data (1.0M-parameter Restorer): Gaussian PSFs, "
+                    "Poisson-Gaussian noise"),
+    "dan-x4-gray-compact": dict(
         scale=4, in_nc=1, sigma_range=(0.2, 4.0), **_GRAY_NOISE,
         data=_GRAY_DATA,
         steps=1200, lr=2e-4, batch=16, lr_patch=32,
         init_from="runs/dan-x4-rgb-compact/dan-x4-rgb-compact.pt",
-        description="Compact DANv2 x4 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise"),
-    # two more runs on the first x2 grey model, whose Estimator over-estimated the blur of smooth
-    # images: this one the whole loop only, so the Restorer learns to read the Estimator's codes
+        description="Compact DANv2 x4 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian "
+                    "noise; bundled as dan-x4-gray until 2026-11-26"),
     "dan-x2-gray": dict(
         scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE,
         data=_GRAY_DATA,
-        steps=1000, lr=1e-4, batch=16, lr_patch=32, restorer_frac=0.0,
-        init_from="runs/dan-x2-gray-est/dan-x2-gray-est.pt",
+        steps=1500, lr=2e-4, batch=16, lr_patch=32,
+        init_from="runs/dan-x2-rgb/dan-x2-rgb.pt",
         description="Compact DANv2 x2 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise"),
-    # ... after this one: mostly Estimator training (on SR images made with codes between the
-    # Dirac's and the truth), then the loop
+    # two experiments on it, not bundled (docs/models.md): better on Set5/Set14 in grey, worse on
+    # clean microscopy. First mostly Estimator training (on SR images made with codes between the
+    # Dirac's and the truth), then the loop ...
     "dan-x2-gray-est": dict(
         scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE,
         data=_GRAY_DATA,
         steps=1500, lr=1e-4, batch=16, lr_patch=32, restorer_frac=0.7, stage1_estimator=True,
-        init_from="runs/dan-x2-gray-v1/dan-x2-gray-v1.pt",
-        description="Compact DANv2 x2 for grey/microscopy data (second of three runs)"),
-    "dan-x2-gray-v1": dict(
+        init_from="runs/dan-x2-gray/dan-x2-gray.pt",
+        description="Compact DANv2 x2 for grey/microscopy data (experiment)"),
+    # ... then the whole loop only, so the Restorer learns to read the Estimator's codes
+    "dan-x2-gray-loop": dict(
         scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE,
         data=_GRAY_DATA,
-        steps=1500, lr=2e-4, batch=16, lr_patch=32,
-        init_from="runs/dan-x2-rgb-compact/dan-x2-rgb-compact.pt",
-        description="Compact DANv2 x2 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian "
-                    "noise; bundled as dan-x2-gray until 2026-11-26"),
+        steps=1000, lr=1e-4, batch=16, lr_patch=32, restorer_frac=0.0,
+        init_from="runs/dan-x2-gray-est/dan-x2-gray-est.pt",
+        description="Compact DANv2 x2 for grey/microscopy data (experiment)"),
 }
 
 
