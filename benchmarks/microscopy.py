@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DOC, ROOT, command_line, machine, refresh_intro, write_section  # noqa: E402
+from quality import DOC, ROOT, command_line, machine, publish  # noqa: E402
 
 MICRO = ROOT.parent / "shared" / "data" / "microscopy"
 
@@ -256,14 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     records = run(models, images, scales, sigmas, noise, args.whole_image, args.device,
                   log=(lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
     md = markdown(records, models, args.quick, time.perf_counter() - t0, args.whole_image)
-    if output == "-":
-        print(md)
-    else:
-        refresh_intro(Path(output))
-        write_section(Path(output), "microscopy", md, "benchmarks/microscopy.py")
-        print(f"wrote {output}", file=sys.stderr)
-    if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
+    publish(md, output, "microscopy", "benchmarks/microscopy.py", args.json, records)
     return 0
 
 

@@ -106,6 +106,19 @@ def refresh_intro(path: Path) -> None:
     path.write_text(INTRO.rstrip() + "\n\n" + (text[i:] if i >= 0 else ""))
 
 
+def publish(md: str, output: str, key: str, script: str, json_path: str | None, payload) -> None:
+    """Print the table (``output`` "-") or write it as section ``key`` of ``output``; dump
+    ``payload`` (already JSON-safe) to ``json_path`` if given."""
+    if output == "-":
+        print(md)
+    else:
+        refresh_intro(Path(output))
+        write_section(Path(output), key, md, script)
+        print(f"wrote {output}", file=sys.stderr)
+    if json_path:
+        Path(json_path).write_text(json.dumps(payload, indent=1) + "\n")
+
+
 def command_line() -> str:
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     niceness = os.nice(0)  # say "nice" only when the run was niced
@@ -281,14 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     results = merge_kept(results, kept)
     md = markdown(results, quick=args.quick, max_images=max_images, seconds=time.perf_counter() - t0)
-    if output == "-":
-        print(md)
-    else:
-        refresh_intro(Path(output))
-        write_section(Path(output), "gaussian8", md, "benchmarks/quality.py")
-        print(f"wrote {output}", file=sys.stderr)
-    if args.json:
-        Path(args.json).write_text(json.dumps(_json_safe(results), indent=1) + "\n")
+    publish(md, output, "gaussian8", "benchmarks/quality.py", args.json, _json_safe(results))
     return 0
 
 

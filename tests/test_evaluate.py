@@ -209,7 +209,11 @@ def test_benchmark_scripts_run_quick_on_a_checkpoint(image_dir, tmp_path, capsys
     tifffile.imwrite(micro_dir / "cells.tif", (rng.random((3, 40, 44)) * 4000).astype(np.uint16))
     micro = _benchmark("microscopy")
     assert micro.main(["--quick", "--model", str(ckpt), "--data", str(micro_dir), "-q",
-                       "--output", str(doc)]) == 0
+                       "--output", str(doc), "--json", str(tmp_path / "micro.json")]) == 0
+    import json
+
+    records = json.loads((tmp_path / "micro.json").read_text())
+    assert records and {"image", "sigma", "noise", "psnr"} <= set(records[0])
     text = doc.read_text()
     # both sections, each once, under the shared conventions
     assert text.startswith("# Quality") and text.count("## Gaussian8 benchmark") == 1
