@@ -163,3 +163,15 @@ def test_train_cli_runs(tiny_data, tmp_path):
                "--batch", "2", "--lr-patch", "12", "--run-dir", str(tmp_path / "r"),
                "--output", str(out), "--threads", "1", "--pca-samples", "1000"])
     assert rc == 0 and napari_dan.load_model(out).in_channels == 1
+
+
+def test_find_images_leaves_out_excluded_patterns(tmp_path):
+    from napari_dan.training.data import find_images
+
+    for rel in ("a/1.png", "a/302003.jpg", "b/2.tif", "b/notes.txt"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    names = lambda files: [f.name for f in files]  # noqa: E731
+    assert names(find_images([tmp_path])) == ["1.png", "302003.jpg", "2.tif"]
+    assert names(find_images([tmp_path], ("302003.jpg",))) == ["1.png", "2.tif"]
+    assert names(find_images([tmp_path], ("*/b/*",))) == ["1.png", "302003.jpg"]

@@ -61,6 +61,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", dest="init_from", nargs="+", metavar="CHECKPOINT",
                    help="checkpoint(s) to transfer weights from, in order: a later one "
                    "overwrites the tensors whose shapes it fits")
+    p.add_argument("--exclude", nargs="+", metavar="PATTERN",
+                   help="leave out training files whose name or path matches these glob patterns "
+                   "(recipes leave out the known copies of benchmark images)")
     p.add_argument("--device", help="auto, cpu, cuda, mps")
     p.add_argument("--bf16", choices=("auto", "on", "off"),
                    help="bf16 autocast (auto: on GPUs and on CPUs with native bf16)")

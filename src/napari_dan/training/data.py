@@ -7,6 +7,7 @@ flips and 90-degree rotations. Degradation happens on the fly, batched, in
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ __all__ = ["IMAGE_SUFFIXES", "find_images", "read_image", "to_gray", "PatchSampl
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
-def find_images(folders) -> list[Path]:
-    """Every image file in the given folders (recursively) or the files themselves, sorted."""
+def find_images(folders, exclude=()) -> list[Path]:
+    """Every image file in the given folders (recursively) or the files themselves, sorted,
+    less those whose file name or path matches one of the ``exclude`` glob patterns."""
     out: list[Path] = []
     for f in folders:
         p = Path(f)
@@ -27,7 +29,8 @@ def find_images(folders) -> list[Path]:
             out.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    return out
+    return [q for q in out if not any(fnmatch.fnmatch(q.name, pat) or fnmatch.fnmatch(q.as_posix(), pat)
+                                      for pat in exclude)]
 
 
 def _to_unit(a: np.ndarray, robust: bool) -> np.ndarray:

@@ -74,6 +74,8 @@ class TrainConfig:
     # transfer weights from a checkpoint (other scale/channels ok), or from several in order: a
     # later one overwrites the tensors it fits (e.g. a wide x4 Restorer, then an x2 Estimator)
     init_from: str | list[str] | None = None
+    #: file-name or path glob patterns left out of ``data`` (e.g. copies of benchmark images)
+    exclude: tuple[str, ...] = ()
     description: str = ""
 
 
@@ -169,12 +171,12 @@ class Trainer:
 
     # -- data -------------------------------------------------------------------------------
     def _load_data(self) -> None:
-        files = find_images(self.cfg.data)
+        files = find_images(self.cfg.data, self.cfg.exclude)
         if not files:
             raise ValueError("no training images found in " + ", ".join(self.cfg.data))
         # validation crops come from the first data entry only, so that extra entries (e.g.
         # microscopy stacks added to natural images) are always trained on
-        first = find_images(self.cfg.data[:1])
+        first = find_images(self.cfg.data[:1], self.cfg.exclude)
         nval = min(self.cfg.val_images, max(len(first) - 1, 0))
         val_files = first[len(first) - nval:] if nval else []
         train_files = [f for f in files if f not in val_files]
