@@ -175,3 +175,27 @@ def test_find_images_leaves_out_excluded_patterns(tmp_path):
     assert names(find_images([tmp_path])) == ["1.png", "302003.jpg", "2.tif"]
     assert names(find_images([tmp_path], ("302003.jpg",))) == ["1.png", "2.tif"]
     assert names(find_images([tmp_path], ("*/b/*",))) == ["1.png", "302003.jpg"]
+
+
+def test_time_budget_bounds_the_schedule(tiny_data, tmp_path):
+    from napari_dan.training.train import Trainer
+
+    cfg = _cfg(tiny_data, steps=100_000, budget_minutes=1.0, restorer_frac=0.5)
+    tr = Trainer(cfg, tmp_path / "p", log=lambda m: None)
+    assert tr.progress() == 0 and tr._lr_at() == pytest.approx(cfg.lr)
+    tr.elapsed = 30.0  # half the budget, few steps: time decides
+    assert tr.progress() == pytest.approx(0.5)
+    assert tr._lr_at() == pytest.approx(cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min))
+    tr.step = 75_000  # now steps are further on
+    assert tr.progress() == pytest.approx(0.75)
+    # a whole run stops by itself at the budget, exports, and the last stage is the loop
+    logs = []
+    out = train(_cfg(tiny_data, steps=100_000, budget_minutes=0.03, restorer_frac=0.5,
+                     checkpoint_every=1000, val_every=1000), tmp_path / "q", log=logs.append)
+    import json
+    recs = [json.loads(m) for m in logs if m.startswith("{")]
+    m = napari_dan.load_model(out)
+    steps = m.info["provenance"]["steps"]
+    assert 0 < steps < 100_000 and recs[-1]["step"] == steps
+    assert recs[-1]["stage"] == 2 and recs[-1]["lr"] == pytest.approx(cfg.lr_min)
+    assert m.info["provenance"]["train_hours"] * 60 >= 0.03 - 1e-3

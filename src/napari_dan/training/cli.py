@@ -43,6 +43,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     for name, text in helps.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=text)
     p.add_argument("--lr", type=float, help="initial learning rate (cosine decay)")
+    p.add_argument("--budget-minutes", dest="budget_minutes", type=float,
+                   help="training-time budget: the schedule (cosine decay, stage switch) ends "
+                   "at whichever comes first, --steps or this many minutes of training")
     p.add_argument("--restorer-frac", dest="restorer_frac", type=float,
                    help="fraction of steps in stage 1 (Restorer on true kernel codes)")
     st = p.add_mutually_exclusive_group()

@@ -33,10 +33,27 @@ _X4_LARGE = dict(scale=4, in_nc=3, sigma_range=(0.2, 4.0), data=[_shared("train"
                  description="DANv2 x4 for RGB photographs (1.0M-parameter Restorer), isotropic "
                              "Gaussian blur (setting 1)")
 
+# the bundled models since 2026-11-26 (session 5): each trained from scratch on a GPU, batch 64,
+# the first 70% of the schedule Restorer and Estimator on true codes, then the whole loop
+_GPU = dict(batch=64, lr=4e-4, restorer_frac=0.7, stage1_estimator=True, val_every=500,
+            checkpoint_every=500)
+
 RECIPES: dict[str, dict] = {
+    "dan-x4-rgb": dict(**{**_X4_LARGE, **_GPU}, steps=4000),
+    "dan-x2-rgb": dict(scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")], lr_patch=48,
+                       **_GPU, steps=4000,
+                       description="Compact DANv2 x2 for RGB photographs, isotropic Gaussian blur"),
+    "dan-x4-gray": dict(scale=4, in_nc=1, sigma_range=(0.2, 4.0), **_GRAY_NOISE, data=_GRAY_DATA, nf=64,
+                        lr_patch=32, **_GPU, steps=4000,
+                        description="DANv2 x4 for grey/microscopy data (1.0M-parameter Restorer): "
+                                    "Gaussian PSFs, Poisson-Gaussian noise"),
+    "dan-x2-gray": dict(scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE, data=_GRAY_DATA, nf=64,
+                        lr_patch=48, **_GPU, steps=4000,
+                        description="DANv2 x2 for grey/microscopy data (0.84M-parameter Restorer): "
+                                    "Gaussian PSFs, Poisson-Gaussian noise"),
     # the default model (bundled since 2026-11-26 05:35), a third run: more Restorer training on
     # true codes (with the Estimator trained beside it), then the whole loop
-    "dan-x4-rgb": dict(
+    "dan-x4-rgb-cpu": dict(
         **_X4_LARGE, steps=1300, lr=2e-4, restorer_frac=0.7, stage1_estimator=True,
         init_from="runs/dan-x4-rgb-r2/dan-x4-rgb-r2.pt"),
     # bundled as dan-x4-rgb until 2026-11-26 05:35, a short second run on the base model:
@@ -54,7 +71,7 @@ RECIPES: dict[str, dict] = {
         steps=3500, lr=4e-4, batch=16, lr_patch=32,
         description="Compact DANv2 x4 for RGB photographs, isotropic Gaussian blur (setting 1); "
                     "bundled as dan-x4-rgb until 2026-11-26, the start of the x2 and grey models"),
-    "dan-x2-rgb": dict(
+    "dan-x2-rgb-cpu": dict(
         scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")],
         steps=1200, lr=2e-4, batch=16, lr_patch=32,
         init_from="runs/dan-x4-rgb-compact/dan-x4-rgb-compact.pt",
@@ -64,12 +81,12 @@ RECIPES: dict[str, dict] = {
     "dan-x2-rgb-large": dict(
         scale=2, in_nc=3, sigma_range=(0.2, 3.0), data=[_shared("train")], nf=64,
         steps=1500, lr=2e-4, batch=16, lr_patch=32, restorer_frac=0.8, stage1_estimator=False,
-        init_from=["runs/dan-x4-rgb-r2/dan-x4-rgb-r2.pt", "runs/dan-x2-rgb/dan-x2-rgb.pt"],
+        init_from=["runs/dan-x4-rgb-r2/dan-x4-rgb-r2.pt", "runs/dan-x2-rgb-cpu/dan-x2-rgb-cpu.pt"],
         description="DANv2 x2 for RGB photographs (1.0M-parameter Restorer), isotropic Gaussian "
                     "blur (experiment)"),
     # the x4 grey model at the default model's width: its Restorer body (input and output
     # convolutions converted to one channel) and the compact grey Estimator
-    "dan-x4-gray": dict(
+    "dan-x4-gray-cpu": dict(
         scale=4, in_nc=1, sigma_range=(0.2, 4.0), **_GRAY_NOISE,
         data=_GRAY_DATA, nf=64,
         steps=1000, lr=2e-4, batch=16, lr_patch=32, restorer_frac=0.8, stage1_estimator=False,
@@ -86,7 +103,7 @@ RECIPES: dict[str, dict] = {
     # the x2 grey model at the default model's width (bundled since 2026-11-26): the body and
     # x2 upsampler of the wide x2 RGB experiment (converted to one channel) and the compact grey
     # x2 Estimator
-    "dan-x2-gray": dict(
+    "dan-x2-gray-cpu": dict(
         scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE,
         data=_GRAY_DATA, nf=64,
         steps=2600, lr=2e-4, batch=16, lr_patch=32, restorer_frac=0.7, stage1_estimator=False,
@@ -98,7 +115,7 @@ RECIPES: dict[str, dict] = {
         scale=2, in_nc=1, sigma_range=(0.2, 3.0), **_GRAY_NOISE,
         data=_GRAY_DATA,
         steps=1500, lr=2e-4, batch=16, lr_patch=32,
-        init_from="runs/dan-x2-rgb/dan-x2-rgb.pt",
+        init_from="runs/dan-x2-rgb-cpu/dan-x2-rgb-cpu.pt",
         description="Compact DANv2 x2 for grey/microscopy data: Gaussian PSFs, Poisson-Gaussian noise; "
                     "bundled as dan-x2-gray until 2026-11-26"),
     # two experiments on the compact one, not bundled (docs/models.md): better on Set5/Set14 in

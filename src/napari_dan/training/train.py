@@ -8,6 +8,10 @@ Schedule (fractions of ``steps``):
 2. the rest: the whole unrolled loop as released (iterations 1..n-1 without gradients, the last
    one supervised: L1(SR, HR) + L1(kernel, true kernel)), so each part adapts to the other's errors.
 
+With ``budget_minutes`` the run is bounded by training time instead of (or as well as) steps:
+the schedule's progress is whichever of ``step / steps`` and ``elapsed / budget`` is further, so
+the cosine decay and the stage switch land at the end of the budget on any hardware.
+
 Everything needed to resume (weights, optimiser, RNG states, step) is written atomically every
 ``checkpoint_every`` steps; re-running the same command continues where it stopped.
 """
@@ -61,6 +65,8 @@ class TrainConfig:
     lr_patch: int = 32
     batch: int = 16
     steps: int = 4000
+    #: training-time budget in minutes (0: none); progress = max(step/steps, time/budget)
+    budget_minutes: float = 0.0
     restorer_frac: float = 0.75
     stage1_estimator: bool = True  # False: stage 1 trains the Restorer alone (Estimator transferred)
     lr: float = 4e-4
@@ -140,6 +146,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = _device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest kernels
         use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and (
             self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_bf16())))
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
@@ -195,26 +203,39 @@ class Trainer:
 
     def _batch(self):
         cfg, b = self.cfg, self.cfg.batch
-        hr = torch.from_numpy(self.sampler.sample(b))
+        # crops and kernels are drawn on the CPU (numpy RNG: reproducible, resumable); the
+        # degradation runs on the training device
+        hr = torch.from_numpy(self.sampler.sample(b)).to(self.device, non_blocking=True)
         ks, _ = random_gaussian_kernels(b, cfg.kernel_size, setting=cfg.setting,
                                         sigma_range=tuple(cfg.sigma_range), rng=self.rng)
-        ks = torch.from_numpy(ks)
+        ks = torch.from_numpy(ks).to(self.device)
         photons = read = None
         if cfg.noise:
             lo, hi = np.log(cfg.photons_range[0]), np.log(cfg.photons_range[1])
             ph = np.exp(self.rng.uniform(lo, hi, b))
             ph[self.rng.random(b) > cfg.noise_fraction] = 1e9  # effectively noise-free
-            photons = torch.from_numpy(ph.astype(np.float32))
+            photons = torch.from_numpy(ph.astype(np.float32)).to(self.device)
             read = torch.from_numpy(self.rng.uniform(*cfg.read_noise_range, b).astype(np.float32))
+            read = read.to(self.device)
             read[photons > 1e8] = 0
         lr = degrade_torch(hr, ks, cfg.scale, photons=photons, read_noise=read,
                            quantize_bits=8 if not cfg.noise else None)
-        return hr.to(self.device), lr.to(self.device), ks.to(self.device)
+        return hr, lr, ks
 
     # -- schedule ---------------------------------------------------------------------------
-    def _lr_at(self, step: int) -> float:
+    def progress(self, step: int | None = None, elapsed: float | None = None) -> float:
+        """How far through the schedule (0..1): by steps, or by training time if it is further."""
         c = self.cfg
-        t = min(step / max(c.steps, 1), 1.0)
+        step = self.step if step is None else step
+        elapsed = self.elapsed if elapsed is None else elapsed
+        t = step / max(c.steps, 1)
+        if c.budget_minutes > 0:
+            t = max(t, elapsed / (60.0 * c.budget_minutes))
+        return min(t, 1.0)
+
+    def _lr_at(self, step: int | None = None) -> float:
+        c = self.cfg
+        t = self.progress(step)
         return c.lr_min + 0.5 * (c.lr - c.lr_min) * (1 + math.cos(math.pi * t))
 
     def _autocast(self):
@@ -227,7 +248,7 @@ class Trainer:
         hr, lr, ks = self._batch()
         b = hr.shape[0]
         true_code = net.encode(ks.reshape(b, -1))
-        stage = 1 if self.step < cfg.restorer_frac * cfg.steps else 2
+        stage = 1 if self.progress() < cfg.restorer_frac else 2
         with self._autocast():
             if stage == 1:
                 sr = net.restore(lr, true_code)
@@ -254,12 +275,13 @@ class Trainer:
             loss_k = torch.zeros((), device=sr.device)
         loss = loss_sr + 0.1 * loss_k
         for g in self.opt.param_groups:
-            g["lr"] = self._lr_at(self.step)
+            g["lr"] = self._lr_at()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.step += 1
-        return {"loss_sr": loss_sr.item(), "loss_k": loss_k.item(), "stage": stage}
+        # tensors, not floats: reading them (a device sync) waits until the log line
+        return {"loss_sr": loss_sr.detach(), "loss_k": loss_k.detach(), "stage": stage}
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -317,6 +339,7 @@ class Trainer:
 
     def export(self, path: Path, extra: dict | None = None) -> Path:
         """Write the trained network in our checkpoint format with its provenance."""
+        was_training = self.net.training
         net = self.net.float().eval()
         last = next((h for h in reversed(self.history) if "val_psnr" in h), {})
         info = {
@@ -327,7 +350,9 @@ class Trainer:
                 "steps": self.step, "batch": self.cfg.batch, "lr_patch": self.cfg.lr_patch,
                 "train_hours": round(self.elapsed / 3600, 3),
                 "hardware": f"{platform.processor() or platform.machine()}, "
-                            f"{torch.get_num_threads()} threads, {self.device.type}",
+                            f"{torch.get_num_threads()} threads, {self.device.type}"
+                            + (f" ({torch.cuda.get_device_name(self.device)})"
+                               if self.device.type == "cuda" else ""),
                 "date": datetime.now(UTC).strftime("%Y-%m-%d"),
                 "degradation": {"setting": self.cfg.setting,
                                 "sigma_range": list(self.cfg.sigma_range),
@@ -336,7 +361,10 @@ class Trainer:
             },
             "metrics": {"validation": last, **((extra or {}).get("metrics", {}))},
         }
-        return save_checkpoint(path, net, info=info, name=self.cfg.name)
+        try:
+            return save_checkpoint(path, net, info=info, name=self.cfg.name)
+        finally:
+            net.train(was_training)
 
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.PathLike | None = None,
@@ -351,22 +379,25 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
     (tr.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     t_start, t_last = time.time(), time.time()
     acc: list[dict] = []
-    while tr.step < cfg.steps:
+    while tr.progress() < 1.0:
         acc.append(tr.train_step())
         now = time.time()
         tr.elapsed += now - t_last
         t_last = now
-        if tr.step % 25 == 0:
-            rec = {"step": tr.step, "loss_sr": float(np.mean([a["loss_sr"] for a in acc])),
-                   "loss_k": float(np.mean([a["loss_k"] for a in acc])), "stage": acc[-1]["stage"],
-                   "lr": tr._lr_at(tr.step), "hours": round(tr.elapsed / 3600, 4)}
+        done = tr.progress() >= 1.0
+        if tr.step % 25 == 0 or done:
+            rec = {"step": tr.step,
+                   "loss_sr": float(torch.stack([a["loss_sr"] for a in acc]).mean()),
+                   "loss_k": float(torch.stack([a["loss_k"] for a in acc]).float().mean()),
+                   "stage": acc[-1]["stage"], "lr": tr._lr_at(),
+                   "hours": round(tr.elapsed / 3600, 4)}
             acc = []
-            if tr.step % cfg.val_every == 0 or tr.step == cfg.steps:
+            if tr.step % cfg.val_every == 0 or done:
                 rec.update(tr.validate())
                 t_last = time.time()
             tr.history.append(rec)
             log(json.dumps(rec))
-        if tr.step % cfg.checkpoint_every == 0 or tr.step == cfg.steps:
+        if tr.step % cfg.checkpoint_every == 0 or done:
             tr.save_state()
         if max_minutes is not None and (time.time() - t_start) > 60 * max_minutes:
             tr.save_state()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Train the four bundled models from scratch, side by side on one GPU, each for the same
+# training-time budget (the schedule, cosine decay and stage switch, spans the budget).
+#
+#   scripts/train-gpu.sh DATA_DIR OUT_DIR [MINUTES]
+#
+# DATA_DIR is laid out as ../shared/data (train/, microscopy/); OUT_DIR receives NAME.pt and
+# NAME.log for each model. DEVICE=cpu (with a tiny MINUTES) checks the script without a GPU.
+# The recipes (napari-dan train --recipe NAME) say everything else, including the benchmark image
+# left out of the training data.
+set -u
+DATA=${1:?DATA_DIR}; OUT=${2:?OUT_DIR}; MIN=${3:-7}; DEVICE=${DEVICE:-cuda}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+GRAY=("$DATA/train" "$DATA/microscopy/nuclei3d_cells3d.tif" "$DATA/microscopy/Bead_Image1_crop.tif")
+
+run() {
+  local name=$1; shift
+  python3 -m napari_dan.cli train --recipe "$name" --device "$DEVICE" --steps 1000000 \
+    --budget-minutes "$MIN" --threads "${THREADS:-4}" --run-dir "${RUNS:-/tmp/runs}/$name" \
+    --output "$OUT/$name.pt" --data "$@" >"$OUT/$name.log" 2>&1 &
+}
+run dan-x4-rgb "$DATA/train"
+run dan-x2-rgb "$DATA/train"
+run dan-x4-gray "${GRAY[@]}"
+run dan-x2-gray "${GRAY[@]}"
+wait
+for f in "$OUT"/*.log; do echo "== $f"; grep -v '^{"step": [0-9]*[1-9]25,\|^{"step": [0-9]*[1-9]75,' "$f" | tail -n 3; done
