@@ -6,6 +6,7 @@
 #
 # DATA_DIR is laid out as ../shared/data (train/, microscopy/); OUT_DIR receives NAME.pt and
 # NAME.log for each model. DEVICE=cpu (with a tiny MINUTES) checks the script without a GPU.
+# INIT_DIR=DIR continues from DIR/NAME.pt; TRAIN_ARGS adds options (e.g. "--lr 1e-4").
 # The recipes (napari-dan train --recipe NAME) say everything else, including the benchmark image
 # left out of the training data.
 set -u
@@ -18,7 +19,8 @@ run() {
   local name=$1; shift
   python3 -m napari_dan.cli train --recipe "$name" --device "$DEVICE" --steps 1000000 \
     --budget-minutes "$MIN" --threads "${THREADS:-4}" --run-dir "${RUNS:-/tmp/runs}/$name" \
-    --output "$OUT/$name.pt" --data "$@" >"$OUT/$name.log" 2>&1 &
+    --output "$OUT/$name.pt" ${INIT_DIR:+--init-from "$INIT_DIR/$name.pt"} ${TRAIN_ARGS:-} \
+    --data "$@" >"$OUT/$name.log" 2>&1 &
 }
 run dan-x4-rgb "$DATA/train"
 run dan-x2-rgb "$DATA/train"
