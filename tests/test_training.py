@@ -199,3 +199,20 @@ def test_time_budget_bounds_the_schedule(tiny_data, tmp_path):
     assert 0 < steps < 100_000 and recs[-1]["step"] == steps
     assert recs[-1]["stage"] == 2 and recs[-1]["lr"] == pytest.approx(cfg.lr_min)
     assert m.info["provenance"]["train_hours"] * 60 >= 0.03 - 1e-3
+
+
+def test_cli_budget_minutes_ends_and_exports(tiny_data, tmp_path, capsys):
+    from napari_dan import cli
+
+    out = tmp_path / "m.pt"
+    rc = cli.main(["train", "--data", str(tiny_data), "--scale", "2", "--channels", "1", "--nf", "8",
+                   "--nb", "1", "--ng", "1", "--est-nf", "16", "--est-nb", "1", "--batch", "2",
+                   "--lr-patch", "12", "--pca-samples", "500", "--steps", "1000000",
+                   "--budget-minutes", "0.02", "--checkpoint-every", "1000", "--val-every", "1000",
+                   "--bf16", "off", "--threads", "1", "--run-dir", str(tmp_path / "run"),
+                   "--output", str(out)])
+    assert rc == 0 and out.is_file()
+    m = napari_dan.load_model(out)
+    cfg = m.info["provenance"]["config"]
+    assert cfg["budget_minutes"] == 0.02 and 0 < m.info["provenance"]["steps"] < 1_000_000
+    assert m.in_channels == 1 and m.scale == 2
