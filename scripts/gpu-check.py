@@ -51,7 +51,8 @@ def main(models: list[str]) -> int:
                       flush=True)
         if model.in_channels == 3:
             napari_dan.super_resolve(big[:128, :128], model, device=dev)  # warm-up
-            torch.cuda.synchronize() if dev == "cuda" else None
+            if dev == "cuda":
+                torch.cuda.synchronize()
             t = time.perf_counter()
             r = napari_dan.super_resolve(big, model, device=dev)
             dt = time.perf_counter() - t

@@ -216,3 +216,13 @@ def test_cli_budget_minutes_ends_and_exports(tiny_data, tmp_path, capsys):
     cfg = m.info["provenance"]["config"]
     assert cfg["budget_minutes"] == 0.02 and 0 < m.info["provenance"]["steps"] < 1_000_000
     assert m.in_channels == 1 and m.scale == 2
+
+
+def test_negative_budget_is_a_clear_error(tiny_data, tmp_path, capsys):
+    from napari_dan import cli
+
+    with pytest.raises(ValueError, match="budget_minutes"):
+        train(_cfg(tiny_data, budget_minutes=-1), tmp_path / "n", log=lambda m: None)
+    rc = cli.main(["train", "--data", str(tiny_data), "--budget-minutes", "-5",
+                   "--run-dir", str(tmp_path / "n2")])
+    assert rc == 2 and "budget_minutes" in capsys.readouterr().err

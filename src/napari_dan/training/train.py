@@ -141,6 +141,9 @@ class Trainer:
     """Holds the state of one run; see :func:`train`."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, log=print):
+        if cfg.budget_minutes < 0 or cfg.steps < 1:
+            raise ValueError(f"steps must be >= 1 and budget_minutes >= 0 (0: no time budget), got "
+                             f"{cfg.steps} and {cfg.budget_minutes}")
         self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
@@ -223,19 +226,17 @@ class Trainer:
         return hr, lr, ks
 
     # -- schedule ---------------------------------------------------------------------------
-    def progress(self, step: int | None = None, elapsed: float | None = None) -> float:
+    def progress(self) -> float:
         """How far through the schedule (0..1): by steps, or by training time if it is further."""
         c = self.cfg
-        step = self.step if step is None else step
-        elapsed = self.elapsed if elapsed is None else elapsed
-        t = step / max(c.steps, 1)
+        t = self.step / max(c.steps, 1)
         if c.budget_minutes > 0:
-            t = max(t, elapsed / (60.0 * c.budget_minutes))
+            t = max(t, self.elapsed / (60.0 * c.budget_minutes))
         return min(t, 1.0)
 
-    def _lr_at(self, step: int | None = None) -> float:
+    def _lr_at(self) -> float:
         c = self.cfg
-        t = self.progress(step)
+        t = self.progress()
         return c.lr_min + 0.5 * (c.lr - c.lr_min) * (1 + math.cos(math.pi * t))
 
     def _autocast(self):
@@ -388,7 +389,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
         if tr.step % 25 == 0 or done:
             rec = {"step": tr.step,
                    "loss_sr": float(torch.stack([a["loss_sr"] for a in acc]).mean()),
-                   "loss_k": float(torch.stack([a["loss_k"] for a in acc]).float().mean()),
+                   "loss_k": float(torch.stack([a["loss_k"] for a in acc]).mean()),
                    "stage": acc[-1]["stage"], "lr": tr._lr_at(),
                    "hours": round(tr.elapsed / 3600, 4)}
             acc = []
