@@ -6,12 +6,18 @@
 #
 # DATA_DIR is laid out as ../shared/data (train/, microscopy/); OUT_DIR receives NAME.pt and
 # NAME.log for each model. DEVICE=cpu (with a tiny MINUTES) checks the script without a GPU.
-# INIT_DIR=DIR continues from DIR/NAME.pt; TRAIN_ARGS adds options (e.g. "--lr 1e-4").
+# INIT_DIR=DIR continues from DIR/NAME.pt; TRAIN_ARGS adds options (e.g. "--lr 1e-4"). Existing
+# models in OUT_DIR are not replaced unless FORCE=1.
 # The recipes (napari-dan train --recipe NAME) say everything else, including the benchmark image
 # left out of the training data.
 set -u
 DATA=${1:?DATA_DIR}; OUT=${2:?OUT_DIR}; MIN=${3:-7}; DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
+for name in dan-x4-rgb dan-x2-rgb dan-x4-gray dan-x2-gray; do
+  if [ -e "$OUT/$name.pt" ] && [ -z "${FORCE:-}" ]; then
+    echo "error: $OUT/$name.pt exists; use another OUT_DIR or FORCE=1 to replace it" >&2; exit 2
+  fi
+done
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 GRAY=("$DATA/train" "$DATA/microscopy/nuclei3d_cells3d.tif" "$DATA/microscopy/Bead_Image1_crop.tif")
 
