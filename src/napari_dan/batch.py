@@ -30,10 +30,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import DanError, InputError
+from .engine.normalize import analyse
+from .errors import DanError, InputError, UsageError, clean_message
 from .io import (
+    OutputLock,
     StackWriter,
+    file_fingerprint,
     open_tiff,
+    read_kernels,
     read_tiff,
     scaled_metadata,
     tiff_stem,
@@ -64,6 +68,7 @@ class FileResult:
     fwhm_physical: float | None = None
     unit: str | None = None
     message: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -198,6 +203,10 @@ def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
     """
     p = Path(path)
     note = []
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory; pass the PSF file (TIFF or .npy)")
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
     try:
         if p.suffix.lower() == ".npy":
             k = np.load(p, allow_pickle=False)
@@ -205,8 +214,10 @@ def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
         else:
             k, meta = read_tiff(p)
             px, pu = meta.spatial_pixel_size()
+    except InputError:
+        raise
     except (OSError, ValueError) as e:
-        raise InputError(f"{p}: cannot read the PSF ({e})") from None
+        raise InputError(f"{p}: cannot read the PSF ({clean_message(e, 200)})") from None
     k = np.asarray(k, dtype=np.float64)
     k = np.squeeze(k)
     if k.ndim == 3:
@@ -219,6 +230,9 @@ def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
         raise InputError(f"{p}: the PSF has no positive finite values")
     k = np.clip(k - np.median(np.concatenate([k[0], k[-1], k[:, 0], k[:, -1]])), 0, None) \
         if min(k.shape) >= 5 else np.clip(k, 0, None)  # remove a flat background
+    if not k.sum() > 0:
+        raise InputError(f"{p}: the PSF is flat: nothing in it rises above its border "
+                         f"(shape {k.shape}); a PSF is a peak on a dark background")
     if px and hr_pixel_size and pu == unit and abs(px / hr_pixel_size - 1) > 0.01:
         from skimage.transform import rescale
 
@@ -301,18 +315,64 @@ def _centers_doc(mode: str) -> str:
             }.get(mode, "centre of the array (looped axes..., y, x)")
 
 
+def _input_record(src: Path, series: int) -> dict:
+    st = src.stat()
+    return {"name": src.name, "path": str(src.resolve()), "size": st.st_size,
+            "modified": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.st_mtime)),
+            "fingerprint": file_fingerprint(src), "series": series}
+
+
+def _describe_difference(old: dict, new: dict) -> str | None:
+    """Why an existing output's record does not match what this run would produce (None: it
+    does)."""
+    oi, ni = old.get("input", {}), new["input"]
+    if oi.get("fingerprint") != ni["fingerprint"]:
+        where = oi.get("path") or oi.get("name") or "another file"
+        return f"it was made from another input ({where}, {oi.get('size', '?')} bytes)"
+    if oi.get("series", 0) != ni["series"]:
+        return f"it was made from series {oi.get('series', 0)} of this input"
+    om, nm = old.get("model", {}), new["model"]
+    if om.get("fingerprint") != nm["fingerprint"]:
+        return f"it was made by another model ({om.get('name', '?')})"
+    oo, no = old.get("options", {}), new["options"]
+    diff = [f"{k} {oo.get(k)!r} -> {v!r}" for k, v in no.items() if oo.get(k) != v]
+    if diff:
+        return "it was made with other options (" + ", ".join(diff) + ")"
+    return None
+
+
+def _existing_output(out_img: Path, out_ker: Path, record: dict) -> tuple[str, str]:
+    """("skipped", why) when ``out_img`` is what this run would write, else ("failed", why)."""
+    hint = "use --overwrite to replace it, or another --output-dir"
+    try:
+        _, info = read_kernels(out_ker)
+        old = info.get("produced_by")
+    except (InputError, OSError):
+        old = None
+    if not isinstance(old, dict):
+        return "failed", (f"{out_img} exists but there is no record of what produced it "
+                          f"({out_ker.name} is missing or was written by an older napari-dan); "
+                          f"not replaced: {hint}")
+    why = _describe_difference(old, record)
+    if why is None:
+        return "skipped", f"{out_img} exists, made from this input with the same model and options"
+    return "failed", f"{out_img} exists and {why}; not replaced: {hint}"
+
+
 def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: DanModel, *,
                  kernel_mode: str = "global", psf: str | os.PathLike | None = None,
                  tile_size: int | str = "auto", device: str = "auto",
                  precision: str = "auto", channel_axis: int | str | None = None,
-                 overwrite: bool = False, inputs: Sequence[Path] = (), runner=None,
+                 series: int | None = None, overwrite: bool = False,
+                 inputs: Sequence[Path] = (), runner=None,
                  on_start: Callable[[int, str], Any] | None = None,
                  on_plane: Callable[[], Any] | None = None,
                  progress: Callable[[int, int], Any] | None = None) -> FileResult:
     """Super-resolve one TIFF into ``output_dir`` (see the module docstring).
 
-    Errors about this file (unreadable, unsupported, bad option for it) come back as a failed
-    :class:`FileResult`; ``KeyboardInterrupt`` propagates after the partial files are removed.
+    Errors about this file (unreadable, unsupported, bad option for it, its output busy or made
+    from something else) come back as a failed :class:`FileResult`; ``KeyboardInterrupt`` (and
+    :class:`~napari_dan.errors.Terminated`) propagate after the partial files are removed.
 
     Parameters
     ----------
@@ -323,6 +383,9 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
     kernel_mode, psf, tile_size, device, precision, channel_axis
         As for the CLI options of the same names; ``channel_axis`` indexes the file's axes (or is
         a letter such as ``"C"``).
+    series
+        Which image series of a multi-series file (None: the first, with a warning when there
+        are more).
     overwrite
         Replace an existing output instead of skipping the file.
     inputs
@@ -336,8 +399,14 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
     t0 = time.perf_counter()
     result = FileResult(src, "failed")
     try:
-        with open_tiff(src) as stack:
+        with open_tiff(src, series=series or 0) as stack:
             meta = stack.meta
+            if series is None and meta.series_count > 1:
+                result.warnings.append(
+                    f"{src.name} holds {meta.series_count} image series "
+                    f"({', '.join('x'.join(map(str, sh)) for sh in meta.series_shapes[:4])}"
+                    f"{', ...' if meta.series_count > 4 else ''}); only series 0 was processed "
+                    "(choose another with --series N)")
             s = model.scale
             out_img, out_ker = output_paths(src, output_dir, s, ome=meta.kind == "ome")
             result.output, result.kernel_output = out_img, out_ker
@@ -346,43 +415,57 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                         or out_ker.resolve() == Path(other).resolve():
                     raise InputError(f"its output {out_img.name} would replace the input "
                                      f"{Path(other).name}; choose another --output-dir")
-            if out_img.exists() and not overwrite:
-                result.status, result.message = "skipped", f"{out_img} exists (use --overwrite)"
-                return result
             ch = _channel_axis(meta.axes, meta.shape, channel_axis)
             layout = stack.layout(ch)  # checks the channel axis against the page structure
+            analyse(stack.array(), ch, model.in_channels, s)  # dtype and shape, before writing
             out_meta = scaled_metadata(meta, s)
             hr_px, unit = out_meta.spatial_pixel_size()
             kernel = psf_note = None
             if psf is not None:
                 kernel, psf_note = load_psf(psf, hr_px, unit)
-            if on_start is not None:
-                on_start(layout.n_blocks, src.name)
+            record = {"input": _input_record(src, meta.series),
+                      "model": {"name": model.name, "fingerprint": model.fingerprint},
+                      # what decides the result; the "run" settings change speed and memory
+                      # (and pixels by at most about a grey level), so a re-run may differ there
+                      "options": {"scale": s, "kernel_mode": kernel_mode,
+                                  "psf": file_fingerprint(psf) if psf is not None else None,
+                                  "channel_axis": ch},
+                      "run": {"tile_size": tile_size, "precision": precision, "device": device,
+                              "napari_dan": __version__}}
             Path(output_dir).mkdir(parents=True, exist_ok=True)
-            with StackWriter(out_img, out_meta, layout.scaled(s)) as writer:
-                opts = dict(channel_axis=ch, tile_size=tile_size, kernel_mode=kernel_mode,
-                            kernel=kernel, device=device, precision=precision)
-                if runner is None:
-                    from .engine import super_resolve
+            with OutputLock(out_img) as lock:  # OutputBusy when another run writes it now
+                if out_img.exists() and not overwrite:
+                    result.status, result.message = _existing_output(out_img, out_ker, record)
+                    return result
+                lock.clean_stale_partials()
+                if on_start is not None:
+                    on_start(layout.n_blocks, src.name)
+                with StackWriter(out_img, out_meta, layout.scaled(s)) as writer:
+                    opts = dict(channel_axis=ch, tile_size=tile_size, kernel_mode=kernel_mode,
+                                kernel=kernel, device=device, precision=precision)
+                    if runner is None:
+                        from .engine import super_resolve
 
-                    res = super_resolve(stack.array(), model, progress=progress,
-                                        out=_PlaneCounter(writer, on_plane), **opts)
-                else:
-                    res = runner.super_resolve(stack.array(), out=writer,
-                                               on_plane=lambda d, n: on_plane and on_plane(),
-                                               **opts)
-                info = _kernel_info(res, model, src, kernel_mode, meta, hr_px, unit, psf_note)
-                write_kernels(out_ker, res.kernels if len(res.kernels) > 1 else res.kernel,
-                              info, hr_px, unit)
-                writer.commit()  # the image is renamed last: it existing means the file is done
+                        res = super_resolve(stack.array(), model, progress=progress,
+                                            out=_PlaneCounter(writer, on_plane), **opts)
+                    else:
+                        res = runner.super_resolve(stack.array(), out=writer,
+                                                   on_plane=lambda d, n: on_plane and on_plane(),
+                                                   **opts)
+                    info = _kernel_info(res, model, src, kernel_mode, meta, hr_px, unit,
+                                        psf_note)
+                    info["produced_by"] = record
+                    write_kernels(out_ker, res.kernels if len(res.kernels) > 1 else res.kernel,
+                                  info, hr_px, unit)
+                    writer.commit()  # the image is renamed last: it existing means it is done
             st = res.kernel_stats if hr_px is None else kernel_stats(res.kernel, hr_px, unit)
             result.status, result.planes = "done", layout.n_blocks
             result.fwhm, result.fwhm_physical, result.unit = st.fwhm, st.fwhm_physical, unit
             result.message = st.summary()
     except DanError as e:
-        result.message = str(e)
+        result.message = clean_message(e)
     except (OSError, ValueError, MemoryError) as e:
-        result.message = f"{type(e).__name__}: {e}"
+        result.message = clean_message(f"{type(e).__name__}: {e}")
     finally:
         result.seconds = time.perf_counter() - t0
     return result
@@ -392,11 +475,27 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
 # many files
 
 
+def _usable_output_dir(output_dir: str | os.PathLike) -> Path:
+    """The output folder, created if needed; :class:`UsageError` when it cannot be written."""
+    out_dir = Path(output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--output-dir {out_dir} exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".napari-dan-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--output-dir {out_dir} cannot be written ({e.strerror or e})") from None
+    return out_dir
+
+
 def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
               model: str | os.PathLike | DanModel, *, kernel_mode: str = "global",
               psf: str | os.PathLike | None = None, tile_size: int | str = "auto",
               device: str = "auto", precision: str = "auto",
-              channel_axis: int | str | None = None, overwrite: bool = False,
+              channel_axis: int | str | None = None, series: int | None = None,
+              overwrite: bool = False,
               scheduler: str | None = None, workers: int | None = None,
               quiet: bool = False, log: Callable[[str], Any] | None = None) -> BatchSummary:
     """Super-resolve every input TIFF into ``output_dir``; see :mod:`napari_dan.batch`.
@@ -413,6 +512,9 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
         "global" (one kernel per file), "per-plane" or "per-tile".
     psf
         A measured PSF file: non-blind, no kernel estimation.
+    series
+        Which image series of multi-series files (None: the first, with a warning per file
+        that has more).
     scheduler, workers
         Process the planes on a dask.distributed cluster: the address of a running scheduler,
         or the number of local worker processes to start.
@@ -435,20 +537,31 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
 
     t0 = time.perf_counter()
     if kernel_mode not in KERNEL_MODES:
-        raise InputError(f"unknown kernel mode {kernel_mode!r}; use one of "
+        raise UsageError(f"unknown kernel mode {kernel_mode!r}; use one of "
                          f"{', '.join(KERNEL_MODES)}")
     if scheduler and workers:
-        raise InputError("use either --scheduler or --workers, not both")
+        raise UsageError("use either --scheduler or --workers, not both")
+    if series is not None and (isinstance(series, bool) or not isinstance(series, int)
+                               or series < 0):
+        raise UsageError(f"--series must be a whole number >= 0, got {series!r}")
     if not (scheduler or workers):  # a cluster resolves the device on each worker
         from .engine import resolve_device
 
-        resolve_device(device)  # a missing GPU is one message, not one failure per file
+        try:
+            resolve_device(device)  # a missing GPU is one message, not one failure per file
+        except InputError as e:
+            raise UsageError(str(e)) from None
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise UsageError(f"--output-dir {output_dir} exists and is not a directory")
+    if psf is not None:  # a bad PSF is one message, not one failure per file
+        try:
+            load_psf(psf)
+        except InputError as e:
+            raise UsageError(f"--psf {e}") from None
     files, problems = expand_inputs(inputs)
     loaded = load_model(model)
+    out_dir = _usable_output_dir(output_dir)
     summary = BatchSummary(results=list(problems), model=f"{loaded.name} (x{loaded.scale})")
-    out_dir = Path(output_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--output-dir {out_dir} exists and is not a directory")
     # two inputs with the same stem would write the same output: the later one is refused
     claimed: dict[Path, Path] = {}
     todo = []
@@ -500,11 +613,14 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
         for f in todo:
             r = process_file(f, out_dir, loaded, kernel_mode=kernel_mode, psf=psf,
                              tile_size=tile_size, device=device, precision=precision,
-                             channel_axis=channel_axis, overwrite=overwrite, inputs=files,
+                             channel_axis=channel_axis, series=series, overwrite=overwrite,
+                             inputs=files,
                              runner=runner, on_start=on_start, on_plane=planes_bar.update,
                              progress=progress)
             summary.results.append(r)
             files_bar.update(1)
+            for w in r.warnings:
+                warn(f"warning: {w}")
             if not quiet:
                 if r.status == "done":
                     write(f"{f.name} -> {r.output.name}: {r.planes} plane(s), "

@@ -2,28 +2,32 @@
 where :mod:`napari_dan.training.cli` provides them). Documentation: docs/cli.md.
 
 Exit codes: 0 success (skipped files count as success), 1 some file or step failed,
-2 bad usage, 130 interrupted with Ctrl-C (completed files are kept, nothing half-written remains).
+2 bad usage (a bad option or argument: nothing was processed), 130 interrupted with Ctrl-C,
+143 stopped by SIGTERM (129 SIGHUP); completed files are kept, nothing half-written remains.
+Errors are one line on stderr (``napari-dan: error: ...``); ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import DanError, UnknownModelError
+from .errors import DanError, Terminated, UnknownModelError, UsageError, clean_message
 
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _err(msg: str) -> None:
-    print(f"napari-dan: error: {msg}", file=sys.stderr)
+def _err(msg: object) -> None:
+    print(f"napari-dan: error: {clean_message(msg, 2000)}", file=sys.stderr)
 
 
 def _tile_size(v: str) -> int | str:
@@ -48,6 +52,16 @@ def _channel_axis(v: str) -> int | str:
                                          f"letter (e.g. C), got {v!r}") from None
 
 
+def _series(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a series number (0, 1, ...), got {v!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
+
+
 def _positive(v: str) -> int:
     try:
         n = int(v)
@@ -70,7 +84,7 @@ def _cmd_super_resolve(args: argparse.Namespace) -> int:
     summary = run_batch(args.inputs, args.output_dir, model, kernel_mode=args.kernel_mode,
                         psf=args.psf, tile_size=args.tile_size, device=args.device,
                         precision=args.precision, channel_axis=args.channel_axis,
-                        overwrite=args.overwrite, scheduler=args.scheduler,
+                        series=args.series, overwrite=args.overwrite, scheduler=args.scheduler,
                         workers=args.workers, quiet=args.quiet)
     if not args.quiet or summary.failed:
         print(summary.text(), file=sys.stderr if summary.failed else sys.stdout)
@@ -268,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Blind super-resolution with DAN: batch-process TIFF stacks, list models, "
                     "run the demo. Documentation: docs/cli.md.")
     p.add_argument("--version", action="version", version=f"napari-dan {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show tracebacks and the TIFF library's log messages")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -298,8 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--channel-axis", type=_channel_axis, metavar="N",
                     help="axis of the file that holds channels (index or letter such as C); "
                          "default: RGB samples (S), else C")
+    sr.add_argument("--series", type=_series, metavar="N",
+                    help="image series of multi-series TIFFs to process (default: the first, "
+                         "with a warning when a file has more)")
     sr.add_argument("--overwrite", action="store_true",
-                    help="replace existing outputs instead of skipping their inputs")
+                    help="replace existing outputs; without it an output made from the same "
+                         "input, model and options is skipped and any other is refused")
     cl = sr.add_mutually_exclusive_group()
     cl.add_argument("--scheduler", metavar="ADDRESS",
                     help="process planes on a running dask.distributed cluster "
@@ -333,22 +353,78 @@ def build_parser() -> argparse.ArgumentParser:
         training_cli = None
     if training_cli is not None and hasattr(training_cli, "register"):
         training_cli.register(sub)
+    for sp in sub.choices.values():  # also accepted after the subcommand
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and the TIFF library's log messages")
     return p
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> dict:
+    """SIGTERM (and SIGHUP) unwind like Ctrl-C, so partial files are removed on the way out;
+    returns the previous handlers. Only in the main thread (signal's rule)."""
+    old = {}
+    if _in_main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, _raise_terminated)
+    return old
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-dan`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    tiff_log = logging.getLogger("tifffile")
+    quiet_tiff = not args.debug and not tiff_log.handlers
+    if quiet_tiff:  # tifffile logs every oddity of a file; our own message says what matters
+        tiff_log.addHandler(logging.NullHandler())
+        tiff_log.propagate = False
+    old_handlers = _install_signal_handlers()
     try:
         return int(args.func(args) or 0)
+    except Terminated as e:
+        print(f"\nnapari-dan: stopped by {signal.Signals(e.signum).name}; completed outputs are "
+              "kept and no partial file remains. Run the same command again to continue.",
+              file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("\nnapari-dan: interrupted; completed outputs are kept and no partial file "
               "remains. Run the same command again to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except UsageError as e:
+        if args.debug:
+            raise
+        _err(e)
+        return EXIT_USAGE
     except DanError as e:
-        _err(str(e))
+        if args.debug:
+            raise
+        _err(e)
         return EXIT_FAILED
+    except Exception as e:  # noqa: BLE001  (a bug or an unforeseen failure: one line, not a dump)
+        if args.debug:
+            raise
+        _err(f"unexpected {type(e).__name__}: {e} (run again with --debug for the traceback, "
+             "and please report it)")
+        return EXIT_FAILED
+    finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        if quiet_tiff:
+            tiff_log.propagate = True
+            for h in [h for h in tiff_log.handlers if isinstance(h, logging.NullHandler)]:
+                tiff_log.removeHandler(h)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import Cancelled, InputError
+from ..errors import Cancelled, DanError, InputError
 from ..model import DanModel, load_model
 from ..model.kernels import KernelStats, kernel_stats
 from . import kernels as km
@@ -105,8 +105,13 @@ class _Runner:
             t = self._tensor(x)
             srs, kernels, codes = self.net.forward_all(t)
             code = codes[-2] if len(codes) > 1 else self.net.initial_code(t.shape[0])
-            return (srs[-1].float().cpu().numpy(), kernels[-1].float().cpu().numpy(),
-                    code.float().cpu().numpy())
+            kernel = kernels[-1].float().cpu().numpy()
+            if not np.all(np.isfinite(kernel)) or not np.all(np.clip(kernel, 0, None).reshape(
+                    kernel.shape[0], -1).sum(1) > 0):
+                raise DanError("the network produced no usable kernel on this image (NaN, Inf or "
+                               f"nothing positive, in {self.precision.name}); "
+                               "try precision='fp32', or check the image's values")
+            return srs[-1].float().cpu().numpy(), kernel, code.float().cpu().numpy()
 
     def restore(self, x: np.ndarray, code: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), autocast(self.device, self.precision):
@@ -183,6 +188,17 @@ def _resolve_model(model) -> DanModel:
     if isinstance(model, DanModel):
         return model
     return load_model(model)
+
+
+def _as_array(image):
+    """Arrays (numpy, dask, zarr, TiffArray) as they are; nested lists and the like as numpy."""
+    if all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__")):
+        return image
+    try:
+        return np.asarray(image)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"cannot use a {type(image).__name__} as an image ({e}); pass a numpy, "
+                         "dask or zarr array") from None
 
 
 def _check_tile_args(tile_size, tile_overlap) -> None:
@@ -310,6 +326,10 @@ class Plan:
                              f"shape with both spatial axes x{lay.scale})")
         if np.dtype(getattr(out, "dtype", None)) != lay.dtype:
             raise InputError(f"out has dtype {out.dtype}, expected {lay.dtype} (the input's)")
+        flags = getattr(out, "flags", None)
+        if flags is not None and not getattr(flags, "writeable", True):
+            raise InputError("out is read-only (a numpy array with writeable=False, or a memmap "
+                             "opened with mode='r'); pass a writable array")
 
     def attach(self, model: DanModel | str) -> Plan:
         """A copy of the plan that runs ``model`` here: device and precision are resolved again
@@ -372,6 +392,7 @@ def _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, ke
     """The plan without any kernel estimation (that needs progress reporting of its own)."""
     started = time.perf_counter()
     model = _resolve_model(model)
+    image = _as_array(image)
     if kernel_mode not in km.KERNEL_MODES:
         raise InputError(f"unknown kernel_mode {kernel_mode!r}; use one of "
                          f"{', '.join(km.KERNEL_MODES)}")
@@ -719,7 +740,12 @@ def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kerne
 
         part = yield from _restore_plane_iter(plan, lead, None, prog, batch=x, on_retry=on_retry)
         t0 = time.perf_counter()
-        result[lay.plane_index(lead)] = part.plane
+        try:
+            result[lay.plane_index(lead)] = part.plane
+        except (ValueError, TypeError, PermissionError) as e:
+            if out is None:
+                raise
+            raise InputError(f"cannot write into out ({type(e).__name__}: {e})") from None
         part.plane = None  # written; only its kernels are kept
         part.restore_s += time.perf_counter() - t0
         prog.planes_written += 1

@@ -24,8 +24,12 @@ Values
   percentiles are computed once for the whole array (from up to 8 evenly spaced planes, each
   subsampled to about 1 Mpx), jointly over RGB channels and per channel for multichannel data,
   so every plane of a stack gets the same map (no flicker). The map is inverted on the output.
-- Output dtype = input dtype: integers are rounded and clipped to their range, float16 clipped to
-  its finite range, other floats keep the (un-normalised) scale.
+- Output dtype = input dtype: integers are rounded and clipped to their range (64-bit ones
+  exactly to their maximum), floats clipped to their dtype's finite range, so an output never
+  holds Inf. Network inputs are limited to +-1e6 times the percentile range (``UNIT_LIMIT``):
+  only a value a million times brighter than the image's 99.9th percentile is affected, and
+  it keeps the network's arithmetic finite. Values near float32's limit (1e30 and beyond) are
+  mapped in float64.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ __all__ = ["Layout", "analyse", "Normalisation", "compute_normalisation", "LOW_P
            "HIGH_PERCENTILE", "MIN_SIDE"]
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 99.9
+#: network inputs are limited to this many times the 0.1-99.9 percentile range (a few extreme
+#: values, e.g. 3e38 in a float image, would otherwise overflow inside the network)
+UNIT_LIMIT = 1e6
+#: values or ranges beyond this are mapped in float64 (float32 would overflow near 3.4e38)
+WIDE_VALUES = 1e30
 MIN_SIDE = 4  # below this a "spatial" axis is almost certainly not one
 
 
@@ -199,14 +208,30 @@ class Normalisation:
     hi: np.ndarray
     method: str
 
+    @property
+    def wide(self) -> bool:
+        """True when the values are too large for float32 arithmetic (near float32's limit):
+        the affine map is then computed in float64."""
+        return bool(max(np.max(np.abs(self.lo)), np.max(np.abs(self.hi)),
+                        np.max(self.hi - self.lo)) > WIDE_VALUES)
+
     def to_unit(self, hwc: np.ndarray) -> np.ndarray:
+        """Raw (H, W, C) -> float32 network units, limited to +-:data:`UNIT_LIMIT`."""
         c = hwc.shape[-1]
-        lo = self.lo[:c].astype(np.float32)
-        return (hwc.astype(np.float32) - lo) * (1 / (self.hi[:c] - self.lo[:c])).astype(np.float32)
+        if self.wide:
+            u = ((hwc.astype(np.float64) - self.lo[:c]) / (self.hi[:c] - self.lo[:c])
+                 ).astype(np.float32)
+        else:
+            lo = self.lo[:c].astype(np.float32)
+            u = (hwc.astype(np.float32) - lo) * (1 / (self.hi[:c] - self.lo[:c])).astype(np.float32)
+        return np.clip(u, -UNIT_LIMIT, UNIT_LIMIT, out=u)
 
     def from_unit(self, hwc: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Inverse map and cast; works in place on a float32 ``hwc`` (an HR plane is large)."""
         c = hwc.shape[-1]
+        if self.wide:
+            x = hwc.astype(np.float64) * (self.hi[:c] - self.lo[:c]) + self.lo[:c]
+            return cast(x, dtype, inplace=True)
         x = hwc if hwc.dtype == np.float32 else hwc.astype(np.float32)
         x *= (self.hi[:c] - self.lo[:c]).astype(np.float32)
         x += self.lo[:c].astype(np.float32)
@@ -217,7 +242,7 @@ class Normalisation:
 
 
 def cast(x: np.ndarray, dtype: np.dtype, inplace: bool = False) -> np.ndarray:
-    """Round and clip to an integer dtype's range, or clip to float16's finite range.
+    """Round and clip to an integer dtype's range, or clip to a float dtype's finite range.
 
     ``inplace=True`` lets the rounding and clipping overwrite ``x`` (saves two copies)."""
     dtype = np.dtype(dtype)
@@ -228,18 +253,24 @@ def cast(x: np.ndarray, dtype: np.dtype, inplace: bool = False) -> np.ndarray:
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         np.rint(x, out=x)
+        top = float(info.max)
+        if int(top) > info.max:  # (u)int64: the float nearest the maximum is above it
+            over = x >= top
+            np.clip(x, info.min, np.nextafter(top, 0), out=x)
+            out = x.astype(dtype)
+            out[over] = info.max
+            return out
         np.clip(x, info.min, info.max, out=x)
         return x.astype(dtype)
-    if dtype == np.float16:
-        f = np.finfo(np.float16)
-        np.clip(x, f.min, f.max, out=x)
+    f = np.finfo(dtype)  # values beyond the dtype's range would become (or stay) inf
+    np.clip(x, f.min, f.max, out=x)
     return x.astype(dtype, copy=False)
 
 
 def check_finite(hwc: np.ndarray, where: str) -> None:
     if np.issubdtype(hwc.dtype, np.floating) and not np.all(np.isfinite(hwc)):
-        raise InputError(f"the image contains NaN or Inf values ({where}); replace them "
-                         "(e.g. numpy.nan_to_num) before super-resolving")
+        raise InputError(f"the image contains NaN or Inf values{f' ({where})' if where else ''}; "
+                         "replace them (e.g. numpy.nan_to_num) before super-resolving")
 
 
 def compute_normalisation(read_plane, layout: Layout) -> Normalisation:
@@ -265,9 +296,12 @@ def compute_normalisation(read_plane, layout: Layout) -> Normalisation:
         lo = np.percentile(data, LOW_PERCENTILE, axis=0)
         hi = np.percentile(data, HIGH_PERCENTILE, axis=0)
         how = "per channel"
+    if not np.all(np.isfinite(hi - lo)):
+        raise InputError("the image's values span more than float64 can hold (from "
+                         f"{float(np.min(lo)):.3g} to {float(np.max(hi)):.3g}); rescale it first")
     # a flat image (or channel) would divide by zero: give it a unit range instead
     flat = (hi - lo) <= 1e-12 * np.maximum(np.abs(hi), 1)
-    hi = np.where(flat, lo + 1, hi)
+    hi = np.where(flat, lo + np.maximum(1, np.abs(lo) * 2.0**-20), hi)  # lo + 1 == lo beyond 2**53
     return Normalisation(lo.astype(np.float64), hi.astype(np.float64),
                          f"percentiles {LOW_PERCENTILE}/{HIGH_PERCENTILE} -> 0/1 ({how}, whole "
                          "array)")

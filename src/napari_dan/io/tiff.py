@@ -27,6 +27,7 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError
+from .outputs import partial_path
 
 __all__ = ["TiffMeta", "TiffStack", "TiffArray", "BlockLayout", "StackWriter", "open_tiff",
            "read_metadata", "read_tiff", "write_tiff", "write_kernels", "read_kernels",
@@ -80,6 +81,10 @@ class TiffMeta:
         The ImageJ metadata, kept to be written back (empty for other kinds).
     ome : dict
         OME Pixels attributes kept to be written back (empty for other kinds).
+    series : int
+        Which image series of the file this is (0 unless asked for another).
+    series_shapes : list of tuple
+        Shapes of all the file's image series (more than one: a multi-series file).
     """
 
     shape: tuple[int, ...]
@@ -95,6 +100,13 @@ class TiffMeta:
     resolution_unit: int = 1
     imagej: dict = field(default_factory=dict)
     ome: dict = field(default_factory=dict)
+    series: int = 0
+    series_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+    @property
+    def series_count(self) -> int:
+        """How many image series the file holds (this metadata describes ``series``)."""
+        return max(1, len(self.series_shapes))
 
     @property
     def nbytes(self) -> int:
@@ -167,13 +179,24 @@ def read_metadata(path: str | os.PathLike) -> TiffMeta:
 class TiffStack:
     """An open TIFF series read block by block; use :func:`open_tiff` (a context manager)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, series: int = 0):
         self.path = Path(path)
         try:
             self._tif = tifffile.TiffFile(self.path)
-            series = self._tif.series[0]
-            self._series = series
-            self.meta = self._parse(self._tif, series)
+            all_series = self._tif.series
+            if not all_series:
+                raise ValueError("the file holds no image")
+            n = len(all_series)
+            if isinstance(series, bool) or not isinstance(series, (int, np.integer)) \
+                    or not -n <= series < n:
+                raise InputError(f"{self.path}: has {n} image series (0 to {n - 1}); "
+                                 f"series {series!r} does not exist")
+            series = int(series) % n
+            self._series = all_series[series]
+            self.meta = self._parse(self._tif, self._series)
+            self.meta.series = series
+            self.meta.series_shapes = [tuple(int(v) for v in s.shape) for s in all_series]
+            series = self._series
             page0 = series.pages[0] if len(series.pages) else None
             if page0 is None:
                 raise ValueError("the first image has no pages")
@@ -183,6 +206,13 @@ class TiffStack:
             # and it also covers ImageJ files over 4 GB that store only their first IFD
             off = series.dataoffset
             self._offset = int(off) if off is not None else None
+            if self._offset is not None:  # a header may claim more data than the file holds
+                need = self._offset + self.meta.nbytes
+                have = os.path.getsize(self.path)
+                if need > have:
+                    raise InputError(f"{self.path}: not a readable TIFF (its header describes "
+                                     f"{need:,} bytes of image data but the file has {have:,}; "
+                                     "truncated or damaged)")
             self._file_dtype = np.dtype(self.meta.dtype).newbyteorder(self._tif.byteorder)
             self._fd = os.open(self.path, os.O_RDONLY) if self._offset is not None else None
         except InputError:
@@ -362,8 +392,11 @@ class TiffArray:
         return f"TiffArray({self._stack.path.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
-def open_tiff(path: str | os.PathLike) -> TiffStack:
-    """Open a TIFF for block-wise reading (use as ``with open_tiff(p) as stack:``).
+def open_tiff(path: str | os.PathLike, series: int = 0) -> TiffStack:
+    """Open one image series of a TIFF for block-wise reading (``with open_tiff(p) as stack:``).
+
+    ``series`` picks the image series of a multi-series file (``stack.meta.series_count`` says
+    how many there are).
 
     Raises
     ------
@@ -372,8 +405,9 @@ def open_tiff(path: str | os.PathLike) -> TiffStack:
     """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    return TiffStack(p)
+        raise InputError(f"{p}: is a directory, not a TIFF file" if p.is_dir()
+                         else f"{p}: no such file")
+    return TiffStack(p, series)
 
 
 def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray, TiffMeta]:
@@ -467,12 +501,6 @@ class BlockLayout:
 # writing
 
 
-def partial_path(final: str | os.PathLike) -> Path:
-    """The hidden name an output lives under until it is complete: ``DIR/.<name>.partial``."""
-    final = Path(final)
-    return final.with_name(f".{final.name}.partial")
-
-
 def scaled_metadata(meta: TiffMeta, s: int) -> TiffMeta:
     """Metadata of the ``s``-times super-resolved image: Y and X pixel sizes divided by ``s``,
     resolution tags multiplied by ``s``, everything else (Z spacing, frame interval, channel
@@ -556,20 +584,25 @@ class StackWriter:
         self._fd: int | None = None
         self._committed = False
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            # "nonconformant BigTIFF ImageJ": known and documented (docs/cli.md)
-            warnings.simplefilter("ignore", UserWarning)
-            tifffile.imwrite(self.tmp, None, shape=meta.shape, dtype=self._dtype, byteorder="<",
-                             bigtiff=bigtiff, **_write_kwargs(meta))
-        with tifffile.TiffFile(self.tmp) as tif:
-            s = tif.series[0]
-            if s.dataoffset is None or tuple(s.shape) != tuple(meta.shape):
-                raise RuntimeError(f"tifffile laid out {s.shape} (offset {s.dataoffset}) for "
-                                   f"{meta.shape}: cannot write blocks into it")
-            self._offset = int(s.dataoffset)
-        self._page_shape = meta.shape[len(meta.shape) - layout.page_ndim:]
-        self._page_bytes = int(np.prod(self._page_shape)) * self._dtype.itemsize
-        self._fd = os.open(self.tmp, os.O_WRONLY)
+        try:  # anything failing here (an unsupported dtype, a full disk) leaves no partial file
+            with warnings.catch_warnings():
+                # "nonconformant BigTIFF ImageJ": known and documented (docs/cli.md)
+                warnings.simplefilter("ignore", UserWarning)
+                tifffile.imwrite(self.tmp, None, shape=meta.shape, dtype=self._dtype,
+                                 byteorder="<", bigtiff=bigtiff, **_write_kwargs(meta))
+            with tifffile.TiffFile(self.tmp) as tif:
+                s = tif.series[0]
+                if s.dataoffset is None or tuple(s.shape) != tuple(meta.shape):
+                    raise InputError(f"{self.path.name}: cannot lay out a {meta.dtype} "
+                                     f"{meta.axes} image of shape {meta.shape} for writing "
+                                     "block by block")
+                self._offset = int(s.dataoffset)
+            self._page_shape = meta.shape[len(meta.shape) - layout.page_ndim:]
+            self._page_bytes = int(np.prod(self._page_shape)) * self._dtype.itemsize
+            self._fd = os.open(self.tmp, os.O_WRONLY)
+        except BaseException:
+            self.abort()
+            raise
 
     def write_block(self, i: int, data: np.ndarray) -> None:
         """Write block ``i`` (shape ``layout.block_shape``, cast to the output dtype)."""
@@ -704,9 +737,14 @@ def write_kernels(path: str | os.PathLike, kernels: np.ndarray, info: dict,
 
 def read_kernels(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """Kernels and their JSON description from a file written by :func:`write_kernels`."""
-    with tifffile.TiffFile(path) as tif:
-        data = tif.asarray()
-        desc = tif.pages[0].description
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            desc = tif.pages[0].description
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001  (anything tifffile raises means: unreadable)
+        raise _err(Path(path), e) from None
     try:
         info = json.loads(desc) if desc else {}
     except json.JSONDecodeError:

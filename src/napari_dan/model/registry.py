@@ -2,19 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from ..errors import UnknownModelError
+from ..errors import CheckpointError, InputError, UnknownModelError
 from .checkpoint import DanModel, load_checkpoint
 
-__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "list_models", "load_model", "bundled_path"]
+__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "list_models", "load_model", "bundled_path", "verify_bundled"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "dan-x4-rgb"
+
+
+CHECKSUMS = WEIGHTS_DIR / "SHA256SUMS"
+
+
+def _expected_sums() -> dict[str, str]:
+    """``SHA256SUMS`` of the bundled weights (``sha256sum`` format)."""
+    try:
+        lines = CHECKSUMS.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    return {name.strip().lstrip("*"): digest for digest, _, name in
+            (ln.partition(" ") for ln in lines if ln.strip())}
+
+
+def verify_bundled(name: str) -> None:
+    """Raise :class:`CheckpointError` unless the bundled file matches its recorded SHA-256."""
+    path = bundled_path(name)
+    want = _expected_sums().get(path.name)
+    if want is None:
+        raise CheckpointError(f"bundled model {name!r} has no checksum in {CHECKSUMS.name}; the "
+                              "installation is incomplete: reinstall napari-dan")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    if h.hexdigest() != want:
+        raise CheckpointError(f"bundled model {name!r} ({path}) is damaged: its checksum does not "
+                              "match the one it was released with; reinstall napari-dan")
 
 
 def _bundled() -> dict[str, Path]:
@@ -52,8 +82,12 @@ def load_model(name_or_path: str | os.PathLike | DanModel = DEFAULT_MODEL) -> Da
     authors' DANv1/DANv2 release). Returns a :class:`DanModel` in eval mode on the CPU."""
     if isinstance(name_or_path, DanModel):
         return name_or_path
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InputError(f"model must be a bundled model name, a checkpoint path or a loaded "
+                         f"DanModel, got {type(name_or_path).__name__}")
     s = os.fspath(name_or_path)
     if s in _bundled():
+        verify_bundled(s)
         model = load_checkpoint(_bundled()[s], name=s)
         model.source = f"bundled:{s}"
         return model
