@@ -245,7 +245,11 @@ def cast(x: np.ndarray, dtype: np.dtype, inplace: bool = False) -> np.ndarray:
     """Round and clip to an integer dtype's range, or clip to a float dtype's finite range.
 
     ``inplace=True`` lets the rounding and clipping overwrite ``x`` (saves two copies)."""
-    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are clipped here
+        return _cast(x, np.dtype(dtype), inplace)
+
+
+def _cast(x: np.ndarray, dtype: np.dtype, inplace: bool) -> np.ndarray:
     # float32 cannot hold the limits of 32/64-bit integers exactly (clipping would overflow)
     wide = np.issubdtype(dtype, np.integer) and np.iinfo(dtype).bits > 16
     if not inplace or not np.issubdtype(x.dtype, np.floating) or (wide and x.dtype != np.float64):
@@ -262,7 +266,8 @@ def cast(x: np.ndarray, dtype: np.dtype, inplace: bool = False) -> np.ndarray:
             return out
         np.clip(x, info.min, info.max, out=x)
         return x.astype(dtype)
-    f = np.finfo(dtype)  # values beyond the dtype's range would become (or stay) inf
+    # values beyond the narrower float's range would become (or stay) inf
+    f = min(np.finfo(dtype), np.finfo(x.dtype), key=lambda fi: fi.bits)
     np.clip(x, f.min, f.max, out=x)
     return x.astype(dtype, copy=False)
 
@@ -296,7 +301,9 @@ def compute_normalisation(read_plane, layout: Layout) -> Normalisation:
         lo = np.percentile(data, LOW_PERCENTILE, axis=0)
         hi = np.percentile(data, HIGH_PERCENTILE, axis=0)
         how = "per channel"
-    if not np.all(np.isfinite(hi - lo)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        span_ok = np.all(np.isfinite(hi - lo))
+    if not span_ok:
         raise InputError("the image's values span more than float64 can hold (from "
                          f"{float(np.min(lo)):.3g} to {float(np.max(hi)):.3g}); rescale it first")
     # a flat image (or channel) would divide by zero: give it a unit range instead

@@ -138,6 +138,34 @@ def _err(path: Path, e: BaseException) -> InputError:
     return InputError(f"{path}: not a readable TIFF ({msg})")
 
 
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 2**40
+
+
+def _check_fits(path: Path, nbytes: int, what: str) -> None:
+    """A header can claim any size: refuse to allocate more than the machine's memory."""
+    if nbytes > _memory_bytes():
+        raise InputError(f"{path}: {what} would need {nbytes / 2**30:,.1f} GiB, more than this "
+                         "machine's memory (a damaged header, or too large to read whole)")
+
+
+#: a header may claim this much image data whatever the file's size; beyond it, the claim must
+#: fit the file (uncompressed) or a generous compression ratio (compressed)
+CLAIM_FLOOR, MAX_COMPRESSION_RATIO = 256 * 2**20, 5000
+
+
+def _check_claim(path: Path, nbytes: int, compressed: bool) -> None:
+    size = os.path.getsize(path)
+    allowed = max(CLAIM_FLOOR, size * (MAX_COMPRESSION_RATIO if compressed else 1))
+    if nbytes > allowed:
+        raise InputError(f"{path}: not a readable TIFF (its header claims {nbytes:,} bytes of "
+                         f"{'compressed ' if compressed else ''}image data in a file of "
+                         f"{size:,} bytes; damaged)")
+
+
 def _ome_meta(tif: tifffile.TiffFile, axes: str) -> tuple[dict, dict, str | None, list | None]:
     try:
         d = tifffile.xml2dict(tif.ome_metadata)["OME"]
@@ -200,6 +228,7 @@ class TiffStack:
             page0 = series.pages[0] if len(series.pages) else None
             if page0 is None:
                 raise ValueError("the first image has no pages")
+            _check_claim(self.path, self.meta.nbytes, int(page0.compression) != 1)
             self._page_ndim = len(page0.shape)
             self._page_bytes = int(np.prod(page0.shape)) * np.dtype(self.meta.dtype).itemsize
             # contiguous uncompressed data are read straight from the file: no page objects,
@@ -231,6 +260,8 @@ class TiffStack:
                         axes=axes)
         if "Y" not in axes or "X" not in axes:
             raise ValueError(f"axes {axes!r} have no Y and X")
+        if 0 in meta.shape:
+            raise ValueError(f"the image is empty: shape {meta.shape}, axes {axes}")
         meta.photometric = "rgb" if int(page.photometric) == 2 else "minisblack"
         meta.planar = int(page.planarconfig) == 2 and "S" in page.axes
         tags = page.tags
@@ -290,6 +321,7 @@ class TiffStack:
             page = self._series.pages[index]
             if page is None:
                 raise ValueError(f"image {index} is missing")
+            _check_fits(self.path, self._page_bytes, f"image {index}")
             a = page.asarray()
             return a.reshape(page.shape)
         except InputError:
@@ -311,7 +343,12 @@ class TiffStack:
     def read(self) -> np.ndarray:
         """The whole series in memory (small files only)."""
         layout = self.layout()
-        out = np.empty(self.meta.shape, dtype=self.meta.dtype.newbyteorder("="))
+        _check_fits(self.path, self.meta.nbytes, "the image")
+        try:
+            out = np.empty(self.meta.shape, dtype=self.meta.dtype.newbyteorder("="))
+        except MemoryError:
+            raise InputError(f"{self.path}: not enough memory to read the whole image "
+                             f"({self.meta.nbytes / 2**30:,.1f} GiB)") from None
         flat = out.reshape((-1,) + layout.block_shape)
         for i in range(layout.n_blocks):
             flat[i] = self.read_block(layout, i)
