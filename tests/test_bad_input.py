@@ -143,6 +143,7 @@ def test_cli_usage_mistakes_exit_2_once(tmp_path, ckpt):
         (["-o", tmp_path / "file.txt"], "exists and is not a directory"),
         (["--psf", tmp_path], "is a directory"),
         (["--psf", tmp_path / "flat.npy"], "the PSF is flat"),
+        (["-o", tmp_path / "file.txt" / "sub"], "cannot be written"),
     ]
     for extra, text in cases:
         args = ["super-resolve", d, "-o", tmp_path / "out", "-m", ckpt, *extra]

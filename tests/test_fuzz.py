@@ -16,11 +16,11 @@ HERE = Path(__file__).parent
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 12])
+@pytest.mark.parametrize("seed", [11])
 def test_loaders_survive_mutated_files(tmp_path, seed):
     report = tmp_path / "report.json"
     r = subprocess.run([sys.executable, str(HERE / "fuzz_loaders.py"), "--seed", str(seed),
-                        "--seconds", "12", "--case-seconds", "10", "--memory-gib", "2",
+                        "--seconds", "15", "--case-seconds", "10", "--memory-gib", "2",
                         "--out", str(report)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads(report.read_text())
