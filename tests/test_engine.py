@@ -134,8 +134,18 @@ def test_whole_plane_estimate_is_reused(monkeypatch):
 
 
 def test_tile_grid_and_window():
-    assert tiling.tile_starts(100, 64, 16) == [0, 36]
-    assert tiling.tile_starts(50, 64, 16) == [0]
+    # balanced: the fewest tiles of at most 64 px, all of one size, evenly spaced
+    assert tiling.tile_extent(100, 64, 16) == 58 and tiling.tile_starts(100, 64, 16) == [0, 42]
+    assert tiling.tile_starts(50, 64, 16) == [0] and tiling.tile_extent(50, 64, 16) == 50
+    # 512 px in tiles of at most 416: two of 264 px (full 416-px tiles computed 832 px)
+    assert tiling.tile_extent(512, 416, 16) == 264 and tiling.tile_starts(512, 416, 16) == [0, 248]
+    for n in range(1, 400):
+        for tile, ov in ((16, 0), (40, 16), (64, 16), (100, 24), (256, 40)):
+            e, st = tiling.tile_extent(n, tile, ov), tiling.tile_starts(n, tile, ov)
+            assert e <= tile and st[0] == 0 and st[-1] + e == n
+            assert all(a + e - b >= ov and b > a for a, b in zip(st, st[1:]))
+            # never more work than the old full-size tiles, and near the image itself
+            assert len(st) * e <= n + (len(st) - 1) * (ov + 1)
     tiles = tiling.make_tiles(100, 130, 48, 16)
     cover = np.zeros((100, 130), int)
     for t in tiles:

@@ -1,8 +1,10 @@
 """The one tiling routine: overlapping tiles, blended with a smooth weight window.
 
-Tiles are ``tile`` x ``tile`` LR pixels placed every ``tile - overlap`` pixels; the last tile of a
-row/column is moved back so that it ends at the image border (tiles never hang over the edge, so
-the network sees exactly the zero padding it would see on the whole image at true borders).
+Tiles are at most ``tile`` x ``tile`` LR pixels: along each axis the fewest tiles that cover it with
+the overlap, all of one size and evenly spaced (balanced), the first at 0 and the last ending at the
+image border (tiles never hang over the edge, so the network sees exactly the zero padding it would
+see on the whole image at true borders). Balanced tiles compute little more than the image itself;
+full-size tiles with the last one moved back computed up to twice as much.
 
 Blending: on every side that has a neighbour, a tile's weight is 0 over the outer quarter of the
 overlap (where the tile edge's zero padding disturbs the network most), rises as a raised cosine
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Tile", "tile_starts", "make_tiles", "axis_weights", "Accumulator", "auto_overlap",
+__all__ = ["Tile", "tile_extent", "tile_starts", "make_tiles", "axis_weights", "Accumulator", "auto_overlap",
            "auto_tile_size", "receptive_radius", "MIN_TILE"]
 
 MIN_TILE = 16
@@ -51,23 +53,36 @@ class Tile:
         return (self.y0 + self.y1 - 1) / 2, (self.x0 + self.x1 - 1) / 2
 
 
-def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets along one axis of length ``n``; the last tile ends at ``n``."""
+def tile_extent(n: int, tile: int, overlap: int) -> int:
+    """The side of the tiles along an axis of length ``n``: the fewest tiles of at most ``tile``
+    pixels that cover ``n`` with ``overlap``, made equal. (Tiles of the full ``tile`` side with
+    the last one moved back would compute up to twice the image: 512 px in tiles of 416 are two
+    416-px tiles, 832 px of work, where two balanced tiles of 264 px do 528.)"""
     if n <= tile:
-        return [0]
+        return n
     step = max(tile - overlap, 1)
-    starts = list(range(0, n - tile, step))
-    starts.append(n - tile)
-    return starts
+    k = -(-(n - overlap) // step)  # tiles needed
+    return min(tile, -(-(n + (k - 1) * overlap) // k))
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis of length ``n`` for tiles of :func:`tile_extent`; the first
+    starts at 0, the last ends at ``n``, neighbours overlap by at least ``overlap``."""
+    t = tile_extent(n, tile, overlap)
+    if n <= t:
+        return [0]
+    k = -(-(n - overlap) // max(t - overlap, 1))
+    return [round(i * (n - t) / (k - 1)) for i in range(k)] if k > 1 else [0]
 
 
 def make_tiles(h: int, w: int, tile: int, overlap: int) -> list[Tile]:
-    """Row-major list of tiles covering an ``h`` x ``w`` image."""
+    """Row-major list of balanced tiles (at most ``tile`` x ``tile``) covering ``h`` x ``w``."""
+    th, tw = tile_extent(h, tile, overlap), tile_extent(w, tile, overlap)
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     out = []
     for i, y0 in enumerate(ys):
         for j, x0 in enumerate(xs):
-            out.append(Tile(y0, min(y0 + tile, h), x0, min(x0 + tile, w),
+            out.append(Tile(y0, min(y0 + th, h), x0, min(x0 + tw, w),
                             i > 0, i < len(ys) - 1, j > 0, j < len(xs) - 1))
     return out
 
