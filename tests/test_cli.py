@@ -49,6 +49,8 @@ def test_usage_errors_exit_2(tmp_path, capsys):
                  ["super-resolve", "x.tif", "-o", "d", "--tile-size", "8"],
                  ["super-resolve", "x.tif", "-o", "d", "--workers", "2", "--scheduler", "a"],
                  ["super-resolve", "x.tif", "-o", "d", "--kernel-mode", "local"],
+                 ["super-resolve", "x.tif", "-o", "d", "--threads", "0"],
+                 ["super-resolve", "x.tif", "-o", "d", "--series", "-1"],
                  []):
         with pytest.raises(SystemExit) as e:
             cli.main(argv)

@@ -364,6 +364,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                  tile_size: int | str = "auto", device: str = "auto",
                  precision: str = "auto", channel_axis: int | str | None = None,
                  series: int | None = None, overwrite: bool = False,
+                 threads: int | str | None = "auto",
                  inputs: Sequence[Path] = (), runner=None,
                  on_start: Callable[[int, str], Any] | None = None,
                  on_plane: Callable[[], Any] | None = None,
@@ -386,6 +387,9 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
     series
         Which image series of a multi-series file (None: the first, with a warning when there
         are more).
+    threads
+        CPU threads: "auto" (the cores other processes leave idle), a number, or None
+        (PyTorch's setting); see :mod:`napari_dan.engine.threads`. Not used on a cluster.
     overwrite
         Replace an existing output instead of skipping the file.
     inputs
@@ -447,7 +451,8 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                         from .engine import super_resolve
 
                         res = super_resolve(stack.array(), model, progress=progress,
-                                            out=_PlaneCounter(writer, on_plane), **opts)
+                                            out=_PlaneCounter(writer, on_plane),
+                                            threads=threads, **opts)
                     else:
                         res = runner.super_resolve(stack.array(), out=writer,
                                                    on_plane=lambda d, n: on_plane and on_plane(),
@@ -495,7 +500,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
               psf: str | os.PathLike | None = None, tile_size: int | str = "auto",
               device: str = "auto", precision: str = "auto",
               channel_axis: int | str | None = None, series: int | None = None,
-              overwrite: bool = False,
+              overwrite: bool = False, threads: int | str | None = "auto",
               scheduler: str | None = None, workers: int | None = None,
               quiet: bool = False, log: Callable[[str], Any] | None = None) -> BatchSummary:
     """Super-resolve every input TIFF into ``output_dir``; see :mod:`napari_dan.batch`.
@@ -515,6 +520,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
     series
         Which image series of multi-series files (None: the first, with a warning per file
         that has more).
+    threads
+        CPU threads per file: "auto" (default), a number, or None (see :func:`process_file`).
     scheduler, workers
         Process the planes on a dask.distributed cluster: the address of a running scheduler,
         or the number of local worker processes to start.
@@ -544,6 +551,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
     if series is not None and (isinstance(series, bool) or not isinstance(series, int)
                                or series < 0):
         raise UsageError(f"--series must be a whole number >= 0, got {series!r}")
+    if not (threads is None or threads == "auto" or (isinstance(threads, int)
+                                                    and not isinstance(threads, bool)
+                                                    and threads >= 1)):
+        raise UsageError(f"--threads must be 'auto' or a whole number >= 1, got {threads!r}")
     if not (scheduler or workers):  # a cluster resolves the device on each worker
         from .engine import resolve_device
 
@@ -614,7 +625,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
             r = process_file(f, out_dir, loaded, kernel_mode=kernel_mode, psf=psf,
                              tile_size=tile_size, device=device, precision=precision,
                              channel_axis=channel_axis, series=series, overwrite=overwrite,
-                             inputs=files,
+                             threads=threads, inputs=files,
                              runner=runner, on_start=on_start, on_plane=planes_bar.update,
                              progress=progress)
             summary.results.append(r)

@@ -52,6 +52,18 @@ def _channel_axis(v: str) -> int | str:
                                          f"letter (e.g. C), got {v!r}") from None
 
 
+def _threads(v: str) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _series(v: str) -> int:
     try:
         n = int(v)
@@ -84,7 +96,8 @@ def _cmd_super_resolve(args: argparse.Namespace) -> int:
     summary = run_batch(args.inputs, args.output_dir, model, kernel_mode=args.kernel_mode,
                         psf=args.psf, tile_size=args.tile_size, device=args.device,
                         precision=args.precision, channel_axis=args.channel_axis,
-                        series=args.series, overwrite=args.overwrite, scheduler=args.scheduler,
+                        series=args.series, overwrite=args.overwrite, threads=args.threads,
+                        scheduler=args.scheduler,
                         workers=args.workers, quiet=args.quiet)
     if not args.quiet or summary.failed:
         print(summary.text(), file=sys.stderr if summary.failed else sys.stdout)
@@ -311,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto (default), cpu, cuda, cuda:N or mps")
     sr.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                     help="network precision (default: auto)")
+    sr.add_argument("--threads", type=_threads, default="auto", metavar="N",
+                    help="CPU threads: a number, or auto (default): the cores other processes "
+                         "leave idle, measured before every plane, at most OMP_NUM_THREADS")
     sr.add_argument("--channel-axis", type=_channel_axis, metavar="N",
                     help="axis of the file that holds channels (index or letter such as C); "
                          "default: RGB samples (S), else C")

@@ -189,7 +189,7 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
     mode = options.kernel_mode
     kwargs: dict = dict(channel_axis=engine_ca, tile_size=options.tile_size,
                         tile_overlap=options.tile_overlap, device=options.device,
-                        precision=options.precision)
+                        precision=options.precision, threads="auto")
     if mode == "psf":
         if options.psf is None:
             raise InputError("kernel mode 'PSF from layer' needs a PSF layer; choose one in 'PSF'")

@@ -48,6 +48,7 @@ from .devices import (
     resolve_precision,
 )
 from .normalize import Layout, Normalisation, analyse, cast, check_finite, compute_normalisation
+from .threads import ThreadPolicy
 from .tiling import Accumulator, auto_overlap, auto_tile_size, make_tiles
 
 __all__ = ["SRResult", "super_resolve", "super_resolve_iter", "Plan", "PlaneResult", "prepare",
@@ -700,18 +701,26 @@ def _model_info(model: DanModel) -> dict:
 
 
 def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-         precision, cancel, out) -> Generator:
+         precision, cancel, out, threads=None) -> Generator:
     plan = _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel,
                    device, precision)
     prog = _Progress(cancel)
     lay = plan.layout
     if out is not None:
         plan.check_out(out)
+    policy = ThreadPolicy(threads, plan.device)
     if is_dask(image) and out is None and plan.mode != "per-tile":
         from .lazy import lazy_super_resolve
 
         return (yield from lazy_super_resolve(plan, prog))
 
+    with policy:
+        return (yield from _run_planes(plan, prog, out, policy))
+
+
+def _run_planes(plan: Plan, prog: _Progress, out, policy: ThreadPolicy) -> Generator:
+    """Estimation (global mode) and every plane, in order, into ``out`` or a new array."""
+    lay = plan.layout
     leads = plan.leads
     n_tiles = plan.tiles_per_plane
     per_plane_est = 0
@@ -719,6 +728,7 @@ def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kerne
     if plan.mode == "global":
         prog.total = _n_estimation(lay, min(km.ESTIMATION_PLANES, len(leads))) + \
             n_tiles * len(leads)
+        policy.update()
         yield from _estimate_global(plan, prog, cache)
     elif plan.mode == "per-plane":
         per_plane_est = _n_estimation(lay, 1)
@@ -730,6 +740,7 @@ def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kerne
     parts: list[PlaneResult] = []
     for i, lead in enumerate(leads):
         prog.check()
+        policy.update()
         x = cache.pop(lead, None)
         cache.clear()
         remaining = len(leads) - i
@@ -750,7 +761,7 @@ def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kerne
         part.restore_s += time.perf_counter() - t0
         prog.planes_written += 1
         parts.append(part)
-    return finish(plan, result, parts, steps=prog.done)
+    return finish(plan, result, parts, steps=prog.done, threads=policy.summary())
 
 
 def super_resolve_iter(image, model, *, channel_axis: int | None = None,
@@ -758,7 +769,8 @@ def super_resolve_iter(image, model, *, channel_axis: int | None = None,
                        kernel_mode: str = "global", kernel: np.ndarray | None = None,
                        device: str = "auto", precision: str = "auto",
                        progress: Callable[[int, int], Any] | None = None, cancel=None,
-                       out=None) -> Generator[tuple[int, int], None, SRResult]:
+                       out=None, threads: int | str | None = None
+                       ) -> Generator[tuple[int, int], None, SRResult]:
     """Generator form of :func:`super_resolve`: yields ``(done, total)`` after every estimation
     patch and every tile, and returns the :class:`SRResult` (``StopIteration.value``).
 
@@ -766,7 +778,7 @@ def super_resolve_iter(image, model, *, channel_axis: int | None = None,
     super_resolve_iter(...)``. ``progress`` is called as well when given.
     """
     gen = _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-               precision, cancel, out)
+               precision, cancel, out, threads)
     return (yield from _relay(gen, progress))
 
 
@@ -775,7 +787,7 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
                   kernel_mode: str = "global", kernel: np.ndarray | None = None,
                   device: str = "auto", precision: str = "auto",
                   progress: Callable[[int, int], Any] | None = None, cancel=None,
-                  out=None) -> SRResult:
+                  out=None, threads: int | str | None = None) -> SRResult:
     """Super-resolve an image of any size, dtype and dimensionality with a DAN model.
 
     Parameters
@@ -807,6 +819,11 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
     out : array-like, optional
         Where to write the result (numpy array, memmap, zarr): the input's shape with both spatial
         axes multiplied by the scale, and the input's dtype. Written one complete plane at a time.
+    threads : int, "auto" or None
+        CPU threads for PyTorch during the call (restored afterwards): a number, "auto" (the
+        cores other processes leave idle, re-measured before every plane, at most PyTorch's
+        current count; what the CLI and the widget use), or None (default: PyTorch's setting
+        as it is). See :mod:`napari_dan.engine.threads`.
 
     Returns
     -------
@@ -824,7 +841,7 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
     gen = super_resolve_iter(image, model, channel_axis=channel_axis, tile_size=tile_size,
                              tile_overlap=tile_overlap, kernel_mode=kernel_mode, kernel=kernel,
                              device=device, precision=precision, progress=progress,
-                             cancel=cancel, out=out)
+                             cancel=cancel, out=out, threads=threads)
     while True:
         try:
             next(gen)
