@@ -1,25 +1,36 @@
-"""Engine speed and the global-mode quality check.
+"""Engine speed on the CPU, and the global-mode quality check.
 
-Speed: LR pixels per second of (1) the plain whole-image ``network(lr)`` (all iterations, no
-tiling), (2) ``super_resolve`` in global mode, (3) per-tile mode (the full loop on every tile, the
-same tiles as global mode), with the peak RSS, at several sizes. Every measurement runs in a fresh
-process so that its peak RSS is its own. The plain forward is skipped where its activations would
-not fit comfortably (estimated > ``--plain-max-gb``); per-tile mode above ``--per-tile-max`` (it
-takes long); both are said in the table.
+Speed, in one run on the same deterministic image, for each model (default: every bundled one) and
+LR size (default 512, 1024, 2048), each measurement in a fresh process so that its peak RSS is its
+own:
 
-Quality: Y-PSNR of global mode against the plain whole-image forward on Set5/Set14 Gaussian8 x4
-inputs (HR mod-cropped, 21x21 Gaussian, sigma linspace(1.8, 3.2, 8), MATLAB-bicubic downsample,
-8-bit; by default only the two end sigmas, ``--sigmas 8`` for all), made with
-``napari_dan.training.degradations``; border of s pixels cropped. Two global variants: the
-default (automatic precision; these small images are estimated from the whole image), and
-fp32 with estimation forced onto four 32x32 patches (what larger images get).
+- ``restorer``: the raw Restorer pass, ``network.restore(x, code)`` once on the whole image
+  (channels_last, the engine's precision): what one network pass costs without any engine;
+- ``global``: ``super_resolve`` in global mode (estimation on a few patches, then every tile once);
+- ``per-tile``: ``super_resolve`` in per-tile mode (the full loop on every tile);
+- ``global-compiled`` (with ``--compiled``): global mode with ``compiled=True``, compilation
+  included (each measurement is a fresh process);
+- ``convs``: every convolution of the Restorer alone, on inputs of the shapes the Restorer gives it
+  at this size, timed one by one and summed: the practical limit of a Restorer pass (what its
+  convolutions cost without anything between them).
 
-Model: the bundled default model if present, else an untrained compact DANv2 (nf 32, nb 4, ng 2,
-est_nf 32, est_nb 2, x4, RGB), which measures speed faithfully but not quality.
+The table gives seconds, LR pixels per second, peak RSS, ``super_resolve`` / ``restorer`` and
+``convs`` / ``restorer`` (the share of the Restorer pass its convolutions would take alone: 1.0
+means nothing else costs anything). The whole-image passes are skipped where their activations
+would not fit comfortably (``--plain-max-gb``), per-tile mode above ``--per-tile-max``; the table
+says so.
+
+``--contention`` adds: ``super_resolve`` global on a 512x512 image with 1 thread, 2 threads and
+``threads="auto"``, idle and while another process keeps one core busy.
+
+Quality (unless ``--no-quality``): Y-PSNR of global mode against the plain whole-image forward on
+Set5/Set14 Gaussian8 x4 inputs (HR mod-cropped, 21x21 Gaussian, sigma linspace(1.8, 3.2, 8),
+MATLAB-bicubic downsample, 8-bit; by default only the two end sigmas, ``--sigmas 8`` for all), made
+with ``napari_dan.training.degradations``; border of s pixels cropped; the default model.
 
 Run (results go to stdout as Markdown)::
 
-    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/speed.py
+    OMP_NUM_THREADS=2 python benchmarks/speed.py --no-quality --contention
 """
 
 from __future__ import annotations
@@ -73,12 +84,40 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def one(method: str, size: int, precision: str) -> dict:
+def _model(name: str | None):
+    import napari_dan
+
+    if name is None:
+        return get_model()[0]
+    return napari_dan.load_model(name)
+
+
+def _conv_inputs(model, size: int) -> list[tuple[torch.nn.Conv2d, tuple[int, ...]]]:
+    """Every Restorer convolution with the input shape it gets on a size x size image (found
+    with hooks on a small image, spatial sides scaled)."""
+    seen: list = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0].shape)))
+             for m in model.network.Restorer.modules() if isinstance(m, torch.nn.Conv2d)]
+    small = 32
+    x = torch.zeros(1, model.in_channels, small, small)
+    with torch.inference_mode():
+        model.network.restore(x, model.network.initial_code(1))
+    for h in hooks:
+        h.remove()
+    out = []
+    for mod, shp in seen:
+        f = size / small
+        spatial = tuple(int(round(v * f)) if v > 1 else int(v) for v in shp[2:])
+        out.append((mod, (shp[0], shp[1], *spatial)))
+    return out
+
+
+def one(method: str, size: int, precision: str, model_name: str | None = None) -> dict:
     """Run one measurement in this process; returns seconds, RSS and details."""
     import napari_dan
     from napari_dan.engine.devices import autocast, resolve_device, resolve_precision
 
-    model, _ = get_model()
+    model = _model(model_name)
     img = test_image(size, model.in_channels)
     dev = resolve_device("cpu")
     prec = resolve_precision(precision, dev, model.network)
@@ -89,28 +128,86 @@ def one(method: str, size: int, precision: str) -> dict:
     gc.collect()
     base = rss_mb()
     info: dict = {}
-    t0 = time.perf_counter()
-    if method == "plain":
-        x = torch.from_numpy(img.astype(np.float32) / 255)
-        x = (x.permute(2, 0, 1) if x.ndim == 3 else x[None])[None]
-        x = x.contiguous(memory_format=torch.channels_last)
+    if method == "convs":
+        convs = _conv_inputs(model, size)
+        total = 0.0
         with torch.inference_mode(), autocast(dev, prec):
-            model.network(x)
+            for mod, shp in convs:
+                x = torch.rand(shp).contiguous(memory_format=torch.channels_last)
+                mod(x[..., :16, :16])  # warm this shape's kernel choice
+                t0 = time.perf_counter()
+                mod(x)
+                total += time.perf_counter() - t0
+                del x
+        info = {"convs": len(convs)}
+        dt = total
     else:
-        mode = "global" if method == "global" else "per-tile"
-        # per-tile mode gets the tiles global mode chooses, so the two differ only in the loop
-        from napari_dan.engine.devices import memory_budget
-        from napari_dan.engine.tiling import auto_overlap, auto_tile_size
+        t0 = time.perf_counter()
+        if method in ("plain", "restorer"):
+            x = torch.from_numpy(img.astype(np.float32) / 255)
+            x = (x.permute(2, 0, 1) if x.ndim == 3 else x[None])[None]
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), autocast(dev, prec):
+                if method == "plain":
+                    model.network(x)
+                else:
+                    model.network.restore(x, model.network.initial_code(1))
+        else:
+            mode = "per-tile" if method == "per-tile" else "global"
+            # per-tile mode gets the tiles global mode chooses: the two differ only in the loop
+            from napari_dan.engine.devices import memory_budget
+            from napari_dan.engine.tiling import auto_overlap, auto_tile_size
 
-        tile = auto_tile_size(model.network, 1, memory_budget(dev), auto_overlap(model.network),
-                              full_loop=False)
-        r = napari_dan.super_resolve(img, model, kernel_mode=mode, tile_size=tile,
-                                     precision=precision, device="cpu")
-        info = {"tile": r.metadata["tile_size"], "overlap": r.metadata["tile_overlap"],
-                "tiles": r.metadata["tiles"], "estimate_s": r.metadata["timing"]["estimate_s"]}
-    dt = time.perf_counter() - t0
-    return {"method": method, "size": size, "seconds": dt, "px_per_s": size * size / dt,
-            "peak_rss_mb": rss_mb(), "added_mb": rss_mb() - base, "precision": prec.name, **info}
+            tile = auto_tile_size(model.network, 1, memory_budget(dev),
+                                  auto_overlap(model.network), full_loop=False)
+            r = napari_dan.super_resolve(img, model, kernel_mode=mode, tile_size=tile,
+                                         precision=precision, device="cpu",
+                                         compiled=method == "global-compiled")
+            info = {"tile": r.metadata["tile_size"], "overlap": r.metadata["tile_overlap"],
+                    "tiles": r.metadata["tiles"],
+                    "estimate_s": r.metadata["timing"]["estimate_s"]}
+        dt = time.perf_counter() - t0
+    return {"model": model.name, "method": method, "size": size, "seconds": dt,
+            "px_per_s": size * size / dt, "peak_rss_mb": rss_mb(), "added_mb": rss_mb() - base,
+            "precision": prec.name, **info}
+
+
+def contention(precision: str, model_name: str | None, size: int = 512) -> list[dict]:
+    """super_resolve global with 1, 2 and auto threads, idle and with one core kept busy."""
+    rows = []
+    for load in ("idle", "one core busy"):
+        spin = None
+        if load != "idle":
+            spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(1.0)
+        try:
+            for threads in ("1", "2", "auto"):
+                cmd = [sys.executable, __file__, "--one-threads", threads, str(size),
+                       "--precision", precision] + (["--models", model_name] if model_name
+                                                    else [])
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                row = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 \
+                    else {"skipped": res.stderr.strip().splitlines()[-1]}
+                rows.append({"load": load, "threads": threads, **row})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        finally:
+            if spin is not None:
+                spin.kill()
+                spin.wait()
+    return rows
+
+
+def one_threads(threads: str, size: int, precision: str, model_name: str | None) -> dict:
+    import napari_dan
+
+    model = _model(model_name)
+    img = test_image(size, model.in_channels)
+    napari_dan.super_resolve(img[:48, :48], model, precision=precision, device="cpu")
+    t = threads if threads == "auto" else int(threads)
+    t0 = time.perf_counter()
+    r = napari_dan.super_resolve(img, model, precision=precision, device="cpu", threads=t)
+    return {"model": model.name, "seconds": time.perf_counter() - t0,
+            "used": r.metadata["threads"]["used"]}
 
 
 def plain_gb(model, size: int) -> float:
@@ -123,27 +220,34 @@ def plain_gb(model, size: int) -> float:
 
 
 def run_speed(args) -> list[dict]:
-    model, _ = get_model()
+    import napari_dan
+
+    names = args.models or [m["name"] for m in napari_dan.list_models()] or [None]
     rows = []
-    for size in args.sizes:
-        for method in ("plain", "global", "per-tile"):
-            if method == "plain" and plain_gb(model, size) > args.plain_max_gb:
-                rows.append({"method": method, "size": size, "skipped":
-                             f"needs ~{plain_gb(model, size):.0f} GB of activations"})
-                continue
-            if method == "per-tile" and size > args.per_tile_max:
-                rows.append({"method": method, "size": size, "skipped":
-                             f"above --per-tile-max {args.per_tile_max} (takes long)"})
-                continue
-            cmd = [sys.executable, __file__, "--one", method, str(size), "--precision",
-                   args.precision]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                rows.append({"method": method, "size": size,
-                             "skipped": "failed: " + res.stderr.strip().splitlines()[-1]})
-            else:
-                rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    for name in names:
+        model = _model(name)
+        for size in args.sizes:
+            methods = ["restorer", "global", "per-tile", "convs"]
+            if args.compiled:
+                methods.insert(2, "global-compiled")
+            for method in methods:
+                row = {"model": model.name, "method": method, "size": size}
+                if method == "restorer" and plain_gb(model, size) > args.plain_max_gb:
+                    row["skipped"] = f"needs ~{plain_gb(model, size):.0f} GB of activations"
+                elif method == "per-tile" and size > args.per_tile_max:
+                    row["skipped"] = f"above --per-tile-max {args.per_tile_max} (takes long)"
+                if "skipped" in row:
+                    rows.append(row)
+                    continue
+                cmd = [sys.executable, __file__, "--one", method, str(size), "--precision",
+                       args.precision] + (["--models", name] if name else [])
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    row["skipped"] = "failed: " + res.stderr.strip().splitlines()[-1]
+                    rows.append(row)
+                else:
+                    rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -203,7 +307,8 @@ def run_quality(args) -> dict:
     return out
 
 
-def markdown(rows: list[dict], quality: dict | None, args, model_desc: str) -> str:
+def markdown(rows: list[dict], quality: dict | None, args, model_desc: str,
+             cont: list[dict] | None = None) -> str:
     lines = []
     cpu = platform.processor() or platform.machine()
     try:
@@ -211,34 +316,60 @@ def markdown(rows: list[dict], quality: dict | None, args, model_desc: str) -> s
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    lines.append(f"Model: {model_desc}. CPU: {cpu}, torch {torch.__version__}, "
+    lines.append(f"CPU: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
                  f"{torch.get_num_threads()} thread(s) (OMP_NUM_THREADS="
                  f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), precision {args.precision}.")
     lines.append("")
-    lines.append("| LR size | method | time (s) | of which estimation (s) | LR Mpx/s | "
-                 "peak RSS (MB) | added RSS (MB) | precision | tile / overlap / tiles |")
-    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    lines.append("| model | LR size | method | time (s) | of which estimation (s) | LR kpx/s | "
+                 "peak RSS (MB) | precision | tile / overlap / tiles |")
+    lines.append("| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |")
     for r in rows:
         size = f"{r['size']}x{r['size']}"
         if "skipped" in r:
-            lines.append(f"| {size} | {r['method']} | skipped: {r['skipped']} | | | | | | |")
+            lines.append(f"| {r['model']} | {size} | {r['method']} | skipped: {r['skipped']} "
+                         "| | | | | |")
             continue
-        tiles = f"{r['tile']} / {r['overlap']} / {r['tiles']}" if "tile" in r else "whole image"
+        tiles = f"{r['tile']} / {r['overlap']} / {r['tiles']}" if "tile" in r else (
+            f"{r['convs']} convolutions, summed" if "convs" in r else "whole image")
         est = f"{r['estimate_s']:.1f}" if r.get("estimate_s") else ""
-        lines.append(f"| {size} | {r['method']} | {r['seconds']:.1f} | {est} | "
-                     f"{r['px_per_s'] / 1e6:.3f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['added_mb']:.0f} | {r['precision']} | {tiles} |")
-    speed = {(r["method"], r["size"]): r for r in rows if "skipped" not in r}
-    lines.append("")
-    for size in args.sizes:
-        g, t = speed.get(("global", size)), speed.get(("per-tile", size))
-        if g and t:
-            lines.append(f"- {size}x{size}: global mode is {g['px_per_s'] / t['px_per_s']:.1f}x "
-                         "the throughput of per-tile mode.")
+        lines.append(f"| {r['model']} | {size} | {r['method']} | {r['seconds']:.1f} | {est} | "
+                     f"{r['px_per_s'] / 1e3:.1f} | {r['peak_rss_mb']:.0f} | {r['precision']} | "
+                     f"{tiles} |")
+    got = {(r["model"], r["method"], r["size"]): r for r in rows if "skipped" not in r}
+    ratios = []
+    for (model, method, size), r in sorted(got.items()):
+        if method != "restorer":
+            continue
+        g, c = got.get((model, "global", size)), got.get((model, "convs", size))
+        parts = []
+        if g:
+            parts.append(f"super_resolve / Restorer pass {g['seconds'] / r['seconds']:.2f}")
+        gc = got.get((model, "global-compiled", size))
+        if gc:
+            parts.append(f"compiled super_resolve / Restorer pass "
+                         f"{gc['seconds'] / r['seconds']:.2f}")
+        if c:
+            parts.append(f"convolutions alone / Restorer pass {c['seconds'] / r['seconds']:.2f}")
+        if parts:
+            ratios.append(f"- {model}, {size}x{size}: " + "; ".join(parts))
+    if ratios:
+        lines += ["", *ratios]
+    if cont:
+        lines += ["", "Threads, `super_resolve` global on a 512x512 image "
+                      f"({cont[0].get('model', '')}):", "",
+                  "| machine | threads | time (s) | threads used (per plane) |",
+                  "| --- | --- | ---: | --- |"]
+        for r in cont:
+            if "skipped" in r:
+                lines.append(f"| {r['load']} | {r['threads']} | {r['skipped']} | |")
+            else:
+                lines.append(f"| {r['load']} | {r['threads']} | {r['seconds']:.2f} | "
+                             f"{r['used']} |")
     if quality:
         lines.append("")
-        lines.append(f"Global mode vs the plain whole-image forward, Set5+Set14 Gaussian8 x4, "
-                     f"{quality['n']} inputs ({quality['sigmas']} of the 8 sigmas; mean Y-PSNR, dB): plain fp32 "
+        lines.append(f"Global mode vs the plain whole-image forward ({model_desc}), Set5+Set14 "
+                     f"Gaussian8 x4, {quality['n']} inputs ({quality['sigmas']} of the 8 sigmas; "
+                     f"mean Y-PSNR, dB): plain fp32 "
                      f"{quality['plain']:.3f}; global (auto precision) {quality['global']:.3f} "
                      f"(largest per-image difference {quality['max_abs_diff_global']:.3f} dB); "
                      f"global fp32 estimated from four 32x32 patches "
@@ -249,23 +380,38 @@ def markdown(rows: list[dict], quality: dict | None, args, model_desc: str) -> s
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024, 2048],
+    ap.add_argument("--models", nargs="*", help="bundled names or checkpoints (default: all "
+                                                "bundled models)")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[512, 1024, 2048],
                     help="LR sizes to time (none: only the quality check)")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--per-tile-max", type=int, default=1024)
-    ap.add_argument("--plain-max-gb", type=float, default=8.0)
+    ap.add_argument("--plain-max-gb", type=float, default=12.0)
     ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--compiled", action="store_true",
+                    help="also time global mode with compiled=True (torch.compile; the time "
+                         "includes compiling)")
+    ap.add_argument("--contention", action="store_true",
+                    help="also time 1, 2 and auto threads, idle and with one core busy")
     ap.add_argument("--sigmas", type=int, default=2,
                     help="how many of the 8 Gaussian8 sigmas to use (8 = the full protocol)")
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
+    ap.add_argument("--one-threads", nargs=2, metavar=("THREADS", "SIZE"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    name = args.models[0] if args.models else None
     if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]), args.precision)))
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.precision, name)))
+        return
+    if args.one_threads:
+        print(json.dumps(one_threads(args.one_threads[0], int(args.one_threads[1]),
+                                     args.precision, name)))
         return
     _, desc = get_model()
     rows = run_speed(args)
+    cont = contention(args.precision, name) if args.contention else None
     quality = None if args.no_quality or not BENCH.exists() else run_quality(args)
-    print(markdown(rows, quality, args, desc))
+    print(markdown(rows, quality, args, desc, cont))
 
 
 if __name__ == "__main__":

@@ -222,3 +222,13 @@ def test_benchmark_scripts_run_quick_on_a_checkpoint(image_dir, tmp_path, capsys
     assert quality.main(["--quick", "--model", str(ckpt), "--data", str(image_dir),
                          "--output", str(doc)]) == 0
     assert doc.read_text().count("## Gaussian8 benchmark") == 1
+
+
+def test_speed_benchmark_runs_quick_on_a_checkpoint(tmp_path, capsys):
+    ckpt = tiny_model(in_nc=1, scale=2).save(tmp_path / "tiny-gray.pt")
+    speed = _benchmark("speed")
+    speed.main(["--models", str(ckpt), "--sizes", "48", "--no-quality"])
+    out = capsys.readouterr().out
+    for method in ("restorer", "global", "per-tile", "convs"):
+        assert f"| tiny-gray | 48x48 | {method} |" in out
+    assert "super_resolve / Restorer pass" in out and "convolutions alone / Restorer pass" in out

@@ -364,7 +364,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                  tile_size: int | str = "auto", device: str = "auto",
                  precision: str = "auto", channel_axis: int | str | None = None,
                  series: int | None = None, overwrite: bool = False,
-                 threads: int | str | None = "auto",
+                 threads: int | str | None = "auto", compiled: bool = False,
                  inputs: Sequence[Path] = (), runner=None,
                  on_start: Callable[[int, str], Any] | None = None,
                  on_plane: Callable[[], Any] | None = None,
@@ -390,6 +390,9 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
     threads
         CPU threads: "auto" (the cores other processes leave idle), a number, or None
         (PyTorch's setting); see :mod:`napari_dan.engine.threads`. Not used on a cluster.
+    compiled
+        Restore through ``torch.compile`` (see :func:`napari_dan.super_resolve`); not on a
+        cluster.
     overwrite
         Replace an existing output instead of skipping the file.
     inputs
@@ -452,7 +455,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
 
                         res = super_resolve(stack.array(), model, progress=progress,
                                             out=_PlaneCounter(writer, on_plane),
-                                            threads=threads, **opts)
+                                            threads=threads, compiled=compiled, **opts)
                     else:
                         res = runner.super_resolve(stack.array(), out=writer,
                                                    on_plane=lambda d, n: on_plane and on_plane(),
@@ -501,6 +504,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
               device: str = "auto", precision: str = "auto",
               channel_axis: int | str | None = None, series: int | None = None,
               overwrite: bool = False, threads: int | str | None = "auto",
+              compiled: bool = False,
               scheduler: str | None = None, workers: int | None = None,
               quiet: bool = False, log: Callable[[str], Any] | None = None) -> BatchSummary:
     """Super-resolve every input TIFF into ``output_dir``; see :mod:`napari_dan.batch`.
@@ -522,6 +526,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
         that has more).
     threads
         CPU threads per file: "auto" (default), a number, or None (see :func:`process_file`).
+    compiled
+        Restore through ``torch.compile`` (see :func:`napari_dan.super_resolve`).
     scheduler, workers
         Process the planes on a dask.distributed cluster: the address of a running scheduler,
         or the number of local worker processes to start.
@@ -625,7 +631,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
             r = process_file(f, out_dir, loaded, kernel_mode=kernel_mode, psf=psf,
                              tile_size=tile_size, device=device, precision=precision,
                              channel_axis=channel_axis, series=series, overwrite=overwrite,
-                             threads=threads, inputs=files,
+                             threads=threads, compiled=compiled, inputs=files,
                              runner=runner, on_start=on_start, on_plane=planes_bar.update,
                              progress=progress)
             summary.results.append(r)

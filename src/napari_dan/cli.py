@@ -97,6 +97,7 @@ def _cmd_super_resolve(args: argparse.Namespace) -> int:
                         psf=args.psf, tile_size=args.tile_size, device=args.device,
                         precision=args.precision, channel_axis=args.channel_axis,
                         series=args.series, overwrite=args.overwrite, threads=args.threads,
+                        compiled=args.compile,
                         scheduler=args.scheduler,
                         workers=args.workers, quiet=args.quiet)
     if not args.quiet or summary.failed:
@@ -327,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--threads", type=_threads, default="auto", metavar="N",
                     help="CPU threads: a number, or auto (default): the cores other processes "
                          "leave idle, measured before every plane, at most OMP_NUM_THREADS")
+    sr.add_argument("--compile", action="store_true",
+                    help="restore through torch.compile: faster per tile on large stacks, but "
+                         "10-50 s of compilation first and a C compiler needed (docs/engine.md)")
     sr.add_argument("--channel-axis", type=_channel_axis, metavar="N",
                     help="axis of the file that holds channels (index or letter such as C); "
                          "default: RGB samples (S), else C")

@@ -37,6 +37,7 @@ from ..model import DanModel, load_model
 from ..model.kernels import KernelStats, kernel_stats
 from . import kernels as km
 from .devices import (
+    CompiledRestorer,
     OutOfMemory,
     Precision,
     autocast,
@@ -91,9 +92,11 @@ class SRResult:
 class _Runner:
     """Network calls on one device and precision; numpy (B, C, h, w) float32 in and out."""
 
-    def __init__(self, model: DanModel, device: torch.device, precision: Precision):
+    def __init__(self, model: DanModel, device: torch.device, precision: Precision,
+                 compiled: bool = False):
         self.net = network_on(model.network, device)
         self.device, self.precision = device, precision
+        self.compiled = CompiledRestorer.for_network(self.net) if compiled else None
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
@@ -118,7 +121,9 @@ class _Runner:
         with torch.inference_mode(), autocast(self.device, self.precision):
             t = self._tensor(x)
             c = torch.from_numpy(np.asarray(code, np.float32).reshape(1, -1)).to(self.device)
-            return self.net.restore(t, c.expand(t.shape[0], -1)).float().cpu().numpy()
+            c = c.expand(t.shape[0], -1)
+            sr = self.compiled(t, c) if self.compiled is not None else self.net.restore(t, c)
+            return sr.float().cpu().numpy()
 
 
 def _run_tile(runner: _Runner, x: np.ndarray, code: np.ndarray | None):
@@ -389,7 +394,7 @@ class PlaneResult:
 
 
 def _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-            precision) -> Plan:
+            precision, compiled: bool = False) -> Plan:
     """The plan without any kernel estimation (that needs progress reporting of its own)."""
     started = time.perf_counter()
     model = _resolve_model(model)
@@ -404,7 +409,9 @@ def _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, ke
         user = km.user_kernel(kernel, model.pca_basis, model.kernel_mean)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev, model.network)
-    runner = _Runner(model, dev, prec)
+    if not isinstance(compiled, bool):
+        raise InputError(f"compiled must be True or False, got {compiled!r}")
+    runner = _Runner(model, dev, prec, compiled)
 
     def read_hwc(lead: tuple[int, ...]) -> np.ndarray:
         hwc = layout.plane_to_hwc(np.asarray(image[layout.plane_index(lead)]))
@@ -701,9 +708,9 @@ def _model_info(model: DanModel) -> dict:
 
 
 def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-         precision, cancel, out, threads=None) -> Generator:
+         precision, cancel, out, threads=None, compiled=False) -> Generator:
     plan = _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel,
-                   device, precision)
+                   device, precision, compiled)
     prog = _Progress(cancel)
     lay = plan.layout
     if out is not None:
@@ -761,7 +768,8 @@ def _run_planes(plan: Plan, prog: _Progress, out, policy: ThreadPolicy) -> Gener
         part.restore_s += time.perf_counter() - t0
         prog.planes_written += 1
         parts.append(part)
-    return finish(plan, result, parts, steps=prog.done, threads=policy.summary())
+    extra = {} if plan.runner.compiled is None else {"compiled": plan.runner.compiled.note}
+    return finish(plan, result, parts, steps=prog.done, threads=policy.summary(), **extra)
 
 
 def super_resolve_iter(image, model, *, channel_axis: int | None = None,
@@ -769,7 +777,7 @@ def super_resolve_iter(image, model, *, channel_axis: int | None = None,
                        kernel_mode: str = "global", kernel: np.ndarray | None = None,
                        device: str = "auto", precision: str = "auto",
                        progress: Callable[[int, int], Any] | None = None, cancel=None,
-                       out=None, threads: int | str | None = None
+                       out=None, threads: int | str | None = None, compiled: bool = False
                        ) -> Generator[tuple[int, int], None, SRResult]:
     """Generator form of :func:`super_resolve`: yields ``(done, total)`` after every estimation
     patch and every tile, and returns the :class:`SRResult` (``StopIteration.value``).
@@ -778,7 +786,7 @@ def super_resolve_iter(image, model, *, channel_axis: int | None = None,
     super_resolve_iter(...)``. ``progress`` is called as well when given.
     """
     gen = _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-               precision, cancel, out, threads)
+               precision, cancel, out, threads, compiled)
     return (yield from _relay(gen, progress))
 
 
@@ -787,7 +795,8 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
                   kernel_mode: str = "global", kernel: np.ndarray | None = None,
                   device: str = "auto", precision: str = "auto",
                   progress: Callable[[int, int], Any] | None = None, cancel=None,
-                  out=None, threads: int | str | None = None) -> SRResult:
+                  out=None, threads: int | str | None = None,
+                  compiled: bool = False) -> SRResult:
     """Super-resolve an image of any size, dtype and dimensionality with a DAN model.
 
     Parameters
@@ -824,6 +833,10 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
         cores other processes leave idle, re-measured before every plane, at most PyTorch's
         current count; what the CLI and the widget use), or None (default: PyTorch's setting
         as it is). See :mod:`napari_dan.engine.threads`.
+    compiled : bool
+        Restore tiles through ``torch.compile`` (fused element-wise steps; faster per tile, but
+        10-50 s of compilation per tile shape and process, and a C compiler is needed; falls back
+        to the eager network when compiling fails). Off by default; see docs/engine.md.
 
     Returns
     -------
@@ -841,7 +854,7 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
     gen = super_resolve_iter(image, model, channel_axis=channel_axis, tile_size=tile_size,
                              tile_overlap=tile_overlap, kernel_mode=kernel_mode, kernel=kernel,
                              device=device, precision=precision, progress=progress,
-                             cancel=cancel, out=out, threads=threads)
+                             cancel=cancel, out=out, threads=threads, compiled=compiled)
     while True:
         try:
             next(gen)

@@ -44,7 +44,12 @@ class DPCB(nn.Module):
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.body2(x1)
-        return x0 + self.body1(x0) * c, x1 + c
+        y = self.body1(x0)
+        if not torch.is_grad_enabled() and y.dtype == x0.dtype == c.dtype:
+            # inference: the same arithmetic in place (y * c, then + x0), so no new full-size
+            # feature maps are allocated; autograd needs y kept, so training takes the other path
+            return y.mul_(c).add_(x0), x1 + c
+        return x0 + y * c, x1 + c
 
 
 class DPCG(nn.Module):
@@ -66,6 +71,8 @@ class DPCG(nn.Module):
         for block in self.body:
             y0, y1 = block(y0, y1)
         if self.quirk:
+            if not torch.is_grad_enabled() and y0 is not x0 and y1 is not x1:
+                return y0.mul_(2), y1.mul_(2)  # in place at inference, as in DPCB
             return 2 * y0, 2 * y1
         return x0 + y0, x1 + y1
 
