@@ -187,7 +187,8 @@ def contention(precision: str, model_name: str | None, size: int = 512) -> list[
                                                     else [])
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 row = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 \
-                    else {"skipped": res.stderr.strip().splitlines()[-1]}
+                    else {"skipped": (res.stderr.strip().splitlines()[-1:]
+                                      or [f"exit {res.returncode}"])[0]}
                 rows.append({"load": load, "threads": threads, **row})
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         finally:
@@ -232,7 +233,7 @@ def run_speed(args) -> list[dict]:
                 methods.insert(2, "global-compiled")
             for method in methods:
                 row = {"model": model.name, "method": method, "size": size}
-                if method == "restorer" and plain_gb(model, size) > args.plain_max_gb:
+                if method in ("restorer", "convs") and plain_gb(model, size) > args.plain_max_gb:
                     row["skipped"] = f"needs ~{plain_gb(model, size):.0f} GB of activations"
                 elif method == "per-tile" and size > args.per_tile_max:
                     row["skipped"] = f"above --per-tile-max {args.per_tile_max} (takes long)"
@@ -243,7 +244,9 @@ def run_speed(args) -> list[dict]:
                        args.precision] + (["--models", name] if name else [])
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
-                    row["skipped"] = "failed: " + res.stderr.strip().splitlines()[-1]
+                    last = res.stderr.strip().splitlines()[-1:] or [f"exit {res.returncode}"
+                                                                    " (killed: out of memory?)"]
+                    row["skipped"] = "failed: " + last[0]
                     rows.append(row)
                 else:
                     rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -337,19 +340,21 @@ def markdown(rows: list[dict], quality: dict | None, args, model_desc: str,
                      f"{tiles} |")
     got = {(r["model"], r["method"], r["size"]): r for r in rows if "skipped" not in r}
     ratios = []
-    for (model, method, size), r in sorted(got.items()):
-        if method != "restorer":
-            continue
+    for model, size in sorted({(k[0], k[2]) for k in got}):
+        r = got.get((model, "restorer", size))
         g, c = got.get((model, "global", size)), got.get((model, "convs", size))
         parts = []
-        if g:
+        if g and r:
             parts.append(f"super_resolve / Restorer pass {g['seconds'] / r['seconds']:.2f}")
         gc = got.get((model, "global-compiled", size))
-        if gc:
+        if gc and r:
             parts.append(f"compiled super_resolve / Restorer pass "
                          f"{gc['seconds'] / r['seconds']:.2f}")
-        if c:
+        if c and r:
             parts.append(f"convolutions alone / Restorer pass {c['seconds'] / r['seconds']:.2f}")
+        if c and g:
+            parts.append(f"convolutions alone / super_resolve's restoration (global minus "
+                         f"estimation) {c['seconds'] / (g['seconds'] - g['estimate_s']):.2f}")
         if parts:
             ratios.append(f"- {model}, {size}x{size}: " + "; ".join(parts))
     if ratios:
