@@ -162,3 +162,24 @@ def test_released_and_saved_checkpoints_still_load(tmp_path, saved, shared_dir):
     assert m.fingerprint == tiny_model(in_nc=1, scale=2).fingerprint
     for f in sorted((shared_dir / "reference" / "official-dan" / "golden").glob("*.pth")):
         assert napari_dan.load_model(f).iterations == 4
+
+
+def test_cli_with_a_crafted_checkpoint_is_one_line(tmp_path, saved):
+    import os
+    import subprocess
+    import sys
+
+    import tifffile
+
+    _, obj = saved
+    obj["hyperparameters"]["loop"] = 10**9
+    bad = _write(tmp_path, obj, "crafted.pt")
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((16, 16), np.uint8))
+    r = subprocess.run([sys.executable, "-m", "napari_dan.cli", "super-resolve",
+                        str(tmp_path / "a.tif"), "-o", str(tmp_path / "out"), "-m", str(bad)],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("napari-dan: error:") and "loop=1000000000 is outside" in lines[0]
+    assert not (tmp_path / "out").exists()
