@@ -105,11 +105,16 @@ def test_fingerprint_follows_content_not_name(tmp_path):
 # ---- resume: skip only what this run would produce ------------------------------------------
 
 
-def test_resume_checks_what_produced_the_output(tmp_path, ckpts):
-    a, b = ckpts
+def _two_folders(tmp_path, name, planes):
+    """d1/<name> and d2/<name>: two different stacks under one file name."""
     for d, seed in (("d1", 0), ("d2", 1)):
         (tmp_path / d).mkdir()
-        _stack(tmp_path / d / "img.tif", 2, side=20, seed=seed)
+        _stack(tmp_path / d / name, planes, side=20, seed=seed)
+
+
+def test_resume_checks_what_produced_the_output(tmp_path, ckpts):
+    a, b = ckpts
+    _two_folders(tmp_path, "img.tif", 2)
     out = tmp_path / "out"
     s = run_batch([tmp_path / "d1" / "img.tif"], out, a, quiet=True)
     assert s.count("done") == 1
@@ -149,9 +154,7 @@ def test_resume_checks_what_produced_the_output(tmp_path, ckpts):
 
 def test_cli_resume_from_another_folder_is_refused_with_exit_1(tmp_path, ckpts):
     a, _ = ckpts
-    for d, seed in (("d1", 0), ("d2", 1)):
-        (tmp_path / d).mkdir()
-        _stack(tmp_path / d / "a.tif", 1, side=20, seed=seed)
+    _two_folders(tmp_path, "a.tif", 1)
     out = tmp_path / "out"
     r1 = subprocess.run(_cmd(tmp_path / "d1" / "a.tif", "-o", out, "-m", a, "-q"), env=_env(),
                         capture_output=True, text=True, timeout=120)

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import __version__
 from .engine.normalize import analyse
+from .engine.threads import check_threads
 from .errors import DanError, InputError, UsageError, clean_message
 from .io import (
     OutputLock,
@@ -557,10 +558,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
     if series is not None and (isinstance(series, bool) or not isinstance(series, int)
                                or series < 0):
         raise UsageError(f"--series must be a whole number >= 0, got {series!r}")
-    if not (threads is None or threads == "auto" or (isinstance(threads, int)
-                                                    and not isinstance(threads, bool)
-                                                    and threads >= 1)):
-        raise UsageError(f"--threads must be 'auto' or a whole number >= 1, got {threads!r}")
+    try:
+        check_threads(threads)
+    except InputError as e:
+        raise UsageError(str(e)) from None
     if not (scheduler or workers):  # a cluster resolves the device on each worker
         from .engine import resolve_device
 

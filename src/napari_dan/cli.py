@@ -30,16 +30,26 @@ def _err(msg: object) -> None:
     print(f"napari-dan: error: {clean_message(msg, 2000)}", file=sys.stderr)
 
 
-def _tile_size(v: str) -> int | str:
-    if v == "auto":
-        return v
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer, got {v!r}") from None
-    if n < 16:
-        raise argparse.ArgumentTypeError(f"must be at least 16 (LR pixels), got {n}")
-    return n
+def _whole(minimum: int, what: str, auto: bool = False):
+    """An argparse type: a whole number >= ``minimum`` (or "auto" where ``auto``)."""
+    def parse(v: str) -> int | str:
+        if auto and v == "auto":
+            return v
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be {'auto or ' if auto else ''}a whole number ({what}), got {v!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} ({what}), got {n}")
+        return n
+    return parse
+
+
+_tile_size = _whole(16, "LR pixels", auto=True)
+_threads = _whole(1, "CPU threads", auto=True)
+_series = _whole(0, "a series number")
+_positive = _whole(1, "a count")
 
 
 def _channel_axis(v: str) -> int | str:
@@ -50,38 +60,6 @@ def _channel_axis(v: str) -> int | str:
             return v.upper()
         raise argparse.ArgumentTypeError(f"must be an axis index (e.g. 2 or -1) or an axis "
                                          f"letter (e.g. C), got {v!r}") from None
-
-
-def _threads(v: str) -> int | str:
-    if v == "auto":
-        return v
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number, got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
-def _series(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a series number (0, 1, ...), got {v!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
-    return n
-
-
-def _positive(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
 
 
 # --------------------------------------------------------------------------------------------

@@ -712,7 +712,6 @@ def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kerne
     plan = _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel,
                    device, precision, compiled)
     prog = _Progress(cancel)
-    lay = plan.layout
     if out is not None:
         plan.check_out(out)
     policy = ThreadPolicy(threads, plan.device)

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["ThreadPolicy", "available_cpus", "others_busy_cores"]
+__all__ = ["ThreadPolicy", "available_cpus", "check_threads", "others_busy_cores"]
 
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _last: tuple[float, float, float] | None = None  # (monotonic time, busy seconds, own seconds)
@@ -79,16 +79,21 @@ def others_busy_cores() -> float | None:
     return max(0.0, ((busy - b0) - (own - o0)) / max(now - t0, 1e-6))
 
 
+def check_threads(threads) -> None:
+    """Raise :class:`InputError` unless ``threads`` is "auto", a whole number >= 1 or None."""
+    if not (threads is None or threads == "auto" or (isinstance(threads, int)
+                                                    and not isinstance(threads, bool)
+                                                    and threads >= 1)):
+        raise InputError(f"threads must be 'auto', a whole number >= 1 or None, got "
+                         f"{threads!r}")
+
+
 class ThreadPolicy:
     """Sets PyTorch's CPU thread count for one engine call (``with ThreadPolicy(...) as tp:``;
     ``tp.update()`` before each unit of work). See the module docstring."""
 
     def __init__(self, threads: int | str | None, device: torch.device):
-        if not (threads is None or threads == "auto" or (isinstance(threads, int)
-                                                        and not isinstance(threads, bool)
-                                                        and threads >= 1)):
-            raise InputError(f"threads must be 'auto', a whole number >= 1 or None, got "
-                             f"{threads!r}")
+        check_threads(threads)
         self.requested = threads
         self.active = threads is not None and torch.device(device).type == "cpu"
         self.used: Counter = Counter()
