@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "leave idle, measured before every plane, at most OMP_NUM_THREADS")
     sr.add_argument("--compile", action="store_true",
                     help="restore through torch.compile: faster per tile on large stacks, but "
-                         "10-50 s of compilation first and a C compiler needed (docs/engine.md)")
+                         "a compilation per tile shape first, and a C compiler (docs/engine.md)")
     sr.add_argument("--channel-axis", type=_channel_axis, metavar="N",
                     help="axis of the file that holds channels (index or letter such as C); "
                          "default: RGB samples (S), else C")

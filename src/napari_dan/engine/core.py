@@ -834,7 +834,7 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
         as it is). See :mod:`napari_dan.engine.threads`.
     compiled : bool
         Restore tiles through ``torch.compile`` (fused element-wise steps; faster per tile, but
-        10-50 s of compilation per tile shape and process, and a C compiler is needed; falls back
+        a compilation per tile shape and process, and a C compiler is needed; falls back
         to the eager network when compiling fails). Off by default; see docs/engine.md.
 
     Returns

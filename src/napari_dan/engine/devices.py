@@ -243,7 +243,7 @@ class CompiledRestorer:
     """The Restorer through ``torch.compile`` (inductor), falling back to the eager module.
 
     Compiling fuses the element-wise steps between the convolutions (on this project's CPU the
-    bf16 Restorer ran 1.7x faster) but costs 10-50 s per tile shape and process, and needs a C
+    bf16 Restorer ran 2.2x faster per tile) but costs a compilation per tile shape and process, and needs a C
     compiler at run time; so it is an option (``compiled=True``, CLI ``--compile``), cached per
     network. Any failure to compile (no compiler, an unsupported backend) falls back to the eager
     Restorer for the rest of the process and is noted in ``note``.

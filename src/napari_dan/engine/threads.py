@@ -1,7 +1,7 @@
 """CPU threads: how many the engine gives PyTorch, chosen from what other processes leave idle.
 
 PyTorch's OpenMP threads spin and wait for each other at every operation. When another process
-keeps one of two cores busy, two threads then ran 1.1-2x *slower* than one (docs/benchmarks.md).
+keeps one of two cores busy, two threads then ran 1.33x *slower* than one (docs/benchmarks.md).
 ``threads="auto"`` avoids that: before the kernel estimation and before every plane it measures
 how much of this process's CPUs other processes used since the last look (from ``/proc/stat``,
 summed over the CPUs this process may run on, minus this process's own CPU time) and uses the

@@ -1,0 +1,141 @@
+"""The engine measurements behind docs/benchmarks.md's "What changed" and profile, in one script.
+
+- ``profile``: torch.profiler over ``super_resolve(dan-x2-gray, 512x512 uint16, fp32)``: time
+  per operator and the engine's own step timing (estimation, restoration).
+- ``inplace``: one Restorer pass on a tile, with the blocks' in-place inference arithmetic
+  against the out-of-place (autograd) arithmetic; best of three, and whether the outputs are
+  bit-identical.
+- ``compile``: one Restorer pass on a tile, eager against ``torch.compile`` (bf16 autocast), and
+  the Y-PSNR of ``super_resolve`` on the bundled samples in fp32, bf16 and bf16 compiled.
+
+Run::
+
+    OMP_NUM_THREADS=2 python benchmarks/engine_checks.py profile inplace compile
+
+Prints Markdown.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _best(f, n: int = 3) -> float:
+    f()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _plane(size: int) -> np.ndarray:
+    from skimage import data, transform
+
+    cam = transform.resize(data.camera().astype(np.float32), (size, size))
+    rng = np.random.default_rng(0)
+    return (cam / 255 * 3000 + 100 + rng.normal(0, 20, cam.shape)).clip(0, 65535).astype(np.uint16)
+
+
+def profile() -> None:
+    import napari_dan
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    m = napari_dan.load_model("dan-x2-gray")
+    img = _plane(512)
+    napari_dan.super_resolve(img[:64, :64], m, precision="fp32")
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        r = napari_dan.super_resolve(img, m, precision="fp32")
+    t = r.metadata["timing"]
+    print(f"### profile: dan-x2-gray, 512x512 uint16, fp32\n\nestimation {t['estimate_s']:.1f} s, "
+          f"restoration {t['restore_s']:.1f} s, total {t['total_s']:.1f} s; "
+          f"{r.metadata['tiles']} tiles\n")
+    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ev)
+    print("| op | share of CPU time |\n| --- | ---: |")
+    for e in ev[:6]:
+        print(f"| `{e.key}` | {100 * e.self_cpu_time_total / total:.1f}% |")
+    print()
+
+
+def inplace() -> None:
+    import napari_dan
+
+    print("### in-place block arithmetic (one Restorer pass on a tile, best of 3)\n")
+    print("| model | tile | precision | in place (s) | out of place (s) | identical |")
+    print("| --- | --- | --- | ---: | ---: | --- |")
+    for name, size in (("dan-x2-gray", 264), ("dan-x4-rgb", 200)):
+        m = napari_dan.load_model(name)
+        net = m.network
+        x = torch.rand(1, m.in_channels, size, size).contiguous(memory_format=torch.channels_last)
+        code = net.initial_code(1)
+        for prec in ("fp32", "bf16"):
+            def ctx():
+                return torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16")
+
+            def fast():
+                with torch.no_grad(), ctx():  # no autograd: the in-place path
+                    return net.restore(x, code)
+
+            def slow():
+                with torch.enable_grad(), ctx():  # autograd on: the out-of-place path
+                    return net.restore(x, code)
+
+            same = torch.equal(fast(), slow())
+            print(f"| {name} | {size} | {prec} | {_best(fast):.3f} | {_best(slow):.3f} | {same} |")
+    print()
+
+
+def compile_check() -> None:
+    import napari_dan
+    from napari_dan.samples import make_sample
+    from napari_dan.training.metrics import y_psnr
+
+    m = napari_dan.load_model("dan-x2-gray")
+    net = m.network
+    x = torch.rand(1, 1, 264, 264).contiguous(memory_format=torch.channels_last)
+    code = net.initial_code(1)
+    compiled = torch.compile(net.Restorer, dynamic=False)
+
+    def eager():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return net.Restorer(x, code)
+
+    def comp():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return compiled(x, code)
+
+    t0 = time.perf_counter()
+    comp()
+    first = time.perf_counter() - t0
+    print("### torch.compile (dan-x2-gray Restorer, 264x264 tile, bf16 autocast)\n")
+    print(f"first call (compilation) {first:.1f} s; then eager {_best(eager):.3f} s, compiled "
+          f"{_best(comp):.3f} s per pass\n")
+    print("| model | sample | fp32 | bf16 | bf16 compiled |\n| --- | --- | ---: | ---: | ---: |")
+    for name, kind in (("dan-x2-gray", "microscopy"), ("dan-x4-rgb", "photo")):
+        mm = napari_dan.load_model(name)
+        s = make_sample(kind, scale=mm.scale)
+        row = []
+        for kw in (dict(precision="fp32"), dict(precision="bf16"),
+                   dict(precision="bf16", compiled=True)):
+            img = napari_dan.super_resolve(s["lr"], mm, tile_size=64, **kw).image
+            row.append(y_psnr(img / 255.0, s["hr"] / 255.0, mm.scale))
+        print(f"| {name} | {kind} | " + " | ".join(f"{v:.3f} dB" for v in row) + " |")
+    print()
+
+
+def main(argv=None) -> int:
+    what = (argv if argv is not None else sys.argv[1:]) or ["profile", "inplace", "compile"]
+    for w in what:
+        {"profile": profile, "inplace": inplace, "compile": compile_check}[w]()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
