@@ -244,7 +244,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
              f"true kernel: {true_stats.summary()}"]
     labels = {"DAN": f"DAN {model.name}"}
     try:
-        from .training.metrics import y_psnr
+        from .imaging.metrics import y_psnr
 
         p_dan = y_psnr(sr / 255.0, hr / 255.0, s)
         p_bic = y_psnr(bic / 255.0, hr / 255.0, s)

@@ -54,7 +54,7 @@ def _crop(img: np.ndarray, scale: int, size: tuple[int, int] | None = None,
 def _degrade(hr: np.ndarray, kernel: np.ndarray, scale: int, noise: dict | None,
              rng: np.random.Generator) -> np.ndarray:
     """uint8 HR -> uint8 LR with the project's degradation model (blur, MATLAB bicubic, 8 bit)."""
-    from .training.degradations import degrade
+    from .imaging.degradations import degrade
 
     lr = degrade(hr.astype(np.float64) / 255.0, kernel, scale, noise=noise, quantize_bits=8, rng=rng)
     return np.round(np.clip(lr, 0, 1) * 255).astype(np.uint8)

@@ -41,9 +41,12 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["Layout", "analyse", "Normalisation", "compute_normalisation", "LOW_PERCENTILE",
-           "HIGH_PERCENTILE", "MIN_SIDE"]
+           "HIGH_PERCENTILE", "SPARSE_RANGE", "MIN_SIDE"]
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 99.9
+#: the unit range reaches at least 1/SPARSE_RANGE of the way from the low percentile to the
+#: brightest value (sparse fields, where the 99.9th percentile is still background)
+SPARSE_RANGE = 50.0
 #: network inputs are limited to this many times the 0.1-99.9 percentile range (a few extreme
 #: values, e.g. 3e38 in a float image, would otherwise overflow inside the network)
 UNIT_LIMIT = 1e6
@@ -295,12 +298,19 @@ def compute_normalisation(read_plane, layout: Layout) -> Normalisation:
     data = np.concatenate(samples)
     if layout.rgb or nc == 1:
         lo, hi = np.percentile(data, [LOW_PERCENTILE, HIGH_PERCENTILE])
-        lo, hi = np.full(nc, lo), np.full(nc, hi)
+        top = data.max()
+        lo, hi, top = np.full(nc, lo), np.full(nc, hi), np.full(nc, top)
         how = "joint"
     else:
         lo = np.percentile(data, LOW_PERCENTILE, axis=0)
         hi = np.percentile(data, HIGH_PERCENTILE, axis=0)
+        top = data.max(axis=0)
         how = "per channel"
+    with np.errstate(over="ignore", invalid="ignore"):
+        # sparse fluorescence: when fewer than 0.1% of the pixels hold the objects, the 99.9th
+        # percentile is background and the objects would reach hundreds of units; the range is
+        # at least 1/SPARSE_RANGE of the way to the brightest value
+        hi = np.maximum(hi, lo + (top - lo) / SPARSE_RANGE)
     with np.errstate(over="ignore", invalid="ignore"):
         span_ok = np.all(np.isfinite(hi - lo))
     if not span_ok:

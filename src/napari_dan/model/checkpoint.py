@@ -119,7 +119,9 @@ class DanModel:
 #: outside these bounds is refused before anything is allocated
 HP_LIMITS = {"in_nc": (1, 3), "nf": (1, 256), "nb": (1, 64), "ng": (1, 16), "scale": (2, 4),
              "code_len": (1, 256), "kernel_size": (3, 63), "loop": (1, 16), "est_nf": (2, 256),
-             "est_nb": (1, 32)}
+             "est_nb": (1, 32), "est_attention": (0, 1)}
+#: hyperparameters that may be absent (the released checkpoints): their default when they are
+OPTIONAL_HP = {"DANv2": {"est_attention": 0}}
 #: parameters a network may have (the released DANv2 x4 has 4.7 M)
 MAX_PARAMETERS = 50_000_000
 #: a weight beyond this is taken for a damaged file (trained DAN weights stay far below 100)
@@ -150,6 +152,16 @@ def check_hyperparameters(architecture: Any, hp: Any) -> tuple[str, dict]:
         if not lo <= int(v) <= hi:
             raise ValueError(f"hyperparameter {k}={int(v)} is outside {lo}..{hi}")
         out[k] = int(v)
+    for k, default in OPTIONAL_HP.get(architecture, {}).items():
+        v = hp.get(k, default)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"hyperparameter {k!r} is {clean_message(repr(v), 40)}, "
+                             "expected an integer")
+        lo, hi = HP_LIMITS[k]
+        if not lo <= int(v) <= hi:
+            raise ValueError(f"hyperparameter {k}={int(v)} is outside {lo}..{hi}")
+        if int(v) != default:
+            out[k] = int(v)
     if out["in_nc"] not in (1, 3):
         raise ValueError(f"in_nc={out['in_nc']}: only 1 (grey) and 3 (RGB) channels are supported")
     if out["kernel_size"] % 2 == 0:
@@ -198,6 +210,8 @@ def infer_hyperparameters(sd: dict[str, torch.Tensor]) -> tuple[str, dict]:
               "nb": _count(keys, "Restorer.body.0.body."),
               "est_nf": int(sd["Estimator.tail.0.weight"].shape[0]),
               "est_nb": _count(keys, "Estimator.body.body.")}
+        if "Estimator.attention.weight" in sd:
+            hp["est_attention"] = 1
     elif "Restorer.head.weight" in sd:
         arch = "DANv1"
         w = sd["Restorer.head.weight"]
@@ -450,12 +464,14 @@ def save_checkpoint(path: str | os.PathLike, network: nn.Module, info: dict | No
 
 def create_model(architecture: str = "DANv2", *, name: str = "untrained", setting: int = 1,
                  pca_samples: int = 30000, seed: int = 0, info: dict | None = None,
-                 **hp: int) -> DanModel:
+                 pca_kernels: np.ndarray | None = None, **hp: int) -> DanModel:
     """A freshly initialised model with its PCA basis built from the training kernel distribution.
 
     ``hp`` are the hyperparameters (in_nc, nf, nb, ng, scale, code_len, kernel_size, loop, est_nf,
     est_nb); missing ones take the released defaults. ``setting`` 1 (isotropic) or 2
-    (anisotropic) chooses the kernel distribution of the PCA basis (dan-facts.md).
+    (anisotropic) chooses the kernel distribution of the PCA basis (dan-facts.md);
+    ``pca_kernels`` (n, k, k), when given, are the samples of another distribution (the
+    microscopy models' PSFs) and ``setting`` is ignored.
     """
     from .kernels import pca_basis, random_gaussian_kernels
 
@@ -467,13 +483,17 @@ def create_model(architecture: str = "DANv2", *, name: str = "untrained", settin
     params = {**defaults, **hp}
     torch.manual_seed(seed)
     net = build_network(architecture, params)
-    ks, _ = random_gaussian_kernels(pca_samples, params["kernel_size"], setting=setting,
-                                    rng=np.random.default_rng(seed))
+    if pca_kernels is None:
+        ks, _ = random_gaussian_kernels(pca_samples, params["kernel_size"], setting=setting,
+                                        rng=np.random.default_rng(seed))
+    else:
+        ks = np.asarray(pca_kernels, np.float32)
     basis, mean = pca_basis(ks, params["code_len"])
     with torch.no_grad():
         net.set_pca(torch.from_numpy(basis))
         net.kernel_mean.copy_(torch.from_numpy(mean))
     net.eval()
     return DanModel(name=name, network=net, architecture=architecture, hyperparameters=params,
-                    info={"description": "randomly initialised (untrained)", "pca_setting": setting,
+                    info={"description": "randomly initialised (untrained)",
+                          "pca_setting": setting if pca_kernels is None else "custom",
                           **(info or {})}, source="created")

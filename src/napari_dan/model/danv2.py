@@ -136,7 +136,7 @@ class EstimatorV2(nn.Module):
     """
 
     def __init__(self, in_nc: int = 3, nf: int = 64, nb: int = 5, scale: int = 4,
-                 kernel_size: int = 21):
+                 kernel_size: int = 21, attention: bool = False):
         super().__init__()
         h = nf // 2
         self.head_LR = nn.Sequential(_conv(in_nc, h, 5))
@@ -145,6 +145,21 @@ class EstimatorV2(nn.Module):
         self.tail = nn.Sequential(
             _conv(h, nf, 3), nn.AdaptiveAvgPool2d(1), _conv(nf, kernel_size**2, 1), nn.Softmax(1)
         )
+        # Our microscopy models pool with learned spatial weights instead of a plain mean, so
+        # the kernel is read where there is signal (a sparse field is mostly empty background).
+        # Zero-initialised, it starts as exactly the mean. Absent in the released layout.
+        self.attention = _conv(nf, 1, 1) if attention else None
+        if self.attention is not None:
+            nn.init.zeros_(self.attention.weight)
+            nn.init.zeros_(self.attention.bias)
+
+    def pool_weights(self, f: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) weights (sum 1 per image) with which features are pooled."""
+        b, _, hh, ww = f.shape
+        if self.attention is None:
+            return f.new_full((b, 1, hh, ww), 1.0 / (hh * ww))
+        a = self.attention(f).flatten(2).float().softmax(-1)
+        return a.to(f.dtype).reshape(b, 1, hh, ww)
 
     def forward(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         f_lr = self.head_LR(lr)
@@ -152,7 +167,11 @@ class EstimatorV2(nn.Module):
         # the HR map can be one pixel larger when the SR size is not s * LR size
         f_hr = f_hr[..., : f_lr.shape[-2], : f_lr.shape[-1]]
         f, _ = self.body(f_lr, f_hr)
-        return self.tail(f).flatten(1)
+        if self.attention is None:
+            return self.tail(f).flatten(1)
+        f = self.tail[0](f)
+        pooled = (f * self.pool_weights(f)).sum((-2, -1), keepdim=True)
+        return self.tail[3](self.tail[2](pooled)).flatten(1)
 
 
 class DANv2(DANBase):
@@ -166,6 +185,9 @@ class DANv2(DANBase):
         Number of unrolled iterations (4 in the released models).
     est_nf, est_nb : int
         Estimator width and depth (64 and 5 in the released code).
+    est_attention : int
+        1: the Estimator pools its features with learned spatial weights (our microscopy
+        models); 0: a plain mean, as released.
 
     ``forward(lr)`` returns ``(sr, kernel)``: the last iteration's SR image (unclamped) and kernel
     (B, k, k). ``forward_all(lr)`` returns every iteration's SR, kernel and code.
@@ -175,10 +197,11 @@ class DANv2(DANBase):
 
     def __init__(self, in_nc: int = 3, nf: int = 64, nb: int = 10, ng: int = 5, scale: int = 4,
                  code_len: int = 10, kernel_size: int = 21, loop: int = 4, est_nf: int = 64,
-                 est_nb: int = 5):
+                 est_nb: int = 5, est_attention: int = 0):
         super().__init__(in_nc, scale, code_len, kernel_size, loop)
         self.Restorer = RestorerV2(in_nc, nf, nb, ng, scale, code_len)
-        self.Estimator = EstimatorV2(in_nc, est_nf, est_nb, scale, kernel_size)
+        self.Estimator = EstimatorV2(in_nc, est_nf, est_nb, scale, kernel_size,
+                                     attention=bool(est_attention))
 
     def estimate(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """Kernel (B, k, k) from the current SR and the LR image."""

@@ -2,7 +2,7 @@
 
 Images are held in memory as float32 in [0, 1] (the classic SR sets are small); crops get random
 flips and 90-degree rotations. Degradation happens on the fly, batched, in
-:mod:`napari_dan.training.degradations`.
+:mod:`napari_dan.imaging.degradations`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ downsampling, 8-bit quantisation. Three results are scored against the HR image:
 
 Every output is quantised to 8 bit (``round(clip(sr, 0, 1) * 255)``) before scoring, as the
 papers do; scores are Y-PSNR / SSIM with a border of ``s`` pixels cropped
-(:mod:`napari_dan.training.metrics`). The kernel error compares the estimated kernel with the
+(:mod:`napari_dan.imaging.metrics`). The kernel error compares the estimated kernel with the
 true one (sigma error from :func:`~napari_dan.model.kernels.kernel_stats`, and L1).
 
 Images and the model's channels: gray images given to an RGB model are replicated to three
@@ -44,8 +44,8 @@ import torch
 
 from ..errors import DanError, InputError
 from ..model.kernels import fit_kernel_size, gaussian_kernel
-from .degradations import degrade, imresize, quantize
-from .metrics import BT601_Y, kernel_errors, y_psnr, y_ssim
+from ..imaging.degradations import degrade, imresize, quantize
+from ..imaging.metrics import BT601_Y, kernel_errors, y_psnr, y_ssim
 
 __all__ = ["SIGMA_RANGES", "KERNEL_SIZE", "METHODS", "gaussian8_sigmas", "list_images",
            "read_image", "mod_crop", "match_channels", "evaluate_gaussian8", "format_table",

@@ -33,9 +33,9 @@ import torch
 from ..model.checkpoint import DanModel, create_model, load_checkpoint, save_checkpoint
 from ..model.kernels import random_gaussian_kernels
 from .data import PatchSampler, find_images, read_image
-from .degradations import degrade_torch, imresize_torch
+from ..imaging.degradations import degrade_torch, imresize_torch
 
-__all__ = ["TrainConfig", "train", "transfer_weights", "cpu_has_bf16"]
+__all__ = ["TrainConfig", "train", "transfer_weights", "remap_code_input", "cpu_has_bf16"]
 
 
 @dataclass
@@ -83,6 +83,13 @@ class TrainConfig:
     #: file-name or path glob patterns left out of ``data`` (e.g. copies of benchmark images)
     exclude: tuple[str, ...] = ()
     description: str = ""
+    #: "images": crops of ``data`` degraded by blur + bicubic (photos); "microscopy": synthetic
+    #: specimens through the microscope model of :mod:`napari_dan.imaging.microscope` (PSFs on
+    #: the HR grid, camera binning, Poisson-Gaussian noise, offset; ``data`` is not used)
+    data_kind: str = "images"
+    psf_fwhm_range: tuple[float, float] = (1.6, 10.5)
+    clean_fraction: float = 0.2     # microscopy: noise-free share of the batch
+    est_attention: int = 0          # 1: the Estimator pools with learned spatial weights
 
 
 def cpu_has_bf16() -> bool:
@@ -120,6 +127,19 @@ def transfer_weights(dst: torch.nn.Module, src: torch.nn.Module) -> list[str]:
     return copied
 
 
+def remap_code_input(dst: torch.nn.Module, src: torch.nn.Module) -> None:
+    """Adapt a transferred Restorer to a new PCA basis: its code input (``head2``, a 1x1 conv)
+    learned to read codes ``P_src^T k``; for kernels in the span of the new basis those are
+    ``(P_src^T P_dst) c_dst``, so folding that matrix into the weights keeps what it learned."""
+    p_src, p_dst = src.encoder[0].double(), dst.encoder[0].double()
+    if p_src.shape != p_dst.shape or torch.equal(p_src, p_dst):
+        return
+    m = (p_src.T @ p_dst).to(dst.Restorer.head2.weight.dtype)  # (L, L)
+    with torch.no_grad():
+        w = dst.Restorer.head2.weight  # (nf, L, 1, 1)
+        w.copy_((w[..., 0, 0] @ m)[..., None, None])
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -154,18 +174,32 @@ class Trainer:
         use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and (
             self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_bf16())))
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
+        if cfg.data_kind not in ("images", "microscopy"):
+            raise ValueError(f"data_kind must be 'images' or 'microscopy', got {cfg.data_kind!r}")
         hp = dict(in_nc=cfg.in_nc, nf=cfg.nf, nb=cfg.nb, ng=cfg.ng, scale=cfg.scale,
                   code_len=cfg.code_len, kernel_size=cfg.kernel_size, loop=cfg.loop,
                   est_nf=cfg.est_nf, est_nb=cfg.est_nb)
+        if cfg.est_attention:
+            hp["est_attention"] = int(cfg.est_attention)
+        pca_kernels = None
+        if cfg.data_kind == "microscopy":
+            from ..imaging.psf import random_psfs
+
+            pca_kernels, _ = random_psfs(cfg.pca_samples, cfg.kernel_size,
+                                         tuple(cfg.psf_fwhm_range), np.random.default_rng(cfg.seed))
         self.model: DanModel = create_model("DANv2", name=cfg.name, setting=cfg.setting,
-                                            seed=cfg.seed, pca_samples=cfg.pca_samples, **hp)
+                                            seed=cfg.seed, pca_samples=cfg.pca_samples,
+                                            pca_kernels=pca_kernels, **hp)
         self.net = self.model.network
         copied = []
         sources = [cfg.init_from] if isinstance(cfg.init_from, str) else list(cfg.init_from or [])
         for path in sources:
-            keys = transfer_weights(self.net, load_checkpoint(path).network)
+            src = load_checkpoint(path).network
+            keys = transfer_weights(self.net, src)
             copied += keys
             self.log(f"initialised {len(keys)} tensors from {path}")
+            if "Restorer.head2.weight" in keys:
+                remap_code_input(self.net, src)
         if not cfg.stage1_estimator and not any(k.startswith("Estimator") for k in copied):
             self.log("warning: stage 1 trains the Restorer alone and no Estimator weights were "
                      "transferred, so the Estimator learns only in stage 2")
@@ -180,8 +214,23 @@ class Trainer:
         self.elapsed = 0.0
         self._load_data()
 
+    def _load_microscopy(self) -> None:
+        from ..imaging.microscope import MicroscopyFields, validation_fields
+
+        cfg = self.cfg
+        hr = cfg.lr_patch * cfg.scale
+        self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, tuple(cfg.psf_fwhm_range),
+                                       tuple(cfg.photons_range), cfg.clean_fraction)
+        self.val = validation_fields(max(1, cfg.val_images // 4), 96 if cfg.scale == 2 else 128,
+                                     cfg.kernel_size, cfg.scale)
+        self.log(f"synthetic microscopy fields {hr}x{hr}, {len(self.val)} validation fields; "
+                 f"device {self.device}, bf16 {'on' if self.amp_dtype else 'off'}, "
+                 f"threads {torch.get_num_threads()}")
+
     # -- data -------------------------------------------------------------------------------
     def _load_data(self) -> None:
+        if self.cfg.data_kind == "microscopy":
+            return self._load_microscopy()
         files = find_images(self.cfg.data, self.cfg.exclude)
         if not files:
             raise ValueError("no training images found in " + ", ".join(self.cfg.data))
@@ -206,6 +255,15 @@ class Trainer:
 
     def _batch(self):
         cfg, b = self.cfg, self.cfg.batch
+        if cfg.data_kind == "microscopy":
+            from ..imaging.microscope import degrade_microscopy_torch
+
+            spec, ks, photons, read, offset, clean = self.fields.draw(b)
+            gen = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
+            hr, lr = degrade_microscopy_torch(spec, ks, cfg.scale, photons, read, offset, gen,
+                                              noise_free=clean)
+            d = self.device
+            return hr.to(d), lr.to(d), ks.to(d)
         # crops and kernels are drawn on the CPU (numpy RNG: reproducible, resumable); the
         # degradation runs on the training device
         hr = torch.from_numpy(self.sampler.sample(b)).to(self.device, non_blocking=True)
@@ -285,9 +343,36 @@ class Trainer:
         return {"loss_sr": loss_sr.detach(), "loss_k": loss_k.detach(), "stage": stage}
 
     @torch.no_grad()
+    def _validate_microscopy(self) -> dict:
+        """Blind PSNR (peak 1 of the normalised range) against bicubic, and the median relative
+        error of the estimated FWHM, on the fixed validation fields."""
+        from ..model.kernels import kernel_stats
+
+        net = self.net
+        net.eval()
+        ps, pb, errs = [], [], []
+        for hr, lr, psf, _, _ in self.val:
+            with self._autocast():
+                sr, kest = net(lr.to(self.device))
+            b = self.cfg.scale
+            crop = (..., slice(b, -b), slice(b, -b))
+            mse = torch.mean((sr.float().cpu()[crop] - hr[crop]) ** 2).item()
+            bic = torch.nn.functional.interpolate(lr, scale_factor=b, mode="bicubic")
+            mseb = torch.mean((bic[crop] - hr[crop]) ** 2).item()
+            ps.append(10 * math.log10(1 / max(mse, 1e-12)))
+            pb.append(10 * math.log10(1 / max(mseb, 1e-12)))
+            t = kernel_stats(psf[0].numpy()).fwhm
+            errs.append(abs(kernel_stats(kest[0].float().cpu().numpy()).fwhm - t) / t)
+        net.train()
+        return {"val_psnr": float(np.mean(ps)), "val_bicubic": float(np.mean(pb)),
+                "val_fwhm_err": float(np.median(errs))}
+
+    @torch.no_grad()
     def validate(self) -> dict:
         """Blind PSNR (all iterations, 8-bit) on held-out crops at three sigmas."""
         cfg, net = self.cfg, self.net
+        if cfg.data_kind == "microscopy":
+            return self._validate_microscopy()
         net.eval()
         lo, hi = cfg.sigma_range
         sigmas = [lo + 0.25 * (hi - lo), 0.5 * (lo + hi), lo + 0.75 * (hi - lo)]

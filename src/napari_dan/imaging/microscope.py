@@ -1,0 +1,129 @@
+"""The forward model of a fluorescence microscope, as used to train and benchmark the grey models.
+
+A specimen (:mod:`.specimens`) rendered on the HR grid is
+
+* the **HR target**: the specimen seen through a narrow Gaussian of ``TARGET_FWHM`` HR pixels,
+  i.e. at the HR grid's resolution limit (the way a SIM or STED image is the target of a
+  widefield one; the grid cannot carry finer detail);
+* the **LR input**: the specimen blurred by the optical PSF (:mod:`.psf`, sampled on the HR grid),
+  integrated over camera pixels ``scale`` times larger (:func:`.camera.bin_pixels`), with
+  Poisson shot noise at ``photons`` per unit brightness, Gaussian read noise and a camera offset.
+
+The kernel a model learns to estimate is that optical PSF on the HR (output) grid, so the FWHM
+it reports in pixels times the output pixel size is the PSF's FWHM in micrometres.
+
+Both images are then normalised exactly as the engine normalises an input at inference: the LR
+image's 0.1 and 99.9 percentiles go to 0 and 1, and the HR target (in the same counts) gets the
+same affine map, so the network's output means what the engine will make of it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..engine.normalize import HIGH_PERCENTILE, LOW_PERCENTILE, SPARSE_RANGE
+from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel
+from .camera import bin_pixels_torch
+from .degradations import blur_torch
+from .psf import MICROSCOPY_FWHM_RANGE, random_psfs
+from .specimens import KINDS, random_specimen
+
+__all__ = ["TARGET_FWHM", "MicroscopyFields", "degrade_microscopy_torch", "target_kernel",
+           "validation_fields"]
+
+#: FWHM (HR pixels) of the HR target's own blur: the resolution limit of the HR grid
+TARGET_FWHM = 1.5
+
+
+def target_kernel(size: int = 9) -> np.ndarray:
+    """The Gaussian through which the HR target sees the specimen."""
+    return gaussian_kernel(size, TARGET_FWHM / FWHM_PER_SIGMA)
+
+
+def degrade_microscopy_torch(spec: torch.Tensor, psfs: torch.Tensor, scale: int,
+                             photons: torch.Tensor, read_noise: torch.Tensor,
+                             offset: torch.Tensor, generator: torch.Generator | None = None,
+                             noise_free: torch.Tensor | None = None):
+    """Batched microscope: specimens (B, 1, H, W) -> normalised (HR target, LR input).
+
+    ``photons``, ``read_noise`` (electrons) and ``offset`` (counts) are per-sample (B,) tensors;
+    ``noise_free`` (B,) bool marks samples recorded without noise. Returns (hr, lr) float tensors normalised by the
+    LR image's percentiles, as the engine does.
+    """
+    b = spec.shape[0]
+    sh = (-1, 1, 1, 1)
+    optical = blur_torch(spec, psfs)
+    lr_int = bin_pixels_torch(optical, scale)
+    p = photons.reshape(sh).to(spec.dtype)
+    noisy = (torch.zeros(b, dtype=torch.bool) if noise_free is None else noise_free)
+    noisy = (~noisy).reshape(sh).to(spec.device)
+    shot = torch.poisson(lr_int.clamp_min(0) * p, generator=generator)
+    read = read_noise.reshape(sh).to(spec.dtype) * torch.randn(
+        lr_int.shape, generator=generator, dtype=spec.dtype, device=spec.device)
+    e = torch.where(noisy, shot + read, lr_int * p)
+    lr = e + offset.reshape(sh).to(spec.dtype)
+    tk = torch.from_numpy(target_kernel()).to(spec)[None].expand(b, -1, -1)
+    hr = blur_torch(spec, tk) * p + offset.reshape(sh).to(spec.dtype)
+    flat = lr.reshape(b, -1)
+    lo = torch.quantile(flat, LOW_PERCENTILE / 100, dim=1).reshape(sh)
+    hi = torch.quantile(flat, HIGH_PERCENTILE / 100, dim=1).reshape(sh)
+    top = flat.max(1).values.reshape(sh)
+    hi = torch.maximum(hi, lo + (top - lo) / SPARSE_RANGE)  # as compute_normalisation
+    span = (hi - lo).clamp_min(1.0)  # a flat image: one count, as the engine
+    return (hr - lo) / span, (lr - lo) / span
+
+
+class MicroscopyFields:
+    """Draws training batches of the microscope: specimens, PSFs and camera settings.
+
+    Everything random comes from the numpy generator ``rng`` (reproducible and resumable);
+    ``size`` is the HR side. Photons per unit brightness are log-uniform in ``photons_range``,
+    except a ``clean_fraction`` of noise-free samples (10,000 photons, no noise); read noise 0-2
+    electrons; offset 0, 100 or 500 counts.
+    """
+
+    def __init__(self, size: int, kernel_size: int, rng: np.random.Generator,
+                 fwhm_range=MICROSCOPY_FWHM_RANGE, photons_range=(30.0, 30000.0),
+                 clean_fraction: float = 0.2, kinds=KINDS):
+        self.size, self.kernel_size, self.rng = size, kernel_size, rng
+        self.fwhm_range, self.photons_range = tuple(fwhm_range), tuple(photons_range)
+        self.clean_fraction, self.kinds = clean_fraction, tuple(kinds)
+
+    def draw(self, n: int):
+        """(specimens (n,1,S,S) float32, psfs (n,k,k) float32, photons, read_noise, offset (n,),
+        noise_free (n,) bool)."""
+        rng = self.rng
+        spec = np.stack([random_specimen((self.size, self.size), rng, self.kinds)[0]
+                         for _ in range(n)])[:, None].astype(np.float32)
+        psfs, _ = random_psfs(n, self.kernel_size, self.fwhm_range, rng)
+        lo, hi = np.log(self.photons_range[0]), np.log(self.photons_range[1])
+        photons = np.exp(rng.uniform(lo, hi, n))
+        clean = rng.random(n) < self.clean_fraction
+        photons[clean] = 10000.0
+        read = rng.uniform(0, 2.0, n)
+        offset = rng.choice([0.0, 100.0, 500.0], n) * (rng.random(n) < 0.8)
+        f = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
+        return f(spec), f(psfs), f(photons), f(read), f(offset), torch.from_numpy(clean)
+
+
+def validation_fields(n: int, size: int, kernel_size: int, scale: int, seed: int = 777):
+    """Fixed (hr, lr, psf, fwhm) validation batches for training logs: ``n`` fields of every
+    specimen kind at three PSF widths, 1,000 photons, offset 100 (seeded, so comparable)."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = MICROSCOPY_FWHM_RANGE
+    widths = [lo + 0.2 * (hi - lo), 0.5 * (lo + hi), lo + 0.8 * (hi - lo)]
+    out = []
+    for kind in KINDS:
+        for _ in range(n):
+            spec, _ = random_specimen((size, size), rng, kind=kind)
+            for w in widths:
+                psf = gaussian_kernel(kernel_size, w / FWHM_PER_SIGMA)
+                t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+                hr, lr = degrade_microscopy_torch(
+                    t(spec)[None, None], t(psf)[None], scale, t([1000.0]), t([1.5]), t([100.0]),
+                    generator=gen)
+                out.append((hr, lr, torch.from_numpy(psf)[None], w, kind))
+    return out
+
