@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import tiny_model
 from napari_dan.model.kernels import gaussian_kernel
-from napari_dan.training.degradations import degrade, imresize, imresize_torch, quantize
+from napari_dan.imaging.degradations import degrade, imresize, imresize_torch, quantize
 from napari_dan.training.evaluate import (
     add_evaluate_arguments,
     evaluate_gaussian8,
@@ -23,7 +23,7 @@ from napari_dan.training.evaluate import (
     read_image,
     run_evaluate,
 )
-from napari_dan.training.metrics import y_psnr, y_ssim
+from napari_dan.imaging.metrics import y_psnr, y_ssim
 
 
 def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:

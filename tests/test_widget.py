@@ -345,3 +345,48 @@ def test_large_lazy_result_goes_to_a_memmap(setup, qtbot, monkeypatch):
     sr = viewer.layers["big DAN x2"].data
     assert isinstance(sr, np.memmap) and sr.shape == (2, 48, 48) and sr.dtype == data.dtype
     assert np.asarray(sr).any()
+
+
+def _bead_layer_data():
+    from napari_dan.imaging.camera import Camera, bin_pixels, expose
+    from napari_dan.imaging.degradations import blur
+    from napari_dan.imaging.psf import gaussian_psf
+    from napari_dan.imaging.specimens import beads
+
+    rng = np.random.default_rng(0)
+    lr = bin_pixels(blur(beads((192, 192), 1 / 2000, rng), gaussian_psf(41, 4.71)), 2)
+    return expose(lr / lr.max(), Camera(photons=5000, offset=100), rng)
+
+
+def test_spots_psf_and_residual_layers(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    layer = viewer.add_image(_bead_layer_data(), name="beads", scale=(0.1, 0.1),
+                             units=("µm", "µm"))
+    w.layer_combo.setCurrentText("beads")
+    w.residual_check.setChecked(True)
+    _run(w, qtbot)  # blind: the PSF measured from the spots is shown beside DAN's kernel
+    names = [ly.name for ly in w.last_layers]
+    assert names == ["beads DAN x2", "beads kernel", "beads PSF from spots", "beads residual"]
+    spots_layer, residual = w.last_layers[2], w.last_layers[3]
+    assert kernel_stats(spots_layer.data).fwhm == pytest.approx(4.71, rel=0.1)
+    assert residual.data.shape == layer.data.shape
+    assert np.allclose(residual.scale, layer.scale) and np.allclose(residual.translate, 0)
+    text = w.kernel_label.text()
+    assert "PSF from" in text and "isolated spots" in text and "Consistency residual" in text
+    assert "µm" in text.split("PSF from")[1]
+    # non-blind from the spots: the kernel used is the measured one
+    _run(w, qtbot, mode="PSF from spots (non-blind)")
+    kernel = w.last_layers[1]
+    assert kernel_stats(kernel.data).fwhm == pytest.approx(4.71, rel=0.1)
+    assert w.last_layers[0].metadata[KEY]["mode"] == "PSF from spots"
+    assert w.kernel_label.text().startswith("PSF from")
+
+
+def test_no_spots_is_said_not_failed(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(), name="texture")
+    _run(w, qtbot)
+    assert "PSF from spots: none measured" in w.kernel_label.text()
+    assert [ly.name for ly in w.last_layers] == ["texture DAN x2", "texture kernel"]
+    _run(w, qtbot, mode="PSF from spots (non-blind)")
+    assert "spot" in w.status.text()

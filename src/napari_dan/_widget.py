@@ -17,6 +17,7 @@ import torch
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -49,6 +50,16 @@ NO_MODELS = ("No bundled models are installed. Use 'Load checkpoint...' to open 
 
 def _channels(n: int) -> str:
     return "RGB" if n == 3 else "gray" if n == 1 else f"{n} ch"
+
+
+def _spots_line(spots: dict, px: float | None, unit: str | None) -> str:
+    """One line on the PSF measured from isolated spots, on the output (HR) grid."""
+    g = spots["output_grid"]
+    text = (f"PSF from {spots['n_spots']} isolated spots (HR grid): FWHM {g['fwhm_px']:.2f} px "
+            f"(major {g['fwhm_major_px']:.2f}, minor {g['fwhm_minor_px']:.2f})")
+    if px:
+        text += f" = {g['fwhm_px'] * px:.4g} {unit or ''}".rstrip()
+    return text + f", angle {g['angle_deg']:.0f} deg"
 
 
 def _model_label(name: str, scale: int, in_channels: int) -> str:
@@ -96,12 +107,18 @@ class DanWidget(QWidget):
         self.mode_combo.addItems(list(KERNEL_MODES))
         self.mode_combo.setToolTip(
             "global: one kernel for the image/stack; per plane: one per plane of a stack; "
-            "per tile: one per tile (a PSF map); PSF from layer: a known PSF (non-blind)")
+            "per tile: one per tile (a PSF map); PSF from layer: a known PSF (non-blind); "
+            "PSF from spots: measured from isolated beads/puncta of the image (non-blind)")
         self.psf_combo = QComboBox()
         self.psf_combo.setToolTip("Image layer holding the PSF on the high-resolution grid")
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(list(SCOPES))
         self.scope_combo.setToolTip("For stacks: the plane under the dims slider, or every plane")
+        self.residual_check = QCheckBox("add the residual map")
+        self.residual_check.setToolTip(
+            "Consistency check: the input minus the result blurred with its kernel and sampled "
+            "back to the input grid. Flat noise means consistent; structure marks what the "
+            "network invented or lost. Its relative size is always shown below.")
         self.channel_combo = QComboBox()
         self.channel_combo.setToolTip("Axis of independent channels (each is run as a gray "
                                       "image); RGB layers use their colour axis")
@@ -153,6 +170,7 @@ class DanWidget(QWidget):
         form.addRow("PSF layer", self.psf_combo)
         form.addRow("Stack", self.scope_combo)
         form.addRow("Channel axis", self.channel_combo)
+        form.addRow("Check", self.residual_check)
         adv = QGroupBox("Tiles and device")
         adv_form = QFormLayout(adv)
         adv_form.addRow("Tile size", self.tile_spin)
@@ -354,7 +372,8 @@ class DanWidget(QWidget):
                           psf=psf, psf_name=psf_name, device=self.device_combo.currentText(),
                           precision=self.precision_combo.currentText(),
                           scope=SCOPES[self.scope_combo.currentText()],
-                          channel_axis=self.channel_combo.currentData())
+                          channel_axis=self.channel_combo.currentData(),
+                          residual=self.residual_check.isChecked())
 
     @property
     def is_running(self) -> bool:
@@ -426,6 +445,21 @@ class DanWidget(QWidget):
             what = "tiles" if request.engine_kwargs["kernel_mode"] == "per-tile" else "planes"
             lines.append(f"{len(fwhm)} {what}: FWHM {fwhm.min():.2f} to {fwhm.max():.2f} px "
                          f"(the line above is their mean kernel)")
+        meta = result.metadata
+        if meta.get("spots"):
+            lines[0] = f"Kernel used ({model.name}, HR grid): {st.summary()}"
+            lines.insert(0, _spots_line(meta["spots"], px, unit))
+        spots = meta.get("spots_comparison") or {}
+        if "kernel" in spots:
+            lines.append(_spots_line(spots, px, unit))
+        elif "unavailable" in spots:
+            lines.append("PSF from spots: none measured (no isolated beads or puncta)")
+        cons = meta.get("consistency")
+        if cons:
+            per = cons["per_plane"]
+            rng = f" (planes {min(per):.3f} to {max(per):.3f})" if len(per) > 1 else ""
+            lines.append(f"Consistency residual {cons['relative_residual']:.3f}{rng}: input vs "
+                         "result re-blurred and sampled back (includes noise)")
         self.kernel_label.setText("\n".join(lines))
 
     def _on_error(self, exc: Exception) -> None:

@@ -68,6 +68,7 @@ class FileResult:
     fwhm: float | None = None  # kernel FWHM (HR pixels) of the stack's (mean) kernel
     fwhm_physical: float | None = None
     unit: str | None = None
+    consistency: float | None = None  # relative residual of the consistency check
     message: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -192,6 +193,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _is_spots(psf) -> bool:
+    """``--psf spots``: measure the PSF from isolated spots of each input."""
+    return isinstance(psf, str) and psf == "spots"
+
+
 def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
              unit: str | None = None) -> tuple[np.ndarray, str]:
     """A PSF for non-blind super-resolution from a TIFF (or ``.npy``) file, on the output grid.
@@ -304,7 +310,8 @@ def _kernel_info(res, model: DanModel, src: Path, mode: str, meta, hr_px, unit,
             "kernel_summary": main.summary(), "kernels": per}
     if psf_note:
         info["psf"] = psf_note
-    for k in ("channels", "normalisation", "device", "precision", "tile_size", "tile_overlap"):
+    for k in ("channels", "normalisation", "device", "precision", "tile_size", "tile_overlap",
+              "consistency", "spots"):
         if k in res.metadata:
             info[k] = res.metadata[k]
     return info
@@ -429,14 +436,17 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
             out_meta = scaled_metadata(meta, s)
             hr_px, unit = out_meta.spatial_pixel_size()
             kernel = psf_note = None
-            if psf is not None:
+            if _is_spots(psf):
+                kernel, psf_note = "spots", "measured from isolated spots in the input"
+            elif psf is not None:
                 kernel, psf_note = load_psf(psf, hr_px, unit)
             record = {"input": _input_record(src, meta.series),
                       "model": {"name": model.name, "fingerprint": model.fingerprint},
                       # what decides the result; the "run" settings change speed and memory
                       # (and pixels by at most about a grey level), so a re-run may differ there
                       "options": {"scale": s, "kernel_mode": kernel_mode,
-                                  "psf": file_fingerprint(psf) if psf is not None else None,
+                                  "psf": ("spots" if _is_spots(psf) else file_fingerprint(psf)
+                                          if psf is not None else None),
                                   "channel_axis": ch},
                       "run": {"tile_size": tile_size, "precision": precision, "device": device,
                               "napari_dan": __version__}}
@@ -471,6 +481,12 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
             result.status, result.planes = "done", layout.n_blocks
             result.fwhm, result.fwhm_physical, result.unit = st.fwhm, st.fwhm_physical, unit
             result.message = st.summary()
+            cons = res.metadata.get("consistency")
+            if cons:
+                result.consistency = cons["relative_residual"]
+                result.message += f"; consistency residual {result.consistency:.3f}"
+            if res.metadata.get("spots"):
+                result.message += f"; from {res.metadata['spots']['n_spots']} spots"
     except DanError as e:
         result.message = clean_message(e)
     except (OSError, ValueError, MemoryError) as e:
@@ -571,7 +587,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
             raise UsageError(str(e)) from None
     if Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise UsageError(f"--output-dir {output_dir} exists and is not a directory")
-    if psf is not None:  # a bad PSF is one message, not one failure per file
+    if psf is not None and not _is_spots(psf):  # a bad PSF is one message, not one per file
         try:
             load_psf(psf)
         except InputError as e:

@@ -295,8 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--kernel-mode", choices=("global", "per-plane", "per-tile"),
                     default="global",
                     help="one kernel per file (default), one per plane, or one per tile")
-    sr.add_argument("--psf", metavar="FILE",
-                    help="measured PSF (TIFF 2D/3D or .npy): non-blind, no kernel estimation")
+    sr.add_argument("--psf", metavar="FILE|spots",
+                    help="measured PSF (TIFF 2D/3D or .npy), or 'spots' to measure it from "
+                         "isolated spots (beads, puncta) of each input: non-blind, no kernel "
+                         "estimation")
     sr.add_argument("--tile-size", type=_tile_size, default="auto", metavar="N",
                     help="tile side in input pixels (default: auto, from device memory)")
     sr.add_argument("--device", default="auto",

@@ -18,7 +18,8 @@ __all__ = ["KERNEL_MODES", "SCOPES", "RunOptions", "RunRequest", "build_request"
 
 # label shown in the widget -> value understood here ("psf": a PSF taken from another layer)
 KERNEL_MODES = {"global (one kernel)": "global", "per plane": "per-plane",
-                "per tile (PSF map)": "per-tile", "PSF from layer (non-blind)": "psf"}
+                "per tile (PSF map)": "per-tile", "PSF from layer (non-blind)": "psf",
+                "PSF from spots (non-blind)": "spots"}
 SCOPES = {"current plane": "plane", "whole stack": "stack"}
 
 
@@ -29,13 +30,14 @@ class RunOptions:
     model: Any                                  # DanModel, bundled name or checkpoint path
     tile_size: int | str = "auto"
     tile_overlap: int | str = "auto"
-    kernel_mode: str = "global"                 # "global" | "per-plane" | "per-tile" | "psf"
+    kernel_mode: str = "global"    # "global" | "per-plane" | "per-tile" | "psf" | "spots"
     psf: np.ndarray | None = None               # the PSF for kernel_mode "psf"
     psf_name: str | None = None
     device: str = "auto"
     precision: str = "auto"
     scope: str = "plane"                        # "plane" | "stack" (nD layers only)
     channel_axis: int | str | None = "auto"     # "auto": RGB layers -> last axis, others none
+    residual: bool = False                      # add the consistency check's residual map
 
 
 @dataclass
@@ -194,10 +196,15 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
         if options.psf is None:
             raise InputError("kernel mode 'PSF from layer' needs a PSF layer; choose one in 'PSF'")
         kwargs.update(kernel_mode="global", kernel=np.asarray(options.psf, dtype=np.float32))
+    elif mode == "spots":
+        kwargs.update(kernel_mode="global", kernel="spots")
     elif mode in ("global", "per-plane", "per-tile"):
         kwargs["kernel_mode"] = mode
     else:
-        raise InputError(f"unknown kernel mode {mode!r}; use global, per-plane, per-tile or psf")
+        raise InputError(f"unknown kernel mode {mode!r}; use global, per-plane, per-tile, psf "
+                         "or spots")
+    if options.residual:
+        kwargs["residual"] = True
     if mode == "per-plane" and not (other and options.scope == "stack"):
         notes.append("one plane only: 'per plane' is the same as 'global' here")
 
@@ -217,6 +224,7 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
               "tile_overlap": options.tile_overlap, "kernel_mode": mode,
               "psf": options.psf_name if mode == "psf" else None, "precision": options.precision,
               "scope": "stack" if (other and options.scope == "stack") else "plane",
+              "residual": bool(options.residual),
               "plane": {str(a): i for a, i in plane.items()}, "channel_axis": channel_axis}
     return RunRequest(
         image=image, engine_kwargs=kwargs, source_name=layer.name, rgb=rgb, data_ndim=ndim,

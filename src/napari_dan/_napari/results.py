@@ -276,7 +276,9 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
     """
     name = req.source_name
     mode = req.engine_kwargs["kernel_mode"]
-    if req.engine_kwargs.get("kernel") is not None:
+    if isinstance(req.engine_kwargs.get("kernel"), str):
+        mode = "PSF from spots"
+    elif req.engine_kwargs.get("kernel") is not None:
         mode = "user PSF"
     px, unit = physical_pixel(req, s)
     stats = kernel_stats(result.kernel, px, unit)
@@ -302,6 +304,38 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
                         contrast_limits=[0.0, float(max(kernels.max(), 1e-12))],
                         metadata={KEY: kmeta}), "image"))
 
+    engine_meta = getattr(result, "metadata", {}) or {}
+    spots = engine_meta.get("spots_comparison") or {}
+    if "kernel" in spots:  # the PSF measured from spots, below DAN's kernel, same grid
+        ks = np.asarray(spots["kernel"], np.float32)
+        ay = req.spatial[0]
+        s_translate = k_translate.copy()
+        s_translate[ay] += (kernels.shape[-2] + 2) * k_scale[ay]
+        sst = kernel_stats(ks, px, unit)
+        smeta = dict(meta, kind="spots PSF", grid="HR pixels", kernel_stats=sst.to_dict(),
+                     kernel_summary=sst.summary(),
+                     spots={k: v for k, v in spots.items() if k != "kernel"})
+        sp = list(req.spatial)
+        layers.append((ks, dict(name=f"{name} PSF from spots", scale=k_scale[sp],
+                                translate=s_translate[sp], colormap="inferno",
+                                **({"units": [req.units[a] for a in sp]} if req.units else {}),
+                                blending="translucent", interpolation2d="nearest",
+                                contrast_limits=[0.0, float(max(ks.max(), 1e-12))],
+                                metadata={KEY: smeta}), "image"))
+    res_map = getattr(result, "residual", None)
+    if res_map is not None:  # input - SR seen through its kernel: on the source's grid
+        r_scale, r_translate = sr_geometry(req, 1)
+        if req.rgb:  # one map: the colour channels' mean
+            res_map = np.asarray(res_map).mean(axis=-1)
+        lim = float(np.percentile(np.abs(res_map), 99.5)) or 1.0
+        layers.append((_restore_planes(res_map, req),
+                       dict(name=f"{name} residual", scale=r_scale, translate=r_translate,
+                            colormap="bwr", contrast_limits=[-lim, lim], blending="translucent",
+                            visible=True, metadata={KEY: dict(meta, kind="residual",
+                            note="input minus the SR image blurred with its kernel and "
+                                 "sampled back; structure marks what the network invented "
+                                 "or lost")}), "image"))
+
     if mode == "per-tile" and getattr(result, "kernel_centers", None) is not None:
         ax = req.spatial[1]
         left = (k_translate[ax] - 0.5 * k_scale[ax] + kernels.shape[-1] * k_scale[ax]
@@ -310,7 +344,7 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
         layers += [map_tuple, ell_tuple]
     if req.units:  # every layer in the source's units, or napari stops using units at all
         for _, kw, _ in layers:
-            kw["units"] = req.units
+            kw.setdefault("units", req.units)
     return layers
 
 

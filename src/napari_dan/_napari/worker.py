@@ -41,6 +41,17 @@ def run_engine(request: RunRequest, model: Any, cancel: threading.Event):
         # for results too large for that into a memory-mapped file in the temporary folder
         kwargs["out"] = _output_array(_out_shape(request, m.scale), np.dtype(request.image.dtype))
     result = yield from super_resolve_iter(request.image, m, cancel=cancel, **kwargs)
+    if kwargs.get("kernel") is None and not request.rgb and m.in_channels == 1:
+        # a blind run on a grey layer: the PSF measured from isolated spots beside it, if the
+        # image has them (beads, puncta), so the two can be compared
+        from ..engine import spot_psf
+        from ..errors import InputError
+
+        try:
+            kernel, info = spot_psf(request.image, m, kwargs.get("channel_axis"))
+            result.metadata["spots_comparison"] = dict(info, kernel=kernel)
+        except InputError as e:
+            result.metadata["spots_comparison"] = {"unavailable": str(e)}
     return m, result
 
 

@@ -17,6 +17,7 @@ from .core import (
     finish,
     prepare,
     restore_plane,
+    spot_psf,
     super_resolve,
     super_resolve_iter,
 )
@@ -25,4 +26,4 @@ from .kernels import KERNEL_MODES
 
 __all__ = ["super_resolve", "super_resolve_iter", "SRResult", "prepare", "restore_plane",
            "finish", "Plan", "PlaneResult", "OutOfMemory", "KERNEL_MODES", "resolve_device",
-           "resolve_precision"]
+           "resolve_precision", "spot_psf"]

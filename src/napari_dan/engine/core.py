@@ -53,7 +53,7 @@ from .threads import ThreadPolicy
 from .tiling import Accumulator, auto_overlap, auto_tile_size, make_tiles
 
 __all__ = ["SRResult", "super_resolve", "super_resolve_iter", "Plan", "PlaneResult", "prepare",
-           "restore_plane", "finish", "OOM_MIN_TILE"]
+           "restore_plane", "finish", "spot_psf", "OOM_MIN_TILE"]
 
 OOM_MIN_TILE = 32
 
@@ -78,7 +78,13 @@ class SRResult:
     kernel_stats : KernelStats
         Widths, FWHM and angle of ``kernel`` (HR pixels).
     metadata : dict
-        model, mode, device, precision, tiles, channel handling, normalisation, timing.
+        model, mode, device, precision, tiles, channel handling, normalisation, timing, the
+        consistency check (``metadata["consistency"]``: relative residual, overall and per
+        plane) and, for ``kernel="spots"``, the spot measurement (``metadata["spots"]``).
+    residual : numpy.ndarray or None
+        With ``residual=True``: the input minus the SR image seen through its kernel and
+        sampled back (:mod:`napari_dan.imaging.consistency`), float32, the input's shape and
+        units (alpha channels 0).
     """
 
     image: Any
@@ -87,6 +93,7 @@ class SRResult:
     kernel_centers: np.ndarray
     kernel_stats: KernelStats
     metadata: dict = field(default_factory=dict)
+    residual: np.ndarray | None = None
 
 
 class _Runner:
@@ -293,6 +300,7 @@ class Plan:
     requested_device: str = "auto"
     requested_precision: str = "auto"
     estimate_s: float = 0.0
+    spots: dict | None = None
     started: float = field(default_factory=time.perf_counter)
     source: Any = field(default=None, repr=False)
     runner: _Runner | None = field(default=None, repr=False)
@@ -391,6 +399,44 @@ class PlaneResult:
     retries: list = field(default_factory=list)
     estimate_s: float = 0.0
     restore_s: float = 0.0
+    consistency: float | None = None
+    residual: np.ndarray | None = None
+
+
+def _spot_kernel(image, layout: Layout, model: DanModel) -> tuple[np.ndarray, dict]:
+    """The PSF measured from isolated spots (:mod:`napari_dan.imaging.spots`) on the brightest
+    of up to 8 evenly spaced planes (channels averaged), as a kernel on the output grid."""
+    from ..imaging.spots import measure_psf
+
+    leads = [tuple(int(i) for i in np.unravel_index(p, layout.lead_shape)) if layout.lead_shape
+             else () for p in range(layout.n_planes)]
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(leads) - 1, min(len(leads), 8))})
+    best, best_level, lead = None, -np.inf, ()
+    for i in picks:
+        hwc = layout.plane_to_hwc(np.asarray(image[layout.plane_index(leads[i])]))
+        g = hwc[..., :layout.colour_channels].astype(np.float64).mean(-1)
+        level = float(np.percentile(g, 99.9) - np.median(g))
+        if level > best_level:
+            best, best_level, lead = g, level, leads[i]
+    psf = measure_psf(best if np.issubdtype(layout.dtype, np.floating)
+                      else best.round().astype(layout.dtype))
+    kernel = psf.kernel(model.scale, model.kernel_size)
+    hr = kernel_stats(psf.kernel(model.scale, 4 * model.kernel_size + 1))  # uncropped
+    info = {"plane": list(lead), **psf.to_dict(), "summary": psf.summary(),
+            "output_grid": {"fwhm_px": hr.fwhm, "fwhm_major_px": hr.fwhm_major,
+                            "fwhm_minor_px": hr.fwhm_minor, "angle_deg": hr.angle}}
+    return kernel, info
+
+
+def spot_psf(image, model, channel_axis: int | None = None) -> tuple[np.ndarray, dict]:
+    """The PSF measured from isolated spots of ``image``, as ``kernel="spots"`` measures it: a
+    Gaussian kernel on the model's output grid and a dict describing the measurement (spots
+    used and rejected, FWHM on the input grid, plane). Raises InputError with fewer than 3
+    usable spots. Used by the widget to show the measured PSF beside DAN's blind estimate."""
+    model = _resolve_model(model)
+    image = _as_array(image)
+    layout = analyse(image, channel_axis, model.in_channels, model.scale)
+    return _spot_kernel(image, layout, model)
 
 
 def _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
@@ -404,7 +450,12 @@ def _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, ke
                          f"{', '.join(km.KERNEL_MODES)}")
     _check_tile_args(tile_size, tile_overlap)
     layout = analyse(image, channel_axis, model.in_channels, model.scale)
-    user = None
+    user = spots = None
+    if isinstance(kernel, str):
+        if kernel != "spots":
+            raise InputError(f"kernel must be an array (a PSF on the output grid) or 'spots' "
+                             f"(measured from isolated spots in the image), got {kernel!r}")
+        kernel, spots = _spot_kernel(image, layout, model)
     if kernel is not None:
         user = km.user_kernel(kernel, model.pca_basis, model.kernel_mean)
     dev = resolve_device(device)
@@ -436,7 +487,7 @@ def _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, ke
         note += f"; reduced to {overlap} to fit tile_size {tile}"
     return Plan(model, layout, dev, prec, norm, mode, tile, overlap, note, estimate=user,
                 requested_device=str(device), requested_precision=str(precision),
-                started=started, source=image, runner=runner)
+                spots=spots, started=started, source=image, runner=runner)
 
 
 def _read_hwc(plan: Plan, lead: tuple[int, ...], plane=None) -> np.ndarray:
@@ -542,10 +593,33 @@ def _restore_with_retry(plan: Plan, x: np.ndarray, code: np.ndarray | None, prog
             on_retry(len(make_tiles(h, w, plan.tile, plan.overlap)))
 
 
+def _check_consistency(plan: Plan, res: PlaneResult, x: np.ndarray, hr: np.ndarray,
+                       kernel: np.ndarray, keep_map: bool) -> None:
+    """The plane's relative residual (and, with ``keep_map``, its residual map in input units,
+    the plane's layout) from the LR batch ``x`` and the SR batch ``hr`` in network units."""
+    from ..imaging.consistency import consistency
+
+    lay = plan.layout
+    k = np.asarray(kernel, np.float64)
+    k = k / max(k.sum(), 1e-12)
+    c = x.shape[0] * x.shape[1]
+    rel, rmap = consistency(x.reshape(c, *x.shape[-2:]), hr.reshape(c, *hr.shape[-2:]), k,
+                            lay.scale, plan.model.sampling)
+    res.consistency = rel
+    if keep_map:
+        span = (plan.norm.hi - plan.norm.lo).astype(np.float64)
+        hwc = _from_batch(rmap.reshape(x.shape), lay).astype(np.float64)
+        hwc = (hwc * span[:hwc.shape[-1]]).astype(np.float32)
+        if lay.alpha:
+            hwc = np.concatenate([hwc, np.zeros((*hwc.shape[:2], 1), np.float32)], axis=-1)
+        res.residual = lay.hwc_to_plane(hwc)
+
+
 def _restore_plane_iter(plan: Plan, lead: tuple, plane, prog: _Progress, *,
                         batch: np.ndarray | None = None,
                         estimate: km.KernelEstimate | None = None,
-                        on_retry: Callable[[int], None] | None = None) -> Generator:
+                        on_retry: Callable[[int], None] | None = None,
+                        keep_map: bool = False) -> Generator:
     """Generator behind :func:`restore_plane`; returns a :class:`PlaneResult`.
 
     ``batch`` is the plane already in network units (saves converting it again), ``estimate``
@@ -583,6 +657,8 @@ def _restore_plane_iter(plan: Plan, lead: tuple, plane, prog: _Progress, *,
     for t, k in zip(tiles, tks, strict=False):  # tks is empty unless per-tile
         res.kernels.append(k)
         res.centres.append((*lead, *t.center))
+    _check_consistency(plan, res, x, hr, est.kernel if est is not None else
+                       np.mean(tks, axis=0), keep_map)
     out = plan.norm.from_unit(_from_batch(hr, lay), lay.dtype)
     del hr
     if lay.alpha:
@@ -697,8 +773,19 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
         meta["estimation_patches"] = [vars(p) for p in est.patches]
     if plan.mode == "user kernel":
         meta["kernel_projection_error"] = est.projection_error
+        meta["kernel_source"] = "spots" if plan.spots else "user"
+    if plan.spots:
+        meta["spots"] = plan.spots
+    rels = [p.consistency for p in planes if p.consistency is not None]
+    if rels:
+        meta["consistency"] = {
+            "relative_residual": float(np.sqrt(np.mean(np.square(rels)))),
+            "per_plane": [float(r) for r in rels], "sampling": plan.model.sampling,
+            "note": "||input - D(SR * kernel)|| / ||input|| in network units, interior; "
+                    "includes the input's noise"}
+    residual = metadata.pop("residual", None)
     meta.update(metadata)
-    return SRResult(image, kernel, kernels, centres, kernel_stats(kernel), meta)
+    return SRResult(image, kernel, kernels, centres, kernel_stats(kernel), meta, residual)
 
 
 def _model_info(model: DanModel) -> dict:
@@ -708,7 +795,7 @@ def _model_info(model: DanModel) -> dict:
 
 
 def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-         precision, cancel, out, threads=None, compiled=False) -> Generator:
+         precision, cancel, out, threads=None, compiled=False, residual=False) -> Generator:
     plan = _decide(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel,
                    device, precision, compiled)
     prog = _Progress(cancel)
@@ -721,10 +808,11 @@ def _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kerne
         return (yield from lazy_super_resolve(plan, prog))
 
     with policy:
-        return (yield from _run_planes(plan, prog, out, policy))
+        return (yield from _run_planes(plan, prog, out, policy, residual))
 
 
-def _run_planes(plan: Plan, prog: _Progress, out, policy: ThreadPolicy) -> Generator:
+def _run_planes(plan: Plan, prog: _Progress, out, policy: ThreadPolicy,
+                residual: bool = False) -> Generator:
     """Estimation (global mode) and every plane, in order, into ``out`` or a new array."""
     lay = plan.layout
     leads = plan.leads
@@ -743,6 +831,7 @@ def _run_planes(plan: Plan, prog: _Progress, out, policy: ThreadPolicy) -> Gener
         prog.total = n_tiles * len(leads)
 
     result = out if out is not None else np.empty(lay.out_shape, lay.dtype)
+    rmap = np.zeros(lay.shape, np.float32) if residual else None
     parts: list[PlaneResult] = []
     for i, lead in enumerate(leads):
         prog.check()
@@ -755,7 +844,11 @@ def _run_planes(plan: Plan, prog: _Progress, out, policy: ThreadPolicy) -> Gener
             prog.total = prog.done + new_per_plane * remaining + \
                 per_plane_est * (remaining - 1) * (plan.mode == "per-plane")
 
-        part = yield from _restore_plane_iter(plan, lead, None, prog, batch=x, on_retry=on_retry)
+        part = yield from _restore_plane_iter(plan, lead, None, prog, batch=x, on_retry=on_retry,
+                                              keep_map=residual)
+        if rmap is not None:
+            rmap[lay.plane_index(lead)] = part.residual
+            part.residual = None
         t0 = time.perf_counter()
         try:
             result[lay.plane_index(lead)] = part.plane
@@ -768,7 +861,8 @@ def _run_planes(plan: Plan, prog: _Progress, out, policy: ThreadPolicy) -> Gener
         prog.planes_written += 1
         parts.append(part)
     extra = {} if plan.runner.compiled is None else {"compiled": plan.runner.compiled.note}
-    return finish(plan, result, parts, steps=prog.done, threads=policy.summary(), **extra)
+    return finish(plan, result, parts, steps=prog.done, threads=policy.summary(),
+                  residual=rmap, **extra)
 
 
 def super_resolve_iter(image, model, *, channel_axis: int | None = None,
@@ -776,8 +870,8 @@ def super_resolve_iter(image, model, *, channel_axis: int | None = None,
                        kernel_mode: str = "global", kernel: np.ndarray | None = None,
                        device: str = "auto", precision: str = "auto",
                        progress: Callable[[int, int], Any] | None = None, cancel=None,
-                       out=None, threads: int | str | None = None, compiled: bool = False
-                       ) -> Generator[tuple[int, int], None, SRResult]:
+                       out=None, threads: int | str | None = None, compiled: bool = False,
+                       residual: bool = False) -> Generator[tuple[int, int], None, SRResult]:
     """Generator form of :func:`super_resolve`: yields ``(done, total)`` after every estimation
     patch and every tile, and returns the :class:`SRResult` (``StopIteration.value``).
 
@@ -785,7 +879,7 @@ def super_resolve_iter(image, model, *, channel_axis: int | None = None,
     super_resolve_iter(...)``. ``progress`` is called as well when given.
     """
     gen = _run(image, model, channel_axis, tile_size, tile_overlap, kernel_mode, kernel, device,
-               precision, cancel, out, threads, compiled)
+               precision, cancel, out, threads, compiled, residual)
     return (yield from _relay(gen, progress))
 
 
@@ -795,7 +889,7 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
                   device: str = "auto", precision: str = "auto",
                   progress: Callable[[int, int], Any] | None = None, cancel=None,
                   out=None, threads: int | str | None = None,
-                  compiled: bool = False) -> SRResult:
+                  compiled: bool = False, residual: bool = False) -> SRResult:
     """Super-resolve an image of any size, dtype and dimensionality with a DAN model.
 
     Parameters
@@ -814,8 +908,11 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
         Overlap of neighbouring tiles in LR pixels; "auto" probes the model's receptive field.
     kernel_mode : {"global", "per-plane", "per-tile"}
         One kernel for the whole array, one per plane, or one per tile (full loop on every tile).
-    kernel : (k, k) array, optional
+    kernel : (k, k) array or "spots", optional
         A known PSF on the output (HR) grid, odd sides: non-blind, the Estimator is skipped.
+        "spots": the PSF measured from isolated spots (beads, puncta) of the image itself
+        (:func:`napari_dan.imaging.spots.measure_psf` on the brightest of up to 8 planes),
+        as a Gaussian on the output grid; reported in ``metadata["spots"]``.
     device : str
         "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
     precision : str
@@ -836,6 +933,9 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
         Restore tiles through ``torch.compile`` (fused element-wise steps; faster per tile, but
         a compilation per tile shape and process, and a C compiler is needed; falls back
         to the eager network when compiling fails). Off by default; see docs/engine.md.
+    residual : bool
+        Also return the residual map of the consistency check (``SRResult.residual``); the
+        relative residual per plane is always in ``metadata["consistency"]``.
 
     Returns
     -------
@@ -853,7 +953,8 @@ def super_resolve(image, model, *, channel_axis: int | None = None,
     gen = super_resolve_iter(image, model, channel_axis=channel_axis, tile_size=tile_size,
                              tile_overlap=tile_overlap, kernel_mode=kernel_mode, kernel=kernel,
                              device=device, precision=precision, progress=progress,
-                             cancel=cancel, out=out, threads=threads, compiled=compiled)
+                             cancel=cancel, out=out, threads=threads, compiled=compiled,
+                             residual=residual)
     while True:
         try:
             next(gen)

@@ -80,6 +80,13 @@ class DanModel:
         return int(self.network.code_len)
 
     @property
+    def sampling(self) -> str:
+        """How the model's training made its LR images: "bin" (camera pixel integration, the
+        microscopy models) or "bicubic" (MATLAB imresize: the photo models and the authors')."""
+        cfg = (self.info.get("provenance") or {}).get("config") or {}
+        return "bin" if isinstance(cfg, dict) and cfg.get("data_kind") == "microscopy" else "bicubic"
+
+    @property
     def iterations(self) -> int:
         return int(self.network.loop)
 

@@ -21,6 +21,8 @@ __all__ = [
     "fit_kernel_size",
     "kernel_stats",
     "KernelStats",
+    "fit_gaussian_2d",
+    "GaussianFit",
     "FWHM_PER_SIGMA",
 ]
 
@@ -178,13 +180,109 @@ def project_kernel(kernel: np.ndarray, basis: np.ndarray,
 
 
 @dataclass
-class KernelStats:
-    """Second-moment description of a kernel (PSF).
+class GaussianFit:
+    """A 2D Gaussian fitted to an image: ``amplitude * exp(-q/2) + offset`` with centre
+    (``cy``, ``cx``), principal sigmas ``sigma_major`` >= ``sigma_minor`` (pixels) and the major
+    axis at ``angle`` degrees from the x axis (counter-clockwise, rows pointing down)."""
 
-    ``sigma_major``/``sigma_minor`` are the standard deviations along the principal axes (pixels of
-    the grid the kernel lives on); ``angle`` is the major axis' angle in degrees from the x axis,
-    counter-clockwise with y pointing down the rows; FWHM = 2.3548 sigma (exact for Gaussians).
-    ``sigma_x``/``sigma_y`` are the marginal standard deviations along columns and rows.
+    amplitude: float
+    offset: float
+    cy: float
+    cx: float
+    sigma_major: float
+    sigma_minor: float
+    angle: float
+    rel_residual: float
+
+    @property
+    def fwhm_major(self) -> float:
+        return FWHM_PER_SIGMA * self.sigma_major
+
+    @property
+    def fwhm_minor(self) -> float:
+        return FWHM_PER_SIGMA * self.sigma_minor
+
+    @property
+    def fwhm(self) -> float:
+        return FWHM_PER_SIGMA * math.sqrt(self.sigma_major * self.sigma_minor)
+
+
+def _principal(cxx: float, cyy: float, cxy: float) -> tuple[float, float, float]:
+    evals, evecs = np.linalg.eigh(np.array([[cxx, cxy], [cxy, cyy]]))
+    evals = np.clip(evals, 0, None)
+    smin, smaj = math.sqrt(evals[0]), math.sqrt(evals[1])
+    angle = math.degrees(math.atan2(evecs[1, 1], evecs[0, 1]))
+    angle = (angle + 90.0) % 180.0 - 90.0  # an axis, not a direction: fold into [-90, 90)
+    if smaj - smin < 1e-6 * max(smaj, 1e-12):
+        angle = 0.0
+    return smaj, smin, angle
+
+
+def fit_gaussian_2d(image: np.ndarray, offset: bool = False) -> GaussianFit | None:
+    """Least-squares fit of an elliptical 2D Gaussian (plus a constant when ``offset``) to a 2D
+    image, started from its second moments. None when the image has no positive mass or the fit
+    fails. This is how a FWHM is measured everywhere in the package: an Airy-like PSF's second
+    moments are dominated by its rings and tails, its half-maximum width is not."""
+    from scipy.optimize import least_squares
+
+    img = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    if img.ndim != 2 or img.size < 9:
+        return None
+    base = float(np.median(img)) if offset else 0.0
+    pos = np.clip(img - base, 0, None)
+    total = pos.sum()
+    if total <= 0:
+        return None
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]].astype(np.float64)
+    cy, cx = float((pos * yy).sum() / total), float((pos * xx).sum() / total)
+    cyy = float((pos * (yy - cy) ** 2).sum() / total)
+    cxx = float((pos * (xx - cx) ** 2).sum() / total)
+    cxy = float((pos * (xx - cx) * (yy - cy)).sum() / total)
+    # start from a third of the moment width: tails inflate moments
+    l0 = np.linalg.cholesky(np.array([[cxx, cxy], [cxy, cyy]]) / 3 + 0.05 * np.eye(2))
+    # parametrise the covariance as L L^T (L lower triangular, log-diagonal) so it stays valid
+    p0 = [float(pos.max()), cy, cx, math.log(l0[0, 0]), l0[1, 0], math.log(l0[1, 1])]
+    if offset:
+        p0.append(base)
+
+    def model(p):
+        a, y0, x0, la, lb, lc = p[:6]
+        l11, l21, l22 = math.exp(la), lb, math.exp(lc)
+        # inverse of [[l11^2, l11 l21], [l11 l21, l21^2 + l22^2]] applied to (dx, dy)
+        dx, dy = xx - x0, yy - y0
+        u = dx / l11
+        v = (dy - l21 * u) / l22
+        return a * np.exp(-0.5 * (u * u + v * v)) + (p[6] if offset else 0.0)
+
+    try:
+        res = least_squares(lambda p: (model(p) - img).ravel(), p0, method="lm", max_nfev=400)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    if not res.success or not np.all(np.isfinite(res.x)):
+        return None
+    a, y0, x0, la, lb, lc = res.x[:6]
+    l11, l22 = math.exp(la), math.exp(lc)
+    cov_xx, cov_xy, cov_yy = l11 * l11, l11 * lb, lb * lb + l22 * l22
+    smaj, smin, angle = _principal(cov_xx, cov_yy, cov_xy)
+    if a <= 0 or smin <= 0 or smaj > 10 * max(img.shape):
+        return None
+    rel = float(np.linalg.norm(res.fun) / max(np.linalg.norm(img - (res.x[6] if offset else 0)), 1e-12))
+    return GaussianFit(amplitude=float(a), offset=float(res.x[6]) if offset else 0.0,
+                       cy=float(y0), cx=float(x0), sigma_major=smaj, sigma_minor=smin,
+                       angle=angle, rel_residual=rel)
+
+
+@dataclass
+class KernelStats:
+    """Description of a kernel (PSF).
+
+    Centroid, ``cov_*`` and ``sigma_x``/``sigma_y`` (marginal standard deviations along columns
+    and rows) are second moments. The widths people read - ``sigma_major``/``sigma_minor``
+    (along the principal axes, pixels of the kernel's grid), ``fwhm_*`` (= 2.3548 sigma) and
+    ``angle`` (of the major axis, degrees from the x axis, counter-clockwise with y pointing down
+    the rows) - come from a fitted 2D Gaussian (:func:`fit_gaussian_2d`; ``width_method`` says
+    "gaussian fit"), so an Airy-like PSF reports its half-maximum width, not the width of its
+    rings; they fall back to the moments ("moments") when the fit fails.
     With a ``pixel_size`` the ``*_physical`` fields hold the same widths in that unit.
     """
 
@@ -202,6 +300,7 @@ class KernelStats:
     fwhm_minor: float
     fwhm: float
     anisotropy: float
+    width_method: str = "moments"
     pixel_size: float | None = None
     unit: str | None = None
     fwhm_physical: float | None = None
@@ -221,11 +320,12 @@ class KernelStats:
 
 
 def kernel_stats(kernel: np.ndarray, pixel_size: float | None = None,
-                 unit: str | None = None) -> KernelStats:
+                 unit: str | None = None, fit: bool = True) -> KernelStats:
     """Centroid, covariance, principal sigmas, angle and FWHM of a 2D kernel.
 
     Negative values are ignored (clipped); the kernel is normalised first. ``pixel_size`` is the
     size of one pixel of the kernel's grid (for an estimated kernel: the HR pixel).
+    ``fit=False`` reports second-moment widths only (faster; no Gaussian fit).
     """
     k = np.asarray(kernel, dtype=np.float64)
     if k.ndim != 2:
@@ -239,21 +339,18 @@ def kernel_stats(kernel: np.ndarray, pixel_size: float | None = None,
     cy, cx = float((k * yy).sum()), float((k * xx).sum())
     dy, dx = yy - cy, xx - cx
     cyy, cxx, cxy = float((k * dy * dy).sum()), float((k * dx * dx).sum()), float((k * dx * dy).sum())
-    evals, evecs = np.linalg.eigh(np.array([[cxx, cxy], [cxy, cyy]]))
-    evals = np.clip(evals, 0, None)
-    smin, smaj = math.sqrt(evals[0]), math.sqrt(evals[1])
-    vx, vy = evecs[0, 1], evecs[1, 1]
-    angle = math.degrees(math.atan2(vy, vx))
-    angle = (angle + 90.0) % 180.0 - 90.0  # an axis, not a direction: fold into [-90, 90)
-    if smaj - smin < 1e-6 * max(smaj, 1e-12):
-        angle = 0.0
+    smaj, smin, angle = _principal(cxx, cyy, cxy)
+    method = "moments"
+    fit = fit_gaussian_2d(k) if fit else None
+    if fit is not None:
+        smaj, smin, angle, method = fit.sigma_major, fit.sigma_minor, fit.angle, "gaussian fit"
     fwhm_major, fwhm_minor = FWHM_PER_SIGMA * smaj, FWHM_PER_SIGMA * smin
     fwhm = FWHM_PER_SIGMA * math.sqrt(smaj * smin)  # geometric mean: the width of a round PSF
     st = KernelStats(
         centroid_y=cy, centroid_x=cx, cov_yy=cyy, cov_xx=cxx, cov_xy=cxy,
         sigma_x=math.sqrt(cxx), sigma_y=math.sqrt(cyy), sigma_major=smaj, sigma_minor=smin,
         angle=angle, fwhm_major=fwhm_major, fwhm_minor=fwhm_minor, fwhm=fwhm,
-        anisotropy=smaj / smin if smin > 0 else float("inf"),
+        anisotropy=smaj / smin if smin > 0 else float("inf"), width_method=method,
     )
     if pixel_size is not None:
         st.pixel_size, st.unit = float(pixel_size), unit

@@ -1,0 +1,187 @@
+"""The imaging model: PSFs, camera, specimens, the microscope forward model, spots, consistency."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dan.errors import InputError
+from napari_dan.imaging.camera import Camera, bin_pixels, bin_pixels_torch, expose
+from napari_dan.imaging.consistency import consistency, reproject
+from napari_dan.imaging.degradations import blur
+from napari_dan.imaging.microscope import MicroscopyFields, degrade_microscopy_torch
+from napari_dan.imaging.psf import (airy_fwhm, confocal_psf, gaussian_psf, have_psfmodels,
+                                    random_psfs, widefield_psf)
+from napari_dan.imaging.specimens import KINDS, beads, random_specimen
+from napari_dan.imaging.spots import measure_psf
+from napari_dan.model.kernels import fit_gaussian_2d, gaussian_kernel, kernel_stats
+
+needs_psfmodels = pytest.mark.skipif(not have_psfmodels(), reason="psfmodels not installed")
+
+
+def test_gaussian_psf_fwhm_and_fit():
+    p = gaussian_psf(31, 6.0, 3.0, angle=30)
+    st = kernel_stats(p)
+    assert st.width_method == "gaussian fit"
+    assert st.fwhm_major == pytest.approx(6.0, rel=1e-3)
+    assert st.fwhm_minor == pytest.approx(3.0, rel=1e-3)
+    assert st.angle == pytest.approx(30, abs=0.5)
+
+
+def test_fit_recovers_truncated_gaussian_where_moments_do_not():
+    k = gaussian_kernel(21, 5.0)  # truncated at 2 sigma: moments are too small
+    assert kernel_stats(k).sigma_major == pytest.approx(5.0, rel=1e-3)
+    assert kernel_stats(k, fit=False).sigma_major < 4.6
+
+
+@needs_psfmodels
+def test_widefield_psf_half_maximum_width():
+    # FWHM of an in-focus Airy pattern: 0.51 lambda / NA; second moments are far wider (rings)
+    px = 0.04
+    p = widefield_psf(41, px, na=1.4, wavelength=0.52)
+    assert p.sum() == pytest.approx(1, abs=1e-5)
+    want = airy_fwhm(1.4, 0.52) / px
+    assert kernel_stats(p).fwhm == pytest.approx(want, rel=0.06)
+    assert kernel_stats(p, fit=False).fwhm > 1.3 * want
+    # confocal (pinhole closed) is narrower; defocus widens
+    assert kernel_stats(confocal_psf(41, px, 1.4, 0.52, 0.488)).fwhm < 0.8 * want
+    assert kernel_stats(widefield_psf(41, px, 1.4, 0.52, defocus=0.5)).fwhm > 1.2 * want
+    with pytest.raises(ValueError):
+        widefield_psf(21, px, na=1.6, ni=1.515)
+
+
+def test_random_psfs_cover_the_range():
+    ps, w = random_psfs(200, 21, (2.0, 10.0), rng=np.random.default_rng(0))
+    assert ps.shape == (200, 21, 21) and np.allclose(ps.sum((1, 2)), 1, atol=1e-4)
+    assert w.min() >= 2.0 and w.max() <= 10.0
+    measured = np.array([kernel_stats(p).fwhm for p in ps[:40]])
+    # the measured half-maximum widths follow the drawn ones (defocus and astigmatism widen)
+    assert np.median(measured / w[:40]) == pytest.approx(1.0, abs=0.15)
+
+
+def test_camera_binning_and_noise():
+    x = np.arange(16, dtype=float).reshape(4, 4)
+    assert np.allclose(bin_pixels(x, 2), [[2.5, 4.5], [10.5, 12.5]])
+    t = torch.from_numpy(x)[None, None]
+    assert np.allclose(bin_pixels_torch(t, 2)[0, 0].numpy(), bin_pixels(x, 2))
+    with pytest.raises(ValueError):
+        bin_pixels(np.zeros((1, 1)), 2)
+    cam = Camera(photons=1000, read_noise=2, offset=100)
+    counts = expose(np.full((200, 200), 0.5), cam, np.random.default_rng(0))
+    assert counts.dtype == np.uint16
+    # mean = offset + 500 photons; variance = 500 (shot) + 4 (read) + 1/12 (rounding)
+    assert counts.mean() == pytest.approx(600, abs=1)
+    assert counts.var() == pytest.approx(504, rel=0.05)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_specimens_render_something_bounded(kind):
+    img, info = random_specimen((96, 96), np.random.default_rng(1), kind=kind, haze=False)
+    assert info["kind"] == kind
+    assert img.max() == pytest.approx(1.0) and img.min() >= 0
+    assert (img > 0.1).mean() > 0.001  # at least one object inside
+
+
+def test_bead_density_is_what_was_asked():
+    img = beads((512, 512), 1 / 1000, np.random.default_rng(2))
+    # integrated brightness per bead ~ 2 pi sigma^2 * peak: count blobs instead
+    from scipy import ndimage as ndi
+
+    n = ndi.label(img > 0.2)[1]
+    assert 150 < n < 330  # 262 expected, a few merge or are dim
+
+
+def test_microscope_forward_model_matches_the_engine_normalisation():
+    f = MicroscopyFields(64, 21, np.random.default_rng(0))
+    spec, psf, photons, read, offset, clean = f.draw(4)
+    hr, lr = degrade_microscopy_torch(spec, psf, 2, photons, read, offset,
+                                      torch.Generator().manual_seed(0), noise_free=clean)
+    assert hr.shape == (4, 1, 64, 64) and lr.shape == (4, 1, 32, 32)
+    for i in range(4):  # the LR's 0.1 percentile maps to 0, its range is at least the 99.9th
+        v = lr[i].flatten()
+        assert float(torch.quantile(v, 0.001)) == pytest.approx(0, abs=1e-4)
+        assert float(torch.quantile(v, 0.999)) <= 1 + 1e-4
+    # noise-free, no offset: the LR is exactly the binned blurred specimen, rescaled
+    z = torch.zeros(1)
+    hr, lr = degrade_microscopy_torch(spec[:1], psf[:1], 2, torch.ones(1) * 100, z, z,
+                                      noise_free=torch.ones(1, dtype=torch.bool))
+    want = bin_pixels(blur(spec[0, 0].double().numpy(), psf[0].double().numpy()), 2)
+    got = lr[0, 0].double().numpy()
+    a, b = np.polyfit(want.ravel(), got.ravel(), 1)
+    assert np.abs(a * want + b - got).max() < 1e-3 * got.max()
+
+
+def _bead_image(fwhm, rng, shape=(512, 512), density=1 / 3000, photons=30000):
+    spec = beads(shape, density, rng)
+    lr = bin_pixels(blur(spec, gaussian_psf(41, fwhm)), 2)
+    return expose(lr / lr.max(), Camera(photons=photons, offset=100), rng)
+
+
+@pytest.mark.parametrize("fwhm", [4.71, 7.06])
+def test_spots_measure_the_psf(fwhm):
+    img = _bead_image(fwhm, np.random.default_rng(3))
+    m = measure_psf(img)
+    assert m.n_spots >= 20 and m.rejected["crowded"] > 0
+    # on the LR grid: optics / 2, widened by the pixel's box; kernel() undoes both
+    assert kernel_stats(m.kernel(2, 41)).fwhm == pytest.approx(fwhm, rel=0.05)
+    assert m.average.sum() == pytest.approx(1, abs=1e-4)
+    assert m.to_dict()["n_spots"] == m.n_spots
+
+
+def test_spots_see_an_elliptical_psf():
+    rng = np.random.default_rng(4)
+    spec = beads((512, 512), 1 / 3000, rng)
+    lr = bin_pixels(blur(spec, gaussian_psf(41, 8.0, 4.0, angle=90)), 2)
+    img = expose(lr / lr.max(), Camera(photons=30000, offset=100), rng)
+    m = measure_psf(img)
+    st = kernel_stats(m.kernel(2, 41))
+    assert st.fwhm_major == pytest.approx(8.0, rel=0.06)
+    assert st.fwhm_minor == pytest.approx(4.0, rel=0.1)
+    assert abs(abs(st.angle) - 90) < 5
+
+
+def test_spots_refuse_images_without_isolated_spots():
+    rng = np.random.default_rng(5)
+    with pytest.raises(InputError, match="spot"):
+        measure_psf(rng.normal(100, 3, (128, 128)))
+    with pytest.raises(InputError, match="2D"):
+        measure_psf(np.zeros((2, 32, 32)))
+    # a crowded field: most candidates are rejected, and the report says so (what is left
+    # there is wider than the PSF: docs/user-guide.md says to use sparse beads)
+    crowded = measure_psf(_bead_image(4.7, rng, (512, 512), density=1 / 100))
+    assert crowded.rejected["crowded"] > 3 * crowded.n_spots
+    assert "isolated" in crowded.summary() and str(crowded.n_candidates) in crowded.summary()
+
+
+def test_spots_skip_saturated_beads():
+    img = _bead_image(4.7, np.random.default_rng(6), photons=30000)
+    img = np.minimum(img.astype(np.int64) * 4, 65535).astype(np.uint16)  # the brightest clip
+    m = measure_psf(img)
+    assert m.rejected["saturated"] > 0
+
+
+def test_consistency_is_zero_for_the_forward_model_and_sees_inventions():
+    rng = np.random.default_rng(7)
+    hr = rng.random((1, 64, 64))
+    k = gaussian_kernel(21, 1.5)
+    for sampling in ("bin", "bicubic"):
+        lr = reproject(hr, k, 2, sampling)
+        rel, res = consistency(lr, hr, k, 2, sampling)
+        assert rel < 1e-6 and res.shape == lr.shape
+        bad = hr.copy()
+        bad[0, 20:40, 20:40] += 1.0  # something the input does not show
+        rel2, res2 = consistency(lr, bad, k, 2, sampling)
+        assert rel2 > 0.1
+        assert np.abs(res2[0, 12:18, 12:18]).mean() > 10 * np.abs(res2[0, :5, :5]).mean()
+
+
+def test_fit_gaussian_2d_with_offset_and_failure():
+    yy, xx = np.mgrid[0:25, 0:25]
+    img = 5 + 10 * np.exp(-((yy - 12.3) ** 2 + (xx - 11.6) ** 2) / (2 * 2.0**2))
+    f = fit_gaussian_2d(img, offset=True)
+    assert f.offset == pytest.approx(5, abs=1e-3) and f.cy == pytest.approx(12.3, abs=1e-3)
+    assert f.fwhm == pytest.approx(2.0 * 2 * math.sqrt(2 * math.log(2)), rel=1e-3)
+    assert fit_gaussian_2d(np.zeros((9, 9))) is None
