@@ -95,7 +95,7 @@ def inplace() -> None:
 def compile_check() -> None:
     import napari_dan
     from napari_dan.samples import make_sample
-    from napari_dan.training.metrics import y_psnr
+    from napari_dan.imaging.metrics import y_psnr
 
     m = napari_dan.load_model("dan-x2-gray")
     net = m.network

@@ -4,7 +4,7 @@ quote in "What the kernel estimate means".
 Two sweeps of the true isotropic Gaussian sigma (HR pixels), blind, global kernel mode:
 
 * ``butterfly``: Set5's butterfly (RGB models) or its luma (grey models), degraded with
-  ``napari_dan.training.degradations.degrade`` at the model's scale (8-bit);
+  ``napari_dan.imaging.degradations.degrade`` at the model's scale (8-bit);
 * ``microscopy``: the bundled microscopy sample, ``make_sample("microscopy", scale, sigma=s)``.
 
 For each sigma the estimate's second-moment sigma (geometric mean of the principal sigmas) and
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_dan.model.kernels import gaussian_kernel, kernel_stats
     from napari_dan.samples import make_sample
     from napari_dan.training.data import to_gray
-    from napari_dan.training.degradations import degrade
+    from napari_dan.imaging.degradations import degrade
 
     hr = skio.imread(BUTTERFLY)[..., :3].astype(np.float64) / 255 if BUTTERFLY.exists() else None
     print("| model | image | true sigma (HR px) | true FWHM | estimated sigma | estimated FWHM |")

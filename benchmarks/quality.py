@@ -59,7 +59,7 @@ the exact command and the date are given with each table. Nothing here is edited
   sigma = linspace(lo, hi, 8), x2 [0.80, 1.60], x3 [1.35, 2.40], x4 [1.80, 3.20]; blur (reflect
   padding), MATLAB antialiased bicubic downsampling, 8-bit quantisation. The set's number is the
   mean over all image-kernel pairs.
-* **Scores** (`napari_dan.training.metrics`): PSNR (peak 255) and SSIM (11x11 Gaussian window,
+* **Scores** (`napari_dan.imaging.metrics`): PSNR (peak 255) and SSIM (11x11 Gaussian window,
   sigma 1.5, C1 = (0.01*255)^2, C2 = (0.03*255)^2, valid region) on BT.601 Y =
   16 + 65.481 R + 128.553 G + 24.966 B (RGB in [0, 1], not rounded), after cropping s pixels on
   every side. Every method's output is first quantised to 8 bit, `round(clip(sr, 0, 1) * 255)`,

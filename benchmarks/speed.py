@@ -26,7 +26,7 @@ says so.
 Quality (unless ``--no-quality``): Y-PSNR of global mode against the plain whole-image forward on
 Set5/Set14 Gaussian8 x4 inputs (HR mod-cropped, 21x21 Gaussian, sigma linspace(1.8, 3.2, 8),
 MATLAB-bicubic downsample, 8-bit; by default only the two end sigmas, ``--sigmas 8`` for all), made
-with ``napari_dan.training.degradations``; border of s pixels cropped; the default model.
+with ``napari_dan.imaging.degradations``; border of s pixels cropped; the default model.
 
 Run (results go to stdout as Markdown)::
 
@@ -258,7 +258,7 @@ def gaussian8_inputs(scale: int = 4, n_sigmas: int = 8):
     from skimage.io import imread
 
     from napari_dan.model.kernels import gaussian_kernel
-    from napari_dan.training.degradations import degrade
+    from napari_dan.imaging.degradations import degrade
 
     sigmas = np.linspace(1.8, 3.2, 8)
     # a subset keeps the default run short: evenly spaced, always both ends
@@ -279,7 +279,7 @@ def gaussian8_inputs(scale: int = 4, n_sigmas: int = 8):
 def run_quality(args) -> dict:
     import napari_dan
     from napari_dan.engine import kernels as km
-    from napari_dan.training.metrics import y_psnr
+    from napari_dan.imaging.metrics import y_psnr
 
     model, _ = get_model()
     s = model.scale

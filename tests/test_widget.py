@@ -368,6 +368,7 @@ def test_spots_psf_and_residual_layers(setup, qtbot):
     names = [ly.name for ly in w.last_layers]
     assert names == ["beads DAN x2", "beads kernel", "beads PSF from spots", "beads residual"]
     spots_layer, residual = w.last_layers[2], w.last_layers[3]
+    assert tuple(spots_layer.units) == tuple(layer.units)
     assert kernel_stats(spots_layer.data).fwhm == pytest.approx(4.71, rel=0.1)
     assert residual.data.shape == layer.data.shape
     assert np.allclose(residual.scale, layer.scale) and np.allclose(residual.translate, 0)
@@ -390,3 +391,26 @@ def test_no_spots_is_said_not_failed(setup, qtbot):
     assert [ly.name for ly in w.last_layers] == ["texture DAN x2", "texture kernel"]
     _run(w, qtbot, mode="PSF from spots (non-blind)")
     assert "spot" in w.status.text()
+
+
+def test_pixel_size_from_the_file_or_typed_in(setup, qtbot, tmp_path):
+    import tifffile
+
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    path = tmp_path / "beads.tif"
+    tifffile.imwrite(path, _bead_layer_data(), imagej=True, resolution=(1 / 0.2, 1 / 0.2),
+                     metadata={"unit": "um"})
+    layer = viewer.open(str(path), plugin="builtins")[0]  # napari's reader: scale 1, no unit
+    assert np.allclose(layer.scale, 1)
+    w.layer_combo.setCurrentText(layer.name)
+    _run(w, qtbot)
+    assert "from beads.tif" in w.status.text()
+    assert _um_per_px(w.kernel_label.text()) == pytest.approx(0.1, rel=2e-3)  # 0.2 / 2
+    w.pixel_spin.setValue(0.5)
+    _run(w, qtbot)
+    assert _um_per_px(w.kernel_label.text()) == pytest.approx(0.25, rel=2e-3)
+
+
+def _um_per_px(text):
+    first = text.splitlines()[0]
+    return float(first.split("= ")[1].split(" µm")[0]) / float(first.split("FWHM ")[1].split(" px")[0])

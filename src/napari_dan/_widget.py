@@ -19,6 +19,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -119,6 +120,15 @@ class DanWidget(QWidget):
             "Consistency check: the input minus the result blurred with its kernel and sampled "
             "back to the input grid. Flat noise means consistent; structure marks what the "
             "network invented or lost. Its relative size is always shown below.")
+        self.pixel_spin = QDoubleSpinBox()
+        self.pixel_spin.setRange(0.0, 1000.0)
+        self.pixel_spin.setDecimals(4)
+        self.pixel_spin.setSingleStep(0.01)
+        self.pixel_spin.setSuffix(" µm")
+        self.pixel_spin.setSpecialValueText("from layer or file")
+        self.pixel_spin.setToolTip(
+            "Input pixel size, for the PSF's width in µm. Left at 0: the layer's scale and units, "
+            "else what its TIFF file states (napari's own reader drops it).")
         self.channel_combo = QComboBox()
         self.channel_combo.setToolTip("Axis of independent channels (each is run as a gray "
                                       "image); RGB layers use their colour axis")
@@ -170,6 +180,7 @@ class DanWidget(QWidget):
         form.addRow("PSF layer", self.psf_combo)
         form.addRow("Stack", self.scope_combo)
         form.addRow("Channel axis", self.channel_combo)
+        form.addRow("Pixel size", self.pixel_spin)
         form.addRow("Check", self.residual_check)
         adv = QGroupBox("Tiles and device")
         adv_form = QFormLayout(adv)
@@ -373,7 +384,8 @@ class DanWidget(QWidget):
                           precision=self.precision_combo.currentText(),
                           scope=SCOPES[self.scope_combo.currentText()],
                           channel_axis=self.channel_combo.currentData(),
-                          residual=self.residual_check.isChecked())
+                          residual=self.residual_check.isChecked(),
+                          pixel_size=self.pixel_spin.value() or None)
 
     @property
     def is_running(self) -> bool:

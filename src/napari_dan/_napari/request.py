@@ -7,6 +7,7 @@ Nothing here runs a network. :func:`build_request` checks the layer and the opti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ class RunOptions:
     scope: str = "plane"                        # "plane" | "stack" (nD layers only)
     channel_axis: int | str | None = "auto"     # "auto": RGB layers -> last axis, others none
     residual: bool = False                      # add the consistency check's residual map
+    pixel_size: float | None = None             # input pixel size in µm typed by the user
 
 
 @dataclass
@@ -65,6 +67,8 @@ class RunRequest:
     display: dict                               # colormap, contrast limits, blending, ...
     params: dict                                # what decides "same run again" (replace) or not
     notes: list[str] = field(default_factory=list)
+    #: (input pixel size, unit, where it came from) for physical widths, when known
+    pixel: tuple[float, str, str] | None = None
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -101,6 +105,35 @@ def psf_from_layer(layer: Any, dims_point: Any = None) -> np.ndarray:
     if psf.ndim != 2 or psf.size == 0:
         raise InputError(f"PSF layer {layer.name!r} is not a 2D image")
     return psf
+
+
+def _layer_pixel(layer: Any, spatial: tuple[int, int]) -> tuple[float, str] | None:
+    """The layer's own physical pixel size (scale and units of its x axis), if it has one."""
+    ax = spatial[1]
+    units = tuple(getattr(layer, "units", ()) or ())
+    unit = None
+    if units:
+        u = units[ax]
+        text = f"{u:~P}" if hasattr(u, "dimensionality") else str(u)
+        unit = None if text in ("px", "pixel", "") else text
+    size = float(np.asarray(layer.scale, dtype=float)[ax])
+    if unit is None:
+        return None
+    return size, unit
+
+
+def file_pixel(layer: Any) -> tuple[float, str] | None:
+    """The pixel size the layer's source TIFF states (napari's own TIFF reader drops it)."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or not str(path).lower().endswith((".tif", ".tiff")):
+        return None
+    from ..io.tiff import read_metadata
+
+    try:
+        px, unit = read_metadata(path).spatial_pixel_size()
+    except (InputError, OSError, ValueError):
+        return None
+    return (float(px), unit) if px else None
 
 
 def _plane_index(layer: Any, dims_point: Any, axes) -> dict[int, int]:
@@ -226,6 +259,17 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
               "scope": "stack" if (other and options.scope == "stack") else "plane",
               "residual": bool(options.residual),
               "plane": {str(a): i for a, i in plane.items()}, "channel_axis": channel_axis}
+    pixel = None
+    if options.pixel_size:
+        if not np.isfinite(options.pixel_size) or options.pixel_size <= 0:
+            raise InputError(f"the pixel size must be positive, got {options.pixel_size}")
+        pixel = (float(options.pixel_size), "µm", "typed in")
+    elif _layer_pixel(layer, spatial) is not None:
+        pixel = (*_layer_pixel(layer, spatial), "layer")
+    elif file_pixel(layer) is not None:
+        pixel = (*file_pixel(layer), "file")
+        notes.append(f"pixel size {pixel[0]:.4g} {pixel[1]} from {Path(layer.source.path).name} "
+                     "(the layer has none): used for the kernel's physical width only")
     return RunRequest(
         image=image, engine_kwargs=kwargs, source_name=layer.name, rgb=rgb, data_ndim=ndim,
         data_shape=tuple(int(n) for n in data.shape),
@@ -233,4 +277,4 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
         plane=plane, layer_scale=np.asarray(layer.scale, dtype=float),
         layer_translate=np.asarray(layer.translate, dtype=float),
         units=tuple(getattr(layer, "units", ()) or ()) or None, display=display, params=params,
-        notes=notes)
+        notes=notes, pixel=pixel)

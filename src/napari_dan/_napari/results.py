@@ -84,8 +84,11 @@ def kernel_geometry(req: RunRequest, s: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def physical_pixel(req: RunRequest, s: int) -> tuple[float | None, str | None]:
-    """HR pixel size and unit for the kernel statistics, or (None, None) when the layer has no
-    physical scale (scale 1 and pixel units)."""
+    """HR pixel size and unit for the kernel statistics: typed in, the layer's, the source
+    file's (``req.pixel``), or the layer's scale without a unit; (None, None) when none is known
+    (scale 1 and pixel units)."""
+    if req.pixel is not None:
+        return req.pixel[0] / s, req.pixel[1]
     ax = req.spatial[1]
     size = float(req.layer_scale[ax]) / s
     unit = None
