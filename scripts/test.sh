@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Runs the whole test suite; GUI tests need a (virtual) X server, so use Xvfb when there is no display.
+# Runs the whole test suite (what CI runs); GUI tests need a (virtual) X server, so Xvfb is used
+# when there is no display.
+#   bash scripts/test.sh            everything
+#   bash scripts/test.sh --fast     the fast lane: no GUI and no tests marked slow (a few minutes
+#                                   less; run the whole suite before pushing)
+# Other arguments go to pytest (e.g. bash scripts/test.sh --fast -x tests/test_engine.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  exec python3 -m pytest -q -m "not slow and not gui" "$@"
+fi
 if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null; then
   exec xvfb-run -a -s "-screen 0 1280x1024x24" python3 -m pytest "$@"
 fi

@@ -36,7 +36,7 @@ from ._napari.request import KERNEL_MODES, SCOPES, RunOptions, build_request, ps
 from ._napari.results import KEY, add_result_layers, physical_pixel, result_layers
 from ._napari.worker import sr_worker
 from .errors import Cancelled, DanError
-from .model import DanModel, list_models, load_model
+from .model import DEFAULT_MODEL, MICROSCOPY_MODEL, DanModel, list_models, load_model
 from .model.kernels import kernel_stats
 
 if TYPE_CHECKING:
@@ -204,6 +204,8 @@ class DanWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        # a model picked by hand is kept; until then the model follows the layer (grey or RGB)
+        self.model_combo.activated.connect(lambda *_: setattr(self, "_model_chosen", True))
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
         self.mode_combo.currentIndexChanged.connect(self._update_enabled)
 
@@ -344,8 +346,24 @@ class DanWidget(QWidget):
     def selected_layer(self):
         return self.layer_combo.currentData()
 
+    def _suggest_model(self, layer) -> None:
+        """Until a model is picked by hand: the microscopy model for grey layers, the default
+        (photo) model for RGB ones, when both are bundled."""
+        if getattr(self, "_model_chosen", False) or layer is None:
+            return
+        want = DEFAULT_MODEL if layer.rgb else MICROSCOPY_MODEL
+        cur = self.model_combo.currentData()
+        if cur is None or cur[0] != "bundled" or cur[1]["name"] == want:
+            return
+        for i in range(self.model_combo.count()):
+            d = self.model_combo.itemData(i)
+            if d is not None and d[0] == "bundled" and d[1]["name"] == want:
+                self.model_combo.setCurrentIndex(i)
+                return
+
     def _on_layer_changed(self, *_) -> None:
         layer = self.selected_layer()
+        self._suggest_model(layer)
         self.channel_combo.clear()
         if layer is None:
             self.channel_combo.addItem("auto", "auto")
