@@ -51,10 +51,10 @@ def code_sensitivity(model_name: str, image: str, sigma: float) -> None:
     import torch
 
     import napari_dan
-    from napari_dan.model.kernels import gaussian_kernel
     from napari_dan.imaging.degradations import degrade, imresize
-    from napari_dan.training.evaluate import match_channels, mod_crop, read_image
     from napari_dan.imaging.metrics import crop_border, kernel_errors, psnr, to_y
+    from napari_dan.model.kernels import gaussian_kernel
+    from napari_dan.training.evaluate import match_channels, mod_crop, read_image
 
     model = napari_dan.load_model(model_name)
     net, s = model.network.eval(), model.scale

@@ -43,9 +43,10 @@ def _plane(size: int) -> np.ndarray:
 
 
 def profile() -> None:
-    import napari_dan
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
+
+    import napari_dan
 
     m = napari_dan.load_model("dan-x2-gray")
     img = _plane(512)
@@ -94,8 +95,8 @@ def inplace() -> None:
 
 def compile_check() -> None:
     import napari_dan
-    from napari_dan.samples import make_sample
     from napari_dan.imaging.metrics import y_psnr
+    from napari_dan.samples import make_sample
 
     m = napari_dan.load_model("dan-x2-gray")
     net = m.network

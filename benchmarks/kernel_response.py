@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from skimage import io as skio
 
     import napari_dan
+    from napari_dan.imaging.degradations import degrade
     from napari_dan.model.kernels import gaussian_kernel, kernel_stats
     from napari_dan.samples import make_sample
     from napari_dan.training.data import to_gray
-    from napari_dan.imaging.degradations import degrade
 
     hr = skio.imread(BUTTERFLY)[..., :3].astype(np.float64) / 255 if BUTTERFLY.exists() else None
     print("| model | image | true sigma (HR px) | true FWHM | estimated sigma | estimated FWHM |")

@@ -257,8 +257,8 @@ def run_speed(args) -> list[dict]:
 def gaussian8_inputs(scale: int = 4, n_sigmas: int = 8):
     from skimage.io import imread
 
-    from napari_dan.model.kernels import gaussian_kernel
     from napari_dan.imaging.degradations import degrade
+    from napari_dan.model.kernels import gaussian_kernel
 
     sigmas = np.linspace(1.8, 3.2, 8)
     # a subset keeps the default run short: evenly spaced, always both ends

@@ -22,7 +22,7 @@ import torch  # noqa: F401  (before Qt: known import-order crashes)
 from qtpy.QtWidgets import QApplication
 
 from napari_dan import list_models, load_model
-from napari_dan._widget import DanWidget
+from napari_dan._napari.widget import DanWidget
 from napari_dan.model import DEFAULT_MODEL, create_model
 
 OUT = Path(__file__).resolve().parent / "images"

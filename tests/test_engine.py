@@ -15,7 +15,7 @@ import torch
 
 import napari_dan
 from conftest import tiny_model
-from napari_dan.engine import core, devices, normalize, tiling
+from napari_dan.engine import core, devices, normalize, restoration, tiling
 from napari_dan.engine import kernels as km
 from napari_dan.errors import Cancelled, InputError
 from napari_dan.model.kernels import gaussian_kernel
@@ -124,8 +124,8 @@ def test_whole_plane_estimate_is_reused(monkeypatch):
     m = tiny_model(seed=3)
     img = textured(60, 70, seed=1)
     calls = []
-    real = core._run_tile
-    monkeypatch.setattr(core, "_run_tile", lambda *a: calls.append(1) or real(*a))
+    real = restoration.run_tile
+    monkeypatch.setattr(restoration, "run_tile", lambda *a: calls.append(1) or real(*a))
     r = napari_dan.super_resolve(img, m, **FP32)
     assert r.metadata["steps"] == 2 and calls == []  # the loop's own SR image was used
     # the same pixels as restoring the plane with the combined code (two tiles)
@@ -143,7 +143,7 @@ def test_tile_grid_and_window():
         for tile, ov in ((16, 0), (40, 16), (64, 16), (100, 24), (256, 40)):
             e, st = tiling.tile_extent(n, tile, ov), tiling.tile_starts(n, tile, ov)
             assert e <= tile and st[0] == 0 and st[-1] + e == n
-            assert all(a + e - b >= ov and b > a for a, b in zip(st, st[1:]))
+            assert all(a + e - b >= ov and b > a for a, b in zip(st, st[1:], strict=False))
             # never more work than the old full-size tiles, and near the image itself
             assert len(st) * e <= n + (len(st) - 1) * (ov + 1)
     tiles = tiling.make_tiles(100, 130, 48, 16)
@@ -449,7 +449,7 @@ def test_out_memmap(tmp_path):
 def test_oom_halves_tiles_then_reports(monkeypatch):
     m = tiny_model()
     img = textured(128, 128)
-    real = core._run_tile
+    real = restoration.run_tile
     sizes = []
 
     def fake(runner, x, code):
@@ -458,26 +458,26 @@ def test_oom_halves_tiles_then_reports(monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return real(runner, x, code)
 
-    monkeypatch.setattr(core, "_run_tile", fake)
+    monkeypatch.setattr(restoration, "run_tile", fake)
     psf = gaussian_kernel(21, 1.2)  # no estimation: every network call is a tile
     r = napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
     assert [e["tile_size"] for e in r.metadata["oom_retries"]] == [64, 32]
     assert r.metadata["tile_size"] == 32
-    monkeypatch.setattr(core, "_run_tile", real)
+    monkeypatch.setattr(restoration, "run_tile", real)
     ref = napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
     assert agreement(r.image, ref.image) >= 0.999
 
     def always(runner, x, code):
         raise RuntimeError("CUDA error: out of memory")
 
-    monkeypatch.setattr(core, "_run_tile", always)
+    monkeypatch.setattr(restoration, "run_tile", always)
     with pytest.raises(devices.OutOfMemory, match="even with"):
         napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
 
     def other(runner, x, code):
         raise RuntimeError("something else")
 
-    monkeypatch.setattr(core, "_run_tile", other)
+    monkeypatch.setattr(restoration, "run_tile", other)
     with pytest.raises(RuntimeError, match="something else"):
         napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
 

@@ -13,8 +13,7 @@ from napari_dan.imaging.camera import Camera, bin_pixels, bin_pixels_torch, expo
 from napari_dan.imaging.consistency import consistency, reproject
 from napari_dan.imaging.degradations import blur
 from napari_dan.imaging.microscope import MicroscopyFields, degrade_microscopy_torch
-from napari_dan.imaging.psf import (airy_fwhm, confocal_psf, gaussian_psf, have_psfmodels,
-                                    random_psfs, widefield_psf)
+from napari_dan.imaging.psf import airy_fwhm, confocal_psf, gaussian_psf, have_psfmodels, random_psfs, widefield_psf
 from napari_dan.imaging.specimens import KINDS, beads, random_specimen
 from napari_dan.imaging.spots import measure_psf
 from napari_dan.model.kernels import fit_gaussian_2d, gaussian_kernel, kernel_stats

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from napari_dan.model.kernels import gaussian_kernel
 from napari_dan.imaging.metrics import crop_border, gaussian_window, kernel_errors, psnr, ssim, to_y, y_psnr, y_ssim
+from napari_dan.model.kernels import gaussian_kernel
 
 
 def test_y_is_bt601_with_offset():

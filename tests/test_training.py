@@ -8,8 +8,8 @@ import torch
 from skimage import io as skio
 
 import napari_dan
-from napari_dan.model.kernels import gaussian_kernel, kernel_stats
 from napari_dan.imaging.degradations import blur, degrade, degrade_torch, imresize, imresize_torch
+from napari_dan.model.kernels import gaussian_kernel, kernel_stats
 from napari_dan.training.train import TrainConfig, train, transfer_weights
 
 

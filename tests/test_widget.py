@@ -15,7 +15,7 @@ pytest.importorskip("pytestqt")
 from conftest import tiny_model  # noqa: E402
 from napari_dan._napari.request import RunOptions, build_request  # noqa: E402
 from napari_dan._napari.results import KEY, ellipse_corners, nice_factor  # noqa: E402
-from napari_dan._widget import NO_MODELS, DanWidget  # noqa: E402
+from napari_dan._napari.widget import NO_MODELS, DanWidget  # noqa: E402
 from napari_dan.errors import InputError  # noqa: E402
 from napari_dan.model.kernels import gaussian_kernel, kernel_stats  # noqa: E402
 
@@ -257,7 +257,7 @@ def test_empty_image_data_is_refused():
 
 
 def test_without_bundled_models_the_widget_explains(make_napari_viewer, monkeypatch, tmp_path):
-    monkeypatch.setattr("napari_dan._widget.list_models", lambda: [])
+    monkeypatch.setattr("napari_dan._napari.widget.list_models", lambda: [])
     viewer = make_napari_viewer()
     w = DanWidget(viewer)
     assert w.status.text() == NO_MODELS
@@ -269,7 +269,7 @@ def test_without_bundled_models_the_widget_explains(make_napari_viewer, monkeypa
     bad.write_bytes(b"not a checkpoint")
     good = tiny_model(in_nc=1, scale=2).save(tmp_path / "good.pt")
     for path, ok in ((bad, False), (good, True)):
-        monkeypatch.setattr("napari_dan._widget.QFileDialog.getOpenFileName",
+        monkeypatch.setattr("napari_dan._napari.widget.QFileDialog.getOpenFileName",
                             lambda *a, p=path, **k: (str(p), ""))
         w.model_combo.setCurrentIndex(w.model_combo.count() - 1)
         assert ("good.pt" in w.model_combo.currentText()) == ok
@@ -305,7 +305,7 @@ def test_writer_keeps_pixel_size(setup, qtbot, tmp_path):
     viewer, w = setup(tiny_model(in_nc=1, scale=2))
     viewer.add_image(_image(20, 20), name="c", scale=(0.3, 0.3), units=("µm", "µm"))
     _run(w, qtbot)
-    from napari_dan._writer import write_tiff_layer
+    from napari_dan._napari.writer import write_tiff_layer
 
     sr = viewer.layers["c DAN x2"]
     (path,) = write_tiff_layer(str(tmp_path / "sr.tif"), sr.data, sr.as_layer_data_tuple()[1])

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import __version__
 from .engine.normalize import analyse
+from .engine.options import KERNEL_MODES, SROptions
 from .engine.threads import check_threads
 from .errors import DanError, InputError, UsageError, clean_message
 from .io import (
@@ -50,7 +51,9 @@ from .model.kernels import kernel_stats
 __all__ = ["FileResult", "BatchSummary", "expand_inputs", "output_paths", "load_psf",
            "process_file", "run_batch", "KERNEL_MODES"]
 
-KERNEL_MODES = ("global", "per-plane", "per-tile")
+#: the engine settings of a batch unless told otherwise: threads follow what other processes
+#: leave idle (engine.threads)
+BATCH_DEFAULTS = SROptions(threads="auto")
 _TIFF_RE = re.compile(r"\.tiff?$", re.IGNORECASE)
 _OUTPUT_RE = re.compile(r"^(?P<stem>.+)_x\d+(_kernel)?(\.ome)?\.tiff?$", re.IGNORECASE)
 
@@ -367,16 +370,14 @@ def _existing_output(out_img: Path, out_ker: Path, record: dict) -> tuple[str, s
     return "failed", f"{out_img} exists and {why}; not replaced: {hint}"
 
 
-def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: DanModel, *,
-                 kernel_mode: str = "global", psf: str | os.PathLike | None = None,
-                 tile_size: int | str = "auto", device: str = "auto",
-                 precision: str = "auto", channel_axis: int | str | None = None,
+def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: DanModel,
+                 options: SROptions | None = None, *,
+                 psf: str | os.PathLike | None = None, channel_axis: int | str | None = None,
                  series: int | None = None, overwrite: bool = False,
-                 threads: int | str | None = "auto", compiled: bool = False,
                  inputs: Sequence[Path] = (), runner=None,
                  on_start: Callable[[int, str], Any] | None = None,
                  on_plane: Callable[[], Any] | None = None,
-                 progress: Callable[[int, int], Any] | None = None) -> FileResult:
+                 progress: Callable[[int, int], Any] | None = None, **settings) -> FileResult:
     """Super-resolve one TIFF into ``output_dir`` (see the module docstring).
 
     Errors about this file (unreadable, unsupported, bad option for it, its output busy or made
@@ -389,18 +390,18 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
         Input file and output directory (created if needed).
     model
         A loaded model.
-    kernel_mode, psf, tile_size, device, precision, channel_axis
-        As for the CLI options of the same names; ``channel_axis`` indexes the file's axes (or is
-        a letter such as ``"C"``).
+    options, **settings
+        The engine settings (:class:`~napari_dan.engine.options.SROptions`: kernel_mode,
+        tile_size, tile_overlap, device, precision, threads, compiled), or keywords replacing
+        them; the batch's defaults are ``threads="auto"``. ``kernel`` and ``channel_axis`` are
+        set per file from ``psf`` and ``channel_axis`` below. Threads and compilation are not
+        used on a cluster.
+    psf, channel_axis
+        As for the CLI options of the same names: a PSF file or "spots"; ``channel_axis``
+        indexes the file's axes (or is a letter such as ``"C"``).
     series
         Which image series of a multi-series file (None: the first, with a warning when there
         are more).
-    threads
-        CPU threads: "auto" (the cores other processes leave idle), a number, or None
-        (PyTorch's setting); see :mod:`napari_dan.engine.threads`. Not used on a cluster.
-    compiled
-        Restore through ``torch.compile`` (see :func:`napari_dan.super_resolve`); not on a
-        cluster.
     overwrite
         Replace an existing output instead of skipping the file.
     inputs
@@ -412,6 +413,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
     """
     src = Path(src)
     t0 = time.perf_counter()
+    opts = SROptions.build(options or BATCH_DEFAULTS, **settings)
     result = FileResult(src, "failed")
     try:
         with open_tiff(src, series=series or 0) as stack:
@@ -444,11 +446,12 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                       "model": {"name": model.name, "fingerprint": model.fingerprint},
                       # what decides the result; the "run" settings change speed and memory
                       # (and pixels by at most about a grey level), so a re-run may differ there
-                      "options": {"scale": s, "kernel_mode": kernel_mode,
+                      "options": {"scale": s, "kernel_mode": opts.kernel_mode,
                                   "psf": ("spots" if _is_spots(psf) else file_fingerprint(psf)
                                           if psf is not None else None),
                                   "channel_axis": ch},
-                      "run": {"tile_size": tile_size, "precision": precision, "device": device,
+                      "run": {"tile_size": opts.tile_size, "tile_overlap": opts.tile_overlap,
+                              "precision": opts.precision, "device": opts.device,
                               "napari_dan": __version__}}
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             with OutputLock(out_img) as lock:  # OutputBusy when another run writes it now
@@ -459,19 +462,17 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                 if on_start is not None:
                     on_start(layout.n_blocks, src.name)
                 with StackWriter(out_img, out_meta, layout.scaled(s)) as writer:
-                    opts = dict(channel_axis=ch, tile_size=tile_size, kernel_mode=kernel_mode,
-                                kernel=kernel, device=device, precision=precision)
+                    file_opts = SROptions.build(opts, channel_axis=ch, kernel=kernel)
                     if runner is None:
                         from .engine import super_resolve
 
                         res = super_resolve(stack.array(), model, progress=progress,
                                             out=_PlaneCounter(writer, on_plane),
-                                            threads=threads, compiled=compiled, **opts)
+                                            options=file_opts)
                     else:
-                        res = runner.super_resolve(stack.array(), out=writer,
-                                                   on_plane=lambda d, n: on_plane and on_plane(),
-                                                   **opts)
-                    info = _kernel_info(res, model, src, kernel_mode, meta, hr_px, unit,
+                        res = runner.super_resolve(stack.array(), file_opts, out=writer,
+                                                   on_plane=lambda d, n: on_plane and on_plane())
+                    info = _kernel_info(res, model, src, opts.kernel_mode, meta, hr_px, unit,
                                         psf_note)
                     info["produced_by"] = record
                     write_kernels(out_ker, res.kernels if len(res.kernels) > 1 else res.kernel,
@@ -516,14 +517,13 @@ def _usable_output_dir(output_dir: str | os.PathLike) -> Path:
 
 
 def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
-              model: str | os.PathLike | DanModel, *, kernel_mode: str = "global",
-              psf: str | os.PathLike | None = None, tile_size: int | str = "auto",
-              device: str = "auto", precision: str = "auto",
+              model: str | os.PathLike | DanModel, options: SROptions | None = None, *,
+              psf: str | os.PathLike | None = None,
               channel_axis: int | str | None = None, series: int | None = None,
-              overwrite: bool = False, threads: int | str | None = "auto",
-              compiled: bool = False,
+              overwrite: bool = False,
               scheduler: str | None = None, workers: int | None = None,
-              quiet: bool = False, log: Callable[[str], Any] | None = None) -> BatchSummary:
+              quiet: bool = False, log: Callable[[str], Any] | None = None,
+              **settings) -> BatchSummary:
     """Super-resolve every input TIFF into ``output_dir``; see :mod:`napari_dan.batch`.
 
     Parameters
@@ -534,17 +534,16 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
         Where ``<stem>_x<s>.tif`` and ``<stem>_x<s>_kernel.tif`` go.
     model
         Bundled model name, checkpoint path or a loaded :class:`DanModel`.
-    kernel_mode
-        "global" (one kernel per file), "per-plane" or "per-tile".
+    options, **settings
+        The engine settings (:class:`~napari_dan.engine.options.SROptions`), or keywords
+        replacing them (kernel_mode "global"/"per-plane"/"per-tile", tile_size, tile_overlap,
+        device, precision, threads (default "auto": the cores other processes leave idle),
+        compiled); see :func:`process_file`.
     psf
-        A measured PSF file: non-blind, no kernel estimation.
+        A measured PSF file, or "spots": non-blind, no kernel estimation.
     series
         Which image series of multi-series files (None: the first, with a warning per file
         that has more).
-    threads
-        CPU threads per file: "auto" (default), a number, or None (see :func:`process_file`).
-    compiled
-        Restore through ``torch.compile`` (see :func:`napari_dan.super_resolve`).
     scheduler, workers
         Process the planes on a dask.distributed cluster: the address of a running scheduler,
         or the number of local worker processes to start.
@@ -566,8 +565,12 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    if kernel_mode not in KERNEL_MODES:
-        raise UsageError(f"unknown kernel mode {kernel_mode!r}; use one of "
+    try:
+        opts = SROptions.build(options or BATCH_DEFAULTS, **settings)
+    except TypeError as e:
+        raise UsageError(str(e)) from None
+    if opts.kernel_mode not in KERNEL_MODES:
+        raise UsageError(f"unknown kernel mode {opts.kernel_mode!r}; use one of "
                          f"{', '.join(KERNEL_MODES)}")
     if scheduler and workers:
         raise UsageError("use either --scheduler or --workers, not both")
@@ -575,14 +578,14 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
                                or series < 0):
         raise UsageError(f"--series must be a whole number >= 0, got {series!r}")
     try:
-        check_threads(threads)
+        check_threads(opts.threads)
     except InputError as e:
         raise UsageError(str(e)) from None
     if not (scheduler or workers):  # a cluster resolves the device on each worker
         from .engine import resolve_device
 
         try:
-            resolve_device(device)  # a missing GPU is one message, not one failure per file
+            resolve_device(opts.device)  # a missing GPU: one message, not one failure per file
         except InputError as e:
             raise UsageError(str(e)) from None
     if Path(output_dir).exists() and not Path(output_dir).is_dir():
@@ -645,10 +648,9 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
                 write(f"cluster: {runner.n_workers} worker(s) at {client.scheduler.address}, "
                       f"{runner.max_in_flight} planes in flight")
         for f in todo:
-            r = process_file(f, out_dir, loaded, kernel_mode=kernel_mode, psf=psf,
-                             tile_size=tile_size, device=device, precision=precision,
+            r = process_file(f, out_dir, loaded, opts, psf=psf,
                              channel_axis=channel_axis, series=series, overwrite=overwrite,
-                             threads=threads, compiled=compiled, inputs=files,
+                             inputs=files,
                              runner=runner, on_start=on_start, on_plane=planes_bar.update,
                              progress=progress)
             summary.results.append(r)

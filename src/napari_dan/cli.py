@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import __version__
-from .errors import DanError, Terminated, UnknownModelError, UsageError, clean_message
+from .errors import DanError, Terminated, UsageError, clean_message
 
 __all__ = ["main", "build_parser"]
 
@@ -47,6 +44,7 @@ def _whole(minimum: int, what: str, auto: bool = False):
 
 
 _tile_size = _whole(16, "LR pixels", auto=True)
+_tile_overlap = _whole(0, "LR pixels", auto=True)
 _threads = _whole(1, "CPU threads", auto=True)
 _series = _whole(0, "a series number")
 _positive = _whole(1, "a count")
@@ -68,15 +66,16 @@ def _channel_axis(v: str) -> int | str:
 
 def _cmd_super_resolve(args: argparse.Namespace) -> int:
     from .batch import run_batch
+    from .engine.options import SROptions
     from .model import DEFAULT_MODEL
 
     model = args.model or DEFAULT_MODEL
-    summary = run_batch(args.inputs, args.output_dir, model, kernel_mode=args.kernel_mode,
-                        psf=args.psf, tile_size=args.tile_size, device=args.device,
-                        precision=args.precision, channel_axis=args.channel_axis,
-                        series=args.series, overwrite=args.overwrite, threads=args.threads,
-                        compiled=args.compile,
-                        scheduler=args.scheduler,
+    options = SROptions(kernel_mode=args.kernel_mode, tile_size=args.tile_size,
+                        tile_overlap=args.tile_overlap, device=args.device,
+                        precision=args.precision, threads=args.threads, compiled=args.compile)
+    summary = run_batch(args.inputs, args.output_dir, model, options, psf=args.psf,
+                        channel_axis=args.channel_axis, series=args.series,
+                        overwrite=args.overwrite, scheduler=args.scheduler,
                         workers=args.workers, quiet=args.quiet)
     if not args.quiet or summary.failed:
         print(summary.text(), file=sys.stderr if summary.failed else sys.stdout)
@@ -111,160 +110,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# demo
-
-
-def _panel(img, height: int):
-    """uint8 RGB panel of a given height (nearest-neighbour resize), from gray or RGB uint8."""
-    import numpy as np
-
-    a = np.asarray(img)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    a = a[..., :3]
-    f = height / a.shape[0]
-    ys = np.minimum((np.arange(height) / f).astype(int), a.shape[0] - 1)
-    w = max(1, int(round(a.shape[1] * f)))
-    xs = np.minimum((np.arange(w) / f).astype(int), a.shape[1] - 1)
-    return a[ys][:, xs].astype(np.uint8)
-
-
-def _kernel_image(kernel):
-    """A kernel as uint8 gray, its maximum white."""
-    import numpy as np
-
-    k = np.clip(np.asarray(kernel, np.float64), 0, None)
-    return (255 * k / max(k.max(), 1e-12)).astype(np.uint8)
-
-
-def _label(panel, text: str):
-    """Write ``text`` into the top-left corner (Pillow ships with scikit-image; skipped if not)."""
-    try:
-        from PIL import Image, ImageDraw
-    except ImportError:
-        return panel
-    import numpy as np
-
-    im = Image.fromarray(panel)
-    d = ImageDraw.Draw(im)
-    box = d.textbbox((4, 4), text)
-    d.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(0, 0, 0))
-    d.text((4, 4), text, fill=(255, 255, 255))
-    return np.asarray(im)
-
-
-def comparison_png(path: str | os.PathLike, lr, bicubic, sr, kernel, hr=None,
-                   true_kernel=None, labels: dict | None = None) -> Path:
-    """Side-by-side PNG: input (nearest), bicubic, DAN, [truth], kernel (estimated [and true]).
-
-    Images are uint8 (gray or RGB) on the output grid except ``lr``; kernels are 2D arrays.
-    """
-    import numpy as np
-    from skimage.io import imsave
-
-    labels = labels or {}
-    h = sr.shape[0]
-    cols = [("input", lr), ("bicubic", bicubic), ("DAN", sr)]
-    if hr is not None:
-        cols.append(("truth", hr))
-    panels = [_label(_panel(img, h), labels.get(name, name)) for name, img in cols]
-    ks = [("kernel", kernel)] + ([("true kernel", true_kernel)] if true_kernel is not None else [])
-    kh = h // len(ks)
-    kp = [_label(_panel(_kernel_image(k), kh), labels.get(n, n)) for n, k in ks]
-    kw = max(p.shape[1] for p in kp)
-    kp = [np.pad(p, ((0, 0), (0, kw - p.shape[1]), (0, 0))) for p in kp]
-    kcol = np.concatenate(kp, axis=0)
-    kcol = np.pad(kcol, ((0, h - kcol.shape[0]), (0, 0), (0, 0)))
-    gap = np.full((h, 4, 3), 255, np.uint8)
-    row = []
-    for p in panels + [kcol]:
-        row += [p, gap]
-    out = np.concatenate(row[:-1], axis=1)
-    path = Path(path)
-    imsave(path, out, check_contrast=False)
-    return path
+# parser and entry point
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import numpy as np
-    from skimage.transform import resize
+    from .demo import run_demo
 
-    from .engine import super_resolve
-    from .io import scaled_metadata, write_kernels, write_tiff
-    from .io.tiff import TiffMeta
-    from .model import DEFAULT_MODEL, load_model
-    from .model.kernels import kernel_stats
-    from .samples import make_sample
-
-    name = args.model or DEFAULT_MODEL
-    try:
-        model = load_model(name)
-    except UnknownModelError as e:
-        _err(f"the demo needs the bundled model {name!r}, which is not installed here ({e}). "
-             "Run it with --model PATH_TO_CHECKPOINT, or reinstall napari-dan.")
-        return EXIT_FAILED
-    s = model.scale
-    kind = "photo" if model.in_channels == 3 else "microscopy"
-    sample = make_sample(kind, scale=s)
-    lr, hr = sample["lr"], sample["hr"]
-    print(f"model: {model.name} ({model.architecture}, x{s}, {model.in_channels}-channel, "
-          f"{model.source or 'in memory'})" + (f": {model.description}" if model.description
-                                                else ""))
-    print(f"sample: {sample['description']}; input {lr.shape[1]}x{lr.shape[0]} px")
-    t0 = time.perf_counter()
-    res = super_resolve(lr, model, device=args.device)
-    dt = time.perf_counter() - t0
-    sr = res.image
-    bic = resize(lr.astype(np.float64) / 255, sr.shape, order=3, mode="edge",
-                 anti_aliasing=False)
-    bic = np.clip(np.round(bic * 255), 0, 255).astype(np.uint8)
-
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"demo_{sample['name'].replace(' ', '_')}_x{s}"
-    px, unit = sample.get("pixel_size"), sample.get("unit")
-    meta = TiffMeta(shape=lr.shape, dtype=lr.dtype, axes="YXS" if lr.ndim == 3 else "YX",
-                    photometric="rgb" if lr.ndim == 3 else "minisblack")
-    if px and unit:
-        meta.kind, meta.unit = "imagej", unit
-        meta.pixel_size = {"X": px, "Y": px}
-        meta.resolution = (1 / px, 1 / px)
-        meta.imagej = {"unit": "um" if unit == "µm" else unit}
-    sr_meta = scaled_metadata(meta, s)
-    p_sr = write_tiff(out / f"{stem}.tif", sr, sr_meta)
-    hr_px = sample.get("hr_pixel_size")
-    stats = kernel_stats(res.kernel, hr_px, unit if hr_px else None)
-    true_stats = kernel_stats(sample["kernel"], hr_px, unit if hr_px else None)
-    p_k = write_kernels(out / f"{stem}_kernel.tif", res.kernel,
-                        {"model": model.name, "scale": s, "kernel_stats": stats.to_dict(),
-                         "true_kernel_stats": true_stats.to_dict(),
-                         "sample": sample["description"]}, hr_px, unit)
-    lines = [f"DAN ({model.name}) {dt:.1f} s on {res.metadata.get('device', '?')}",
-             f"kernel: {stats.summary()}",
-             f"true kernel: {true_stats.summary()}"]
-    labels = {"DAN": f"DAN {model.name}"}
-    try:
-        from .imaging.metrics import y_psnr
-
-        p_dan = y_psnr(sr / 255.0, hr / 255.0, s)
-        p_bic = y_psnr(bic / 255.0, hr / 255.0, s)
-        lines.append(f"PSNR vs truth (Y, border {s}): DAN {p_dan:.2f} dB, bicubic {p_bic:.2f} dB")
-        labels.update({"DAN": f"DAN {model.name} {p_dan:.2f} dB",
-                       "bicubic": f"bicubic {p_bic:.2f} dB"})
-    except ImportError:  # the training package is optional for the demo
-        pass
-    labels.update({"kernel": f"estimated FWHM {stats.fwhm:.2f}",
-                   "true kernel": f"true FWHM {true_stats.fwhm:.2f}"})
-    p_png = comparison_png(out / f"{stem}_comparison.png", lr, bic, sr, res.kernel, hr,
-                           sample["kernel"], labels)
-    for line in lines:
-        print(line)
-    print(f"wrote {p_sr}\nwrote {p_k}\nwrote {p_png}")
-    return EXIT_OK
-
-
-# --------------------------------------------------------------------------------------------
-# parser and entry point
+    return run_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "estimation")
     sr.add_argument("--tile-size", type=_tile_size, default="auto", metavar="N",
                     help="tile side in input pixels (default: auto, from device memory)")
+    sr.add_argument("--tile-overlap", type=_tile_overlap, default="auto", metavar="N",
+                    help="overlap of neighbouring tiles in input pixels (default: auto, the "
+                         "network's receptive field)")
     sr.add_argument("--device", default="auto",
                     help="auto (default), cpu, cuda, cuda:N or mps")
     sr.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
@@ -347,12 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     de.set_defaults(func=_cmd_demo)
 
-    try:  # train/evaluate live with the training code
-        from .training import cli as training_cli
-    except ImportError:
-        training_cli = None
-    if training_cli is not None and hasattr(training_cli, "register"):
-        training_cli.register(sub)
+    from .training import cli as training_cli  # train and evaluate live with the training code
+
+    training_cli.register(sub)
     for sp in sub.choices.values():  # also accepted after the subcommand
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks and the TIFF library's log messages")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import Plan, PlaneResult, finish, prepare, restore_plane
+from .engine import Plan, PlaneResult, SROptions, finish, prepare, restore_plane
 from .errors import InputError
 from .model import DanModel, load_model
 
@@ -149,17 +149,15 @@ class ClusterRunner:
             [client.submit(_warm, self.model_key, self._payload, pure=False, workers=[w])
              for w in client.scheduler_info().get("workers", {})])
 
-    def super_resolve(self, image, *, channel_axis=None, tile_size="auto", tile_overlap="auto",
-                      kernel_mode="global", kernel=None, device="auto", precision="auto",
-                      out=None, on_plane: Callable[[int, int], Any] | None = None):
+    def super_resolve(self, image, options: SROptions | None = None, *, out=None,
+                      on_plane: Callable[[int, int], Any] | None = None, **settings):
         """Like :func:`napari_dan.super_resolve` with ``out`` required; ``on_plane(done, total)``
-        is called as planes are written. Returns an :class:`~napari_dan.engine.SRResult`."""
+        is called as planes are written. Returns an :class:`~napari_dan.engine.SRResult`.
+        ``threads`` and ``compiled`` are each worker's own business and not used here."""
         if out is None:
             raise InputError("ClusterRunner.super_resolve needs out= (results are written "
                              "as they arrive)")
-        plan = prepare(image, self.model, channel_axis=channel_axis, tile_size=tile_size,
-                       tile_overlap=tile_overlap, kernel_mode=kernel_mode, kernel=kernel,
-                       device=device, precision=precision)
+        plan = prepare(image, self.model, SROptions.build(options, **settings))
         lay = plan.layout
         plan.check_out(out)
         leads = plan.leads

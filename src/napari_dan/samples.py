@@ -5,7 +5,7 @@ so a super-resolved result and an estimated kernel can be compared with the trut
 that ship inside scikit-image are used: nothing is downloaded.
 
 This module is part of the core: it imports neither napari nor Qt (the napari sample-data
-contribution in ``_sample_data.py`` turns these dicts into layers).
+contribution in ``_napari/sample_data.py`` turns these dicts into layers).
 """
 
 from __future__ import annotations

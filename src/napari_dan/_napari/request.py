@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.options import KERNEL_MODES as KERNEL_MODES_ENGINE
+from ..engine.options import SROptions
 from ..errors import InputError
 
 __all__ = ["KERNEL_MODES", "SCOPES", "RunOptions", "RunRequest", "build_request", "model_id",
@@ -51,7 +53,7 @@ class RunRequest:
     """
 
     image: Any                                  # what the engine gets (numpy or dask)
-    engine_kwargs: dict
+    options: SROptions                          # the engine settings of this run
     source_name: str
     rgb: bool
     data_ndim: int                              # of the source layer's data
@@ -222,22 +224,22 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
         raise InputError(f"scope must be 'plane' or 'stack', got {options.scope!r}")
 
     mode = options.kernel_mode
-    kwargs: dict = dict(channel_axis=engine_ca, tile_size=options.tile_size,
-                        tile_overlap=options.tile_overlap, device=options.device,
-                        precision=options.precision, threads="auto")
+    # the widget's one "Kernel" choice -> the engine's kernel_mode (estimated) or kernel (known)
     if mode == "psf":
         if options.psf is None:
             raise InputError("kernel mode 'PSF from layer' needs a PSF layer; choose one in 'PSF'")
-        kwargs.update(kernel_mode="global", kernel=np.asarray(options.psf, dtype=np.float32))
+        kernel_mode, kernel = "global", np.asarray(options.psf, dtype=np.float32)
     elif mode == "spots":
-        kwargs.update(kernel_mode="global", kernel="spots")
-    elif mode in ("global", "per-plane", "per-tile"):
-        kwargs["kernel_mode"] = mode
+        kernel_mode, kernel = "global", "spots"
+    elif mode in KERNEL_MODES_ENGINE:
+        kernel_mode, kernel = mode, None
     else:
         raise InputError(f"unknown kernel mode {mode!r}; use global, per-plane, per-tile, psf "
                          "or spots")
-    if options.residual:
-        kwargs["residual"] = True
+    engine_options = SROptions(channel_axis=engine_ca, tile_size=options.tile_size,
+                               tile_overlap=options.tile_overlap, kernel_mode=kernel_mode,
+                               kernel=kernel, device=options.device, precision=options.precision,
+                               threads="auto", residual=bool(options.residual))
     if mode == "per-plane" and not (other and options.scope == "stack"):
         notes.append("one plane only: 'per plane' is the same as 'global' here")
 
@@ -271,7 +273,7 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
         notes.append(f"pixel size {pixel[0]:.4g} {pixel[1]} from {Path(layer.source.path).name} "
                      "(the layer has none): used for the kernel's physical width only")
     return RunRequest(
-        image=image, engine_kwargs=kwargs, source_name=layer.name, rgb=rgb, data_ndim=ndim,
+        image=image, options=engine_options, source_name=layer.name, rgb=rgb, data_ndim=ndim,
         data_shape=tuple(int(n) for n in data.shape),
         layer_ndim=layer_ndim, spatial=spatial, channel_axis=channel_axis, other_axes=other,
         plane=plane, layer_scale=np.asarray(layer.scale, dtype=float),

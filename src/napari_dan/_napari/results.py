@@ -101,11 +101,6 @@ def physical_pixel(req: RunRequest, s: int) -> tuple[float | None, str | None]:
     return size, unit
 
 
-def _stats_dict(kernel: np.ndarray, req: RunRequest, s: int) -> dict:
-    px, unit = physical_pixel(req, s)
-    return kernel_stats(kernel, px, unit).to_dict()
-
-
 def _restore_planes(image: np.ndarray, req: RunRequest) -> np.ndarray:
     """Put back the length-1 plane axes a current-plane run squeezed away."""
     if req.plane:
@@ -133,7 +128,7 @@ def _plane_kernels(req: RunRequest, result: Any) -> np.ndarray:
     kernels = np.asarray(result.kernels, dtype=np.float32).reshape(-1, k, k)
     planes = [a for a in lead if a in req.other_axes and a not in req.plane]
     n_planes = int(np.prod([req.data_shape[a] for a in planes])) if planes else 1
-    if (req.engine_kwargs.get("kernel_mode") == "per-plane" and planes
+    if (req.options.kernel_mode == "per-plane" and planes
             and len(kernels) == n_planes):
         idx_shape = [req.data_shape[a] if a in planes else 1 for a in lead]
         out[...] = kernels.reshape(idx_shape + [k, k])
@@ -278,11 +273,8 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
         The model's scale factor.
     """
     name = req.source_name
-    mode = req.engine_kwargs["kernel_mode"]
-    if isinstance(req.engine_kwargs.get("kernel"), str):
-        mode = "PSF from spots"
-    elif req.engine_kwargs.get("kernel") is not None:
-        mode = "user PSF"
+    mode = {"estimated": req.options.kernel_mode, "spots": "PSF from spots",
+            "array": "user PSF"}[req.options.kernel_source]
     px, unit = physical_pixel(req, s)
     stats = kernel_stats(result.kernel, px, unit)
     meta = {"source": name, "params": req.params, "model": model_name, "scale": s, "mode": mode,

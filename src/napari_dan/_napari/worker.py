@@ -34,21 +34,22 @@ def run_engine(request: RunRequest, model: Any, cancel: threading.Event):
     from ..engine import super_resolve_iter
 
     m = model if isinstance(model, DanModel) else load_model(model)
-    kwargs = dict(request.engine_kwargs)
+    out = None
     if not isinstance(request.image, np.ndarray):
         # a dask (or zarr, ...) layer: the engine would return a lazy array that napari would then
         # compute on the GUI thread while drawing; have it written here instead, into memory, or
         # for results too large for that into a memory-mapped file in the temporary folder
-        kwargs["out"] = _output_array(_out_shape(request, m.scale), np.dtype(request.image.dtype))
-    result = yield from super_resolve_iter(request.image, m, cancel=cancel, **kwargs)
-    if kwargs.get("kernel") is None and not request.rgb and m.in_channels == 1:
+        out = _output_array(_out_shape(request, m.scale), np.dtype(request.image.dtype))
+    opts = request.options
+    result = yield from super_resolve_iter(request.image, m, opts, cancel=cancel, out=out)
+    if opts.kernel is None and not request.rgb and m.in_channels == 1:
         # a blind run on a grey layer: the PSF measured from isolated spots beside it, if the
         # image has them (beads, puncta), so the two can be compared
         from ..engine import spot_psf
         from ..errors import InputError
 
         try:
-            kernel, info = spot_psf(request.image, m, kwargs.get("channel_axis"))
+            kernel, info = spot_psf(request.image, m, opts.channel_axis)
             result.metadata["spots_comparison"] = dict(info, kernel=kernel)
         except InputError as e:
             result.metadata["spots_comparison"] = {"unavailable": str(e)}
@@ -70,7 +71,7 @@ def _output_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 def _out_shape(request: RunRequest, scale: int) -> tuple[int, ...]:
     shape = list(request.image_shape)
     nd = len(shape)
-    ca = request.engine_kwargs.get("channel_axis")
+    ca = request.options.channel_axis
     spatial = (nd - 3, nd - 2) if (ca is not None and ca % nd == nd - 1) or \
         (request.rgb and ca is None) else (nd - 2, nd - 1)
     for a in spatial:

@@ -5,25 +5,22 @@
 Building blocks for running planes elsewhere (e.g. on a cluster): ``plan = prepare(image, model,
 ...)``, ``restore_plane(plan, lead) -> PlaneResult`` for every lead in ``plan.leads``, then
 ``finish(plan, out, plane_results) -> SRResult``; ``super_resolve`` is exactly these steps.
-Modules: :mod:`.core` (the routine), :mod:`.tiling` (tiles and blending), :mod:`.normalize` (axes,
-channels, dtypes), :mod:`.kernels` (kernel modes), :mod:`.devices` (device, precision, OOM),
-:mod:`.lazy` (dask in, lazy dask out). Design notes: docs/engine.md.
+Modules: :mod:`.core` (the routine), :mod:`.plan` (what is decided for the whole array),
+:mod:`.estimation` (kernel estimation), :mod:`.restoration` (one plane), :mod:`.result`
+(SRResult, finish), :mod:`.progress` (progress and cancel), :mod:`.options` (the typed settings
+of a run), :mod:`.tiling` (tiles and blending), :mod:`.normalize` (axes, channels, dtypes),
+:mod:`.kernels` (estimation patches, user kernels), :mod:`.devices` (device, precision, OOM),
+:mod:`.threads` (CPU threads), :mod:`.lazy` (dask in, lazy dask out). Design notes:
+docs/engine.md.
 """
 
-from .core import (
-    Plan,
-    PlaneResult,
-    SRResult,
-    finish,
-    prepare,
-    restore_plane,
-    spot_psf,
-    super_resolve,
-    super_resolve_iter,
-)
+from .core import prepare, super_resolve, super_resolve_iter
 from .devices import OutOfMemory, resolve_device, resolve_precision
-from .kernels import KERNEL_MODES
+from .options import KERNEL_MODES, SROptions
+from .plan import Plan, PlaneResult, spot_psf
+from .restoration import restore_plane
+from .result import SRResult, finish
 
 __all__ = ["super_resolve", "super_resolve_iter", "SRResult", "prepare", "restore_plane",
            "finish", "Plan", "PlaneResult", "OutOfMemory", "KERNEL_MODES", "resolve_device",
-           "resolve_precision", "spot_psf"]
+           "resolve_precision", "spot_psf", "SROptions"]

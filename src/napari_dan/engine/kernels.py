@@ -26,12 +26,12 @@ import numpy as np
 
 from ..errors import InputError
 from ..model.kernels import project_kernel
+from .options import KERNEL_MODES  # defined with the options; re-exported here
 
 __all__ = ["KERNEL_MODES", "ESTIMATION_PATCH", "ESTIMATION_PATCHES", "ESTIMATION_PLANES",
            "PROJECTION_WARNING", "Patch", "KernelEstimate", "candidate_patches", "texture_score",
            "select_patches", "combine", "user_kernel"]
 
-KERNEL_MODES = ("global", "per-plane", "per-tile")
 ESTIMATION_PATCH = 128
 ESTIMATION_PATCHES = 4
 ESTIMATION_PLANES = 4

@@ -19,43 +19,36 @@ from collections.abc import Generator
 import numpy as np
 
 from . import kernels as km
+from .estimation import estimate_global, estimate_kernel, n_estimation
+from .plan import Plan, PlaneResult, read_plane_hwc, to_batch
+from .progress import Progress, drive
+from .restoration import restore_plane_iter
+from .result import finish
 
 __all__ = ["lazy_super_resolve"]
 
 
-def lazy_super_resolve(plan, prog) -> Generator:
+def lazy_super_resolve(plan: Plan, prog: Progress) -> Generator:
     """Generator: yields progress while estimating, returns an SRResult with a dask ``image``.
 
-    ``plan`` comes from the engine's ``_decide`` (no estimation yet) and holds the dask array.
+    ``plan`` comes from :func:`.plan.decide` (no estimation yet) and holds the dask array.
     """
     import dask.array as da
 
-    from .core import (
-        PlaneResult,
-        _drive,
-        _estimate,
-        _estimate_global,
-        _n_estimation,
-        _Progress,
-        _read_hwc,
-        _restore_plane_iter,
-        _to_batch,
-        finish,
-    )
 
     lay = plan.layout
     leads = plan.leads
     estimates: dict[tuple, km.KernelEstimate] = {}
     parts: list[PlaneResult] = []
     if plan.mode == "global":
-        prog.total = _n_estimation(lay, min(km.ESTIMATION_PLANES, len(leads)))
-        yield from _estimate_global(plan, prog, {})
+        prog.total = n_estimation(lay, min(km.ESTIMATION_PLANES, len(leads)))
+        yield from estimate_global(plan, prog, {})
     elif plan.mode == "per-plane":
-        prog.total = _n_estimation(lay, 1) * len(leads)
+        prog.total = n_estimation(lay, 1) * len(leads)
         for lead in leads:
             t0 = time.perf_counter()
-            x = _to_batch(_read_hwc(plan, lead), lay, plan.norm)
-            e = yield from _estimate(plan, {lead: x}, prog)
+            x = to_batch(read_plane_hwc(plan, lead), lay, plan.norm)
+            e = yield from estimate_kernel(plan, {lead: x}, prog)
             e.whole_sr = None  # blocks are computed later, in any order: keep only the code
             estimates[lead] = e
             parts.append(PlaneResult(lead, None, [e.kernel], [lead],
@@ -77,7 +70,7 @@ def lazy_super_resolve(plan, prog) -> Generator:
         lead = tuple(int(loc[a]) for a in lay.lead_axes)
         sel = tuple(0 if a in lay.lead_axes else slice(None) for a in range(b.ndim))
         p = plan if plan.model is not None else plan.attach(model)
-        part = _drive(_restore_plane_iter(p, lead, b[sel], _Progress(None),
+        part = drive(restore_plane_iter(p, lead, b[sel], Progress(None),
                                           estimate=estimates.get(lead)))
         return np.expand_dims(part.plane, tuple(lay.lead_axes)) if lay.lead_axes else part.plane
 

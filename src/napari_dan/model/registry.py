@@ -12,7 +12,8 @@ import torch
 from ..errors import CheckpointError, InputError, UnknownModelError
 from .checkpoint import DanModel, load_checkpoint
 
-__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "MICROSCOPY_MODEL", "list_models", "load_model", "bundled_path", "verify_bundled"]
+__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "MICROSCOPY_MODEL", "list_models", "load_model",
+           "bundled_path", "verify_bundled"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "dan-x4-rgb"

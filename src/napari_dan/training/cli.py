@@ -113,10 +113,8 @@ def register(subparsers) -> None:
                               description="Train a DANv2 model on folders of images. Re-running "
                               "the same command resumes from the last checkpoint.")
     _add_train_arguments(p)
-    try:
-        from .evaluate import add_evaluate_arguments, run_evaluate
-    except ImportError:
-        return
+    from .evaluate import add_evaluate_arguments, run_evaluate
+
     e = subparsers.add_parser("evaluate", help="Gaussian8 benchmark: Y-PSNR/SSIM, kernel error",
                               description="Evaluate models with the Gaussian8 protocol "
                               "(dan-facts.md) against bicubic and the true-kernel result.")

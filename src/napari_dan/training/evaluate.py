@@ -43,9 +43,9 @@ import numpy as np
 import torch
 
 from ..errors import DanError, InputError
-from ..model.kernels import fit_kernel_size, gaussian_kernel
 from ..imaging.degradations import degrade, imresize, quantize
 from ..imaging.metrics import BT601_Y, kernel_errors, y_psnr, y_ssim
+from ..model.kernels import fit_kernel_size, gaussian_kernel
 
 __all__ = ["SIGMA_RANGES", "KERNEL_SIZE", "METHODS", "gaussian8_sigmas", "list_images",
            "read_image", "mod_crop", "match_channels", "evaluate_gaussian8", "format_table",
@@ -162,12 +162,9 @@ class _ModelRunner:
         self.torch_device = _resolve_torch_device(device)
         self.engine = None
         if not whole_image:
-            try:
-                from ..engine import super_resolve
-            except ImportError:  # the engine is optional for this module; fall back to the papers' way
-                self.whole_image = True
-            else:
-                self.engine = super_resolve
+            from ..engine import super_resolve
+
+            self.engine = super_resolve
         self.network = model.network.to(self.torch_device).eval()
 
     @property

@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..imaging.degradations import degrade_torch, imresize_torch
 from ..model.checkpoint import DanModel, create_model, load_checkpoint, save_checkpoint
 from ..model.kernels import random_gaussian_kernels
 from .data import PatchSampler, find_images, read_image
-from ..imaging.degradations import degrade_torch, imresize_torch
 
 __all__ = ["TrainConfig", "train", "transfer_weights", "remap_code_input", "cpu_has_bf16"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._napari.results import place_beside
-from .samples import make_sample
+from ..samples import make_sample
+from .results import place_beside
 
 __all__ = ["sample_layers", "sample_photo", "sample_microscopy", "sample_stack"]
 

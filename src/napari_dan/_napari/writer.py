@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .io import TiffMeta, write_tiff
+from ..errors import InputError
+from ..io import TiffMeta, write_tiff
 
 __all__ = ["write_tiff_layer", "layer_tiff_meta"]
 

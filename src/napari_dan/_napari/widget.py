@@ -32,12 +32,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._napari.request import KERNEL_MODES, SCOPES, RunOptions, build_request, psf_from_layer
-from ._napari.results import KEY, add_result_layers, physical_pixel, result_layers
-from ._napari.worker import sr_worker
-from .errors import Cancelled, DanError
-from .model import DEFAULT_MODEL, MICROSCOPY_MODEL, DanModel, list_models, load_model
-from .model.kernels import kernel_stats
+from ..errors import Cancelled, DanError
+from ..model import DEFAULT_MODEL, MICROSCOPY_MODEL, DanModel, list_models, load_model
+from ..model.kernels import kernel_stats
+from .request import KERNEL_MODES, SCOPES, RunOptions, build_request, psf_from_layer
+from .results import KEY, add_result_layers, physical_pixel, result_layers
+from .worker import sr_worker
 
 if TYPE_CHECKING:
     import napari
@@ -472,7 +472,7 @@ class DanWidget(QWidget):
         lines = [f"Kernel ({model.name}, HR grid): {st.summary()}"]
         if len(result.kernels) > 1:
             fwhm = np.array([kernel_stats(k).fwhm for k in result.kernels])
-            what = "tiles" if request.engine_kwargs["kernel_mode"] == "per-tile" else "planes"
+            what = "tiles" if request.options.kernel_mode == "per-tile" else "planes"
             lines.append(f"{len(fwhm)} {what}: FWHM {fwhm.min():.2f} to {fwhm.max():.2f} px "
                          f"(the line above is their mean kernel)")
         meta = result.metadata

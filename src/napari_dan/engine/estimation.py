@@ -1,0 +1,71 @@
+"""Kernel estimation: the full DAN loop on the most textured patches (global: of up to four
+planes; per-plane: of one), their codes combined into one (:mod:`.kernels`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+
+import numpy as np
+
+from . import kernels as km
+from .normalize import Layout
+from .plan import (
+    Plan,
+    read_plane_hwc,
+    to_batch,
+)
+from .progress import (
+    Progress,
+)
+
+__all__ = ["estimate_kernel", "n_estimation", "sample_leads", "estimate_global"]
+
+
+def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
+    """Full loop on the most textured patches of ``planes`` (lead -> (B, C, H, W) units)."""
+    patches = km.select_patches(planes)
+    codes, kernels = [], []
+    for p in patches:
+        prog.check()
+        x = planes[p.lead][..., p.y0:p.y1, p.x0:p.x1]
+        sr, kernel, code = plan.runner.loop(x)
+        codes.append(code)
+        kernels.append(kernel)
+        prog.done += 1
+        yield prog.done, prog.total
+    code, kernel = km.combine(codes, kernels)
+    est = km.KernelEstimate(code, kernel, "estimated", patches)
+    p = patches[0]
+    if len(patches) == 1 and (p.y1 - p.y0, p.x1 - p.x0) == planes[p.lead].shape[-2:]:
+        est.whole_sr = sr
+    return est
+
+
+def n_estimation(layout: Layout, n_planes: int) -> int:
+    per = len(km.candidate_patches(layout.height, layout.width))
+    return min(km.ESTIMATION_PATCHES, per * n_planes)
+
+
+def sample_leads(plan: Plan, n: int) -> list[tuple[int, ...]]:
+    leads = plan.leads
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(leads) - 1, min(n, len(leads)))})
+    return [leads[i] for i in picks]
+
+
+def estimate_global(plan: Plan, prog: Progress, cache: dict) -> Generator:
+    """Kernel for the whole array from a few planes; stored in ``plan.estimate``.
+
+    ``cache`` receives the last sampled plane in network units (the plane most likely needed
+    next); the others are freed.
+    """
+    t0 = time.perf_counter()
+    planes = {}
+    for lead in sample_leads(plan, km.ESTIMATION_PLANES):
+        planes[lead] = to_batch(read_plane_hwc(plan, lead), plan.layout, plan.norm)
+    cache.clear()
+    last = list(planes)[-1]
+    cache[last] = planes[last]
+    plan.estimate = yield from estimate_kernel(plan, planes, prog)
+    plan.estimate_s += time.perf_counter() - t0
+    return plan.estimate

@@ -1,0 +1,88 @@
+"""The one typed options object of a super-resolution run.
+
+The widget (``_napari/request.py``), the CLI and batch (``batch.process_file``) and the dask
+runner (``distributed.ClusterRunner``) all build an :class:`SROptions` and hand it to the engine;
+``super_resolve(image, model, **settings)`` builds one from its keywords. So every setting can be
+followed from where a user sets it to where the engine decides with it.
+
+The kernel vocabulary, everywhere:
+
+* ``kernel_mode``: where kernels are *estimated*: ``"global"`` (one for the array),
+  ``"per-plane"``, ``"per-tile"``;
+* ``kernel``: a *known* PSF instead (non-blind): a 2D array on the output grid, or ``"spots"``
+  (measured from isolated spots of the image). With a known kernel the mode is moot and the
+  result's ``metadata["mode"]`` says ``"user kernel"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SROptions", "KERNEL_MODES", "KERNEL_SOURCES"]
+
+#: where kernels are estimated (``kernel_mode``)
+KERNEL_MODES = ("global", "per-plane", "per-tile")
+#: what ``SROptions.kernel_source`` can be
+KERNEL_SOURCES = ("estimated", "array", "spots")
+
+
+@dataclass(frozen=True)
+class SROptions:
+    """Every setting of one run (see :func:`napari_dan.super_resolve` for each one's meaning).
+
+    Attributes
+    ----------
+    channel_axis : int or None
+    tile_size, tile_overlap : int or "auto"  (LR pixels)
+    kernel_mode : one of :data:`KERNEL_MODES`
+    kernel : None, a 2D array (PSF on the output grid) or "spots"
+    device : "auto", "cpu", "cuda", "cuda:N", "mps"
+    precision : "auto", "fp32", "fp16", "bf16"
+    threads : int, "auto" or None
+    compiled : bool
+    residual : bool (keep the consistency check's residual map)
+    """
+
+    channel_axis: int | None = None
+    tile_size: int | str = "auto"
+    tile_overlap: int | str = "auto"
+    kernel_mode: str = "global"
+    kernel: Any = None
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | str | None = None
+    compiled: bool = False
+    residual: bool = False
+
+    @classmethod
+    def build(cls, options: SROptions | None = None, **settings) -> SROptions:
+        """``options`` (or the defaults) with ``settings`` replacing fields by name; an unknown
+        name is a ``TypeError`` naming it, as for a function's keyword."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(unknown)}; options are "
+                            f"{', '.join(sorted(names))}")
+        base = options if options is not None else cls()
+        if not isinstance(base, SROptions):
+            raise TypeError(f"options must be SROptions, got {type(base).__name__}")
+        return replace(base, **settings) if settings else base
+
+    @property
+    def kernel_source(self) -> str:
+        """"estimated" (blind), "array" (a PSF given) or "spots" (measured from the image)."""
+        if self.kernel is None:
+            return "estimated"
+        if isinstance(self.kernel, str):
+            return "spots" if self.kernel == "spots" else self.kernel
+        return "array"
+
+    def describe(self) -> dict:
+        """JSON-friendly summary (the kernel array as its shape)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.kernel is not None and not isinstance(self.kernel, str):
+            out["kernel"] = f"array {tuple(np.shape(self.kernel))}"
+        return out

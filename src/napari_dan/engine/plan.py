@@ -1,0 +1,393 @@
+"""What is decided for a whole array before any plane is restored: the :class:`Plan`.
+
+:func:`decide` checks the input (:mod:`.normalize`), picks device and precision
+(:mod:`.devices`), the tile size and overlap (:mod:`.tiling`), projects a known kernel (or
+measures one from isolated spots) and computes the value normalisation. :class:`NetworkRunner`
+makes the network calls on numpy batches; :class:`PlaneResult` is what restoring a plane gives."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DanError, InputError
+from ..model import DanModel, load_model
+from ..model.kernels import kernel_stats
+from . import kernels as km
+from .devices import (
+    CompiledRestorer,
+    Precision,
+    autocast,
+    memory_budget,
+    network_on,
+    resolve_device,
+    resolve_precision,
+)
+from .normalize import Layout, Normalisation, analyse, cast, check_finite, compute_normalisation
+from .options import KERNEL_MODES, SROptions
+from .tiling import auto_overlap, auto_tile_size, make_tiles
+
+__all__ = ["NetworkRunner", "run_tile", "to_batch", "from_batch", "upsample_alpha",
+           "resolve_model", "as_array", "check_tile_args", "is_dask", "Plan", "PlaneResult",
+           "read_plane_hwc", "spot_kernel", "spot_psf", "decide"]
+
+
+class NetworkRunner:
+    """Network calls on one device and precision; numpy (B, C, h, w) float32 in and out."""
+
+    def __init__(self, model: DanModel, device: torch.device, precision: Precision,
+                 compiled: bool = False):
+        self.net = network_on(model.network, device)
+        self.device, self.precision = device, precision
+        self.compiled = CompiledRestorer.for_network(self.net) if compiled else None
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        # NHWC input makes the convolutions pick their faster channels_last kernels (CPU too)
+        return t.contiguous(memory_format=torch.channels_last)
+
+    def loop(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Full DAN loop: last SR, last kernel (B, k, k), and the code that produced the last SR."""
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            t = self._tensor(x)
+            srs, kernels, codes = self.net.forward_all(t)
+            code = codes[-2] if len(codes) > 1 else self.net.initial_code(t.shape[0])
+            kernel = kernels[-1].float().cpu().numpy()
+            if not np.all(np.isfinite(kernel)) or not np.all(np.clip(kernel, 0, None).reshape(
+                    kernel.shape[0], -1).sum(1) > 0):
+                raise DanError("the network produced no usable kernel on this image (NaN, Inf or "
+                               f"nothing positive, in {self.precision.name}); "
+                               "try precision='fp32', or check the image's values")
+            return srs[-1].float().cpu().numpy(), kernel, code.float().cpu().numpy()
+
+    def restore(self, x: np.ndarray, code: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            t = self._tensor(x)
+            c = torch.from_numpy(np.asarray(code, np.float32).reshape(1, -1)).to(self.device)
+            c = c.expand(t.shape[0], -1)
+            sr = self.compiled(t, c) if self.compiled is not None else self.net.restore(t, c)
+            return sr.float().cpu().numpy()
+
+
+def run_tile(runner: NetworkRunner, x: np.ndarray, code: np.ndarray | None):
+    """One tile: the Restorer with a fixed code, or the full loop when ``code`` is None.
+
+    Returns (sr, kernel or None). Module level so tests can inject failures (e.g. an OOM).
+    """
+    if code is None:
+        sr, kernel, _ = runner.loop(x)
+        return sr, kernel
+    return runner.restore(x, code), None
+
+
+def to_batch(hwc: np.ndarray, layout: Layout, norm: Normalisation) -> np.ndarray:
+    """(H, W, C) raw plane -> (B, in_nc, H, W) float32 in network units (alpha dropped)."""
+    u = norm.to_unit(hwc[..., : layout.colour_channels])
+    chw = np.moveaxis(u, -1, 0)
+    if layout.rgb and layout.in_nc == 3:
+        return np.ascontiguousarray(chw[None])
+    if layout.in_nc == 1:
+        return np.ascontiguousarray(chw[:, None])
+    return np.ascontiguousarray(np.repeat(chw[:, None], 3, axis=1))
+
+
+def from_batch(hr: np.ndarray, layout: Layout) -> np.ndarray:
+    """(B, in_nc, sH, sW) -> (sH, sW, C) colour channels in network units."""
+    if layout.rgb and layout.in_nc == 3:
+        chw = hr[0]
+    elif layout.in_nc == 1:
+        chw = hr[:, 0]
+    else:
+        chw = hr.mean(1)
+    return np.moveaxis(chw, 0, -1)
+
+
+def upsample_alpha(alpha: np.ndarray, scale: int, dtype: np.dtype) -> np.ndarray:
+    """Bicubic upsampling of an alpha plane, clipped to its own range (no overshoot)."""
+    a = alpha.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(a))[None, None]
+    up = F.interpolate(t, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].numpy()
+    return cast(np.clip(up, a.min(), a.max()), dtype)
+
+
+def resolve_model(model) -> DanModel:
+    if isinstance(model, DanModel):
+        return model
+    return load_model(model)
+
+
+def as_array(image):
+    """Arrays (numpy, dask, zarr, TiffArray) as they are; nested lists and the like as numpy."""
+    if all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__")):
+        return image
+    try:
+        return np.asarray(image)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"cannot use a {type(image).__name__} as an image ({e}); pass a numpy, "
+                         "dask or zarr array") from None
+
+
+def check_tile_args(tile_size, tile_overlap) -> None:
+    if not (tile_size == "auto" or (isinstance(tile_size, (int, np.integer))
+                                    and not isinstance(tile_size, bool) and tile_size >= 16)):
+        raise InputError(f"tile_size must be 'auto' or an int >= 16 (LR pixels), got "
+                         f"{tile_size!r}")
+    if not (tile_overlap == "auto" or (isinstance(tile_overlap, (int, np.integer))
+                                       and not isinstance(tile_overlap, bool)
+                                       and tile_overlap >= 0)):
+        raise InputError(f"tile_overlap must be 'auto' or an int >= 0 (LR pixels), got "
+                         f"{tile_overlap!r}")
+
+
+def is_dask(image) -> bool:
+    try:
+        import dask.array as da
+    except ImportError:  # dask is a dependency, but the engine should not need it for numpy
+        return False
+    return isinstance(image, da.Array)
+
+
+@dataclass
+class Plan:
+    """Everything decided for one array before its planes are restored (see :func:`prepare`).
+
+    Attributes
+    ----------
+    model : DanModel or None
+        None after pickling (see :meth:`attach`).
+    layout : Layout
+        Axes, channels, dtype and scale of the input (:mod:`.normalize`).
+    device, precision
+        Where and how the network runs; ``requested_device`` / ``requested_precision`` are the
+        caller's words ("auto", ...), resolved again by :meth:`attach` on another machine.
+    norm : Normalisation
+        The value map of the whole array (input dtype <-> network units).
+    mode : str
+        "global", "per-plane", "per-tile" or "user kernel".
+    tile, overlap : int
+        Tile side and overlap in LR pixels (the tile side halves on out-of-memory).
+    estimate : KernelEstimate or None
+        The code every tile is restored with: global (once estimated) or the user kernel; None in
+        per-plane and per-tile mode, where each plane or tile gets its own.
+
+    A plan pickles without its model, input array and network runner, so it can be sent to
+    other processes; there :meth:`attach` gives it a model again.
+    """
+
+    model: DanModel | None
+    layout: Layout
+    device: torch.device
+    precision: Precision
+    norm: Normalisation
+    mode: str
+    tile: int
+    overlap: int
+    overlap_note: str
+    estimate: km.KernelEstimate | None = None
+    requested_device: str = "auto"
+    requested_precision: str = "auto"
+    estimate_s: float = 0.0
+    spots: dict | None = None
+    started: float = field(default_factory=time.perf_counter)
+    source: Any = field(default=None, repr=False)
+    runner: NetworkRunner | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.update(model=None, source=None, runner=None)
+        if self.estimate is not None and self.estimate.whole_sr is not None:
+            # a whole HR plane kept for reuse here; not worth shipping
+            state["estimate"] = replace(self.estimate, whole_sr=None)
+        return state
+
+    @property
+    def leads(self) -> list[tuple[int, ...]]:
+        """Plane indices along the leading axes, in order (``[()]`` for a single plane);
+        ``layout.plane_index(lead)`` turns one into an index of the input or output array."""
+        return [tuple(int(i) for i in ix) for ix in np.ndindex(*self.layout.lead_shape)] \
+            if self.layout.lead_shape else [()]
+
+    @property
+    def tiles_per_plane(self) -> int:
+        return len(make_tiles(self.layout.height, self.layout.width, self.tile, self.overlap))
+
+    def read_plane(self, lead: tuple[int, ...]) -> np.ndarray:
+        """One plane of the input array, as stored (the plan must still hold the array)."""
+        if self.source is None:
+            raise InputError("this plan no longer holds its input array (it was pickled); "
+                             "pass the plane to restore_plane")
+        return np.asarray(self.source[self.layout.plane_index(lead)])
+
+    def check_out(self, out) -> None:
+        """Raise :class:`InputError` unless ``out`` has the output's shape and dtype."""
+        lay = self.layout
+        shape = tuple(getattr(out, "shape", ()))
+        if shape != lay.out_shape:
+            raise InputError(f"out has shape {shape}, expected {lay.out_shape} (the input's "
+                             f"shape with both spatial axes x{lay.scale})")
+        if np.dtype(getattr(out, "dtype", None)) != lay.dtype:
+            raise InputError(f"out has dtype {out.dtype}, expected {lay.dtype} (the input's)")
+        flags = getattr(out, "flags", None)
+        if flags is not None and not getattr(flags, "writeable", True):
+            raise InputError("out is read-only (a numpy array with writeable=False, or a memmap "
+                             "opened with mode='r'); pass a writable array")
+
+    def attach(self, model: DanModel | str) -> Plan:
+        """A copy of the plan that runs ``model`` here: device and precision are resolved again
+        from the requested ones (a worker may have a GPU the client lacks).
+
+        ``model`` must be the model the plan was made with (same scale, channels, code length).
+        """
+        model = resolve_model(model)
+        lay = self.layout
+        if (model.scale, model.in_channels) != (lay.scale, lay.in_nc) or (
+                self.estimate is not None and self.estimate.code.shape[-1] != model.code_len):
+            raise InputError(f"model {model.name!r} (x{model.scale}, {model.in_channels} "
+                             "channel(s)) is not the model this plan was prepared for")
+        dev = resolve_device(self.requested_device)
+        prec = resolve_precision(self.requested_precision, dev, model.network)
+        return replace(self, model=model, device=dev, precision=prec,
+                       runner=NetworkRunner(model, dev, prec))
+
+    def _ready(self) -> None:
+        if self.model is None or self.runner is None:
+            raise InputError("this plan was sent without its model; call plan.attach(model) "
+                             "before restoring planes with it")
+
+
+@dataclass
+class PlaneResult:
+    """One restored plane (see :func:`restore_plane`).
+
+    Attributes
+    ----------
+    lead : tuple of int
+        The plane's index along the leading axes.
+    plane : numpy.ndarray or None
+        The output plane in the input's dtype and axis order:
+        ``out[plan.layout.plane_index(lead)] = plane``. Callers may set it to None once written;
+        :func:`finish` does not need it.
+    kernels, centres : list
+        Per-plane mode: the plane's kernel and its lead index; per-tile: one kernel per tile and
+        (lead..., y, x) of the tile centre in input pixels; otherwise empty.
+    tiles : int
+        Tiles restored (after any out-of-memory retry).
+    retries : list of dict
+        Out-of-memory retries (plane, new tile_size and tile_overlap).
+    estimate_s, restore_s : float
+        Seconds spent estimating the plane's kernel (per-plane mode) and restoring it.
+    """
+
+    lead: tuple[int, ...]
+    plane: np.ndarray | None
+    kernels: list = field(default_factory=list)
+    centres: list = field(default_factory=list)
+    tiles: int = 0
+    retries: list = field(default_factory=list)
+    estimate_s: float = 0.0
+    restore_s: float = 0.0
+    consistency: float | None = None
+    residual: np.ndarray | None = None
+
+
+def read_plane_hwc(plan: Plan, lead: tuple[int, ...], plane=None) -> np.ndarray:
+    """A plane (read from the plan's array when not given) as checked (H, W, C)."""
+    if plane is None:
+        plane = plan.read_plane(lead)
+    hwc = plan.layout.plane_to_hwc(np.asarray(plane))
+    check_finite(hwc, f"plane {lead}" if lead else "")
+    return hwc
+
+
+def spot_kernel(image, layout: Layout, model: DanModel) -> tuple[np.ndarray, dict]:
+    """The PSF measured from isolated spots (:mod:`napari_dan.imaging.spots`) on the brightest
+    of up to 8 evenly spaced planes (channels averaged), as a kernel on the output grid."""
+    from ..imaging.spots import measure_psf
+
+    leads = [tuple(int(i) for i in np.unravel_index(p, layout.lead_shape)) if layout.lead_shape
+             else () for p in range(layout.n_planes)]
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(leads) - 1, min(len(leads), 8))})
+    best, best_level, lead = None, -np.inf, ()
+    for i in picks:
+        hwc = layout.plane_to_hwc(np.asarray(image[layout.plane_index(leads[i])]))
+        g = hwc[..., :layout.colour_channels].astype(np.float64).mean(-1)
+        level = float(np.percentile(g, 99.9) - np.median(g))
+        if level > best_level:
+            best, best_level, lead = g, level, leads[i]
+    psf = measure_psf(best if np.issubdtype(layout.dtype, np.floating)
+                      else best.round().astype(layout.dtype))
+    kernel = psf.kernel(model.scale, model.kernel_size)
+    hr = kernel_stats(psf.kernel(model.scale, 4 * model.kernel_size + 1))  # uncropped
+    info = {"plane": list(lead), **psf.to_dict(), "summary": psf.summary(),
+            "output_grid": {"fwhm_px": hr.fwhm, "fwhm_major_px": hr.fwhm_major,
+                            "fwhm_minor_px": hr.fwhm_minor, "angle_deg": hr.angle}}
+    return kernel, info
+
+
+def spot_psf(image, model, channel_axis: int | None = None) -> tuple[np.ndarray, dict]:
+    """The PSF measured from isolated spots of ``image``, as ``kernel="spots"`` measures it: a
+    Gaussian kernel on the model's output grid and a dict describing the measurement (spots
+    used and rejected, FWHM on the input grid, plane). Raises InputError with fewer than 3
+    usable spots. Used by the widget to show the measured PSF beside DAN's blind estimate."""
+    model = resolve_model(model)
+    image = as_array(image)
+    layout = analyse(image, channel_axis, model.in_channels, model.scale)
+    return spot_kernel(image, layout, model)
+
+
+def decide(image, model, opts: SROptions) -> Plan:
+    """The plan without any kernel estimation (that needs progress reporting of its own)."""
+    started = time.perf_counter()
+    model = resolve_model(model)
+    image = as_array(image)
+    kernel_mode, kernel = opts.kernel_mode, opts.kernel
+    tile_size, tile_overlap = opts.tile_size, opts.tile_overlap
+    device, precision, compiled = opts.device, opts.precision, opts.compiled
+    if kernel_mode not in KERNEL_MODES:
+        raise InputError(f"unknown kernel_mode {kernel_mode!r}; use one of "
+                         f"{', '.join(KERNEL_MODES)}")
+    check_tile_args(tile_size, tile_overlap)
+    layout = analyse(image, opts.channel_axis, model.in_channels, model.scale)
+    user = spots = None
+    if isinstance(kernel, str):
+        if kernel != "spots":
+            raise InputError(f"kernel must be an array (a PSF on the output grid) or 'spots' "
+                             f"(measured from isolated spots in the image), got {kernel!r}")
+        kernel, spots = spot_kernel(image, layout, model)
+    if kernel is not None:
+        user = km.user_kernel(kernel, model.pca_basis, model.kernel_mean)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev, model.network)
+    if not isinstance(compiled, bool):
+        raise InputError(f"compiled must be True or False, got {compiled!r}")
+    runner = NetworkRunner(model, dev, prec, compiled)
+
+    def read_hwc(lead: tuple[int, ...]) -> np.ndarray:
+        hwc = layout.plane_to_hwc(np.asarray(image[layout.plane_index(lead)]))
+        check_finite(hwc, f"plane {lead}" if lead else "")
+        return hwc
+
+    norm = compute_normalisation(read_hwc, layout)
+    mode = "user kernel" if user is not None else kernel_mode
+    if tile_overlap == "auto":
+        code = None if user is None else torch.from_numpy(user.code)
+        overlap = auto_overlap(runner.net, None if code is None else code.to(dev))
+        note = "auto (probe of the model)"
+    else:
+        overlap, note = int(tile_overlap), "asked for"
+    if tile_size == "auto":
+        tile = auto_tile_size(model.network, layout.batch, memory_budget(dev), overlap,
+                              full_loop=mode == "per-tile")
+    else:
+        tile = int(tile_size)
+    if 2 * overlap + 8 > tile:  # a tile needs a core that no neighbour's ramp covers
+        overlap = max(0, (tile - 8) // 2)
+        note += f"; reduced to {overlap} to fit tile_size {tile}"
+    return Plan(model, layout, dev, prec, norm, mode, tile, overlap, note, estimate=user,
+                requested_device=str(device), requested_precision=str(precision),
+                spots=spots, started=started, source=image, runner=runner)

@@ -1,0 +1,129 @@
+"""The result of a run: :class:`SRResult`, and :func:`finish`, which gathers the planes' kernels,
+statistics, consistency and metadata into it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..model import DanModel
+from ..model.kernels import KernelStats, kernel_stats
+from .plan import (
+    Plan,
+    PlaneResult,
+)
+
+__all__ = ["SRResult", "finish", "model_info"]
+
+
+@dataclass
+class SRResult:
+    """What :func:`super_resolve` returns.
+
+    Attributes
+    ----------
+    image : numpy.ndarray, dask.array.Array or the caller's ``out``
+        Same dtype and axis order as the input; the two spatial axes are ``scale`` times larger.
+        Lazy (dask) when the input was a dask array and no ``out`` was given.
+    kernel : (k, k) float32
+        The blur kernel on the HR grid, sums to 1 (per-plane/per-tile: the mean kernel).
+    kernels : (N, k, k) float32
+        global or user kernel: ``kernel[None]``; per-plane: one per plane; per-tile: one per tile.
+    kernel_centers : (N, D) float64
+        global/user kernel: the array's centre (leading axes..., y, x); per-plane: the plane's
+        leading-axes index (D = number of leading axes); per-tile: (leading index..., y, x) of the
+        tile centre in input pixel coordinates.
+    kernel_stats : KernelStats
+        Widths, FWHM and angle of ``kernel`` (HR pixels).
+    metadata : dict
+        model, mode, device, precision, tiles, channel handling, normalisation, timing, the
+        consistency check (``metadata["consistency"]``: relative residual, overall and per
+        plane) and, for ``kernel="spots"``, the spot measurement (``metadata["spots"]``).
+    residual : numpy.ndarray or None
+        With ``residual=True``: the input minus the SR image seen through its kernel and
+        sampled back (:mod:`napari_dan.imaging.consistency`), float32, the input's shape and
+        units (alpha channels 0).
+    """
+
+    image: Any
+    kernel: np.ndarray
+    kernels: np.ndarray
+    kernel_centers: np.ndarray
+    kernel_stats: KernelStats
+    metadata: dict = field(default_factory=dict)
+    residual: np.ndarray | None = None
+
+
+def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRResult:
+    """The :class:`SRResult` of a run: kernel(s) and their centres, statistics and metadata.
+
+    Parameters
+    ----------
+    plan
+        The plan every plane was restored with.
+    image
+        The output array (what ``SRResult.image`` will be).
+    planes
+        The :class:`PlaneResult` of every plane, in plane order (their ``plane`` may be None).
+    **metadata
+        Extra or replaced metadata entries (``timing`` is merged).
+    """
+    lay = plan.layout
+    if plan.mode in ("per-plane", "per-tile"):
+        ks = [k for p in planes for k in p.kernels]
+        if not ks:
+            raise InputError(f"no kernels to report: {plan.mode} mode needs the results of "
+                             "restore_plane for every plane")
+        kernels = np.stack(ks).astype(np.float32)
+        centres = np.array([c for p in planes for c in p.centres],
+                           np.float64).reshape(len(ks), -1)
+        kernel = kernels.mean(0)
+    else:
+        kernel = plan.estimate.kernel
+        kernels = kernel[None].astype(np.float32)
+        centres = np.array([(n - 1) / 2 for n in lay.lead_shape] +
+                           [(lay.height - 1) / 2, (lay.width - 1) / 2])[None]
+    kernel = (kernel / kernel.sum()).astype(np.float32)
+    timing = {"estimate_s": plan.estimate_s + sum(p.estimate_s for p in planes),
+              "restore_s": sum(p.restore_s for p in planes),
+              "total_s": time.perf_counter() - plan.started}
+    timing.update(metadata.pop("timing", {}))
+    meta = {"model": model_info(plan.model), "mode": plan.mode, "device": str(plan.device),
+            "precision": plan.precision.name, "precision_reason": plan.precision.reason,
+            "tile_size": plan.tile, "tile_overlap": plan.overlap,
+            "tile_overlap_note": plan.overlap_note, "channels": lay.handling,
+            "normalisation": plan.norm.to_dict(), "input_shape": lay.shape,
+            "output_shape": lay.out_shape, "dtype": str(lay.dtype), "planes": lay.n_planes,
+            "spatial_axes": lay.spatial_axes, "channel_axis": lay.channel_axis,
+            "tiles_per_plane": plan.tiles_per_plane, "tiles": sum(p.tiles for p in planes),
+            "oom_retries": [r for p in planes for r in p.retries], "lazy": False,
+            "timing": timing}
+    est = plan.estimate
+    if est is not None and est.patches and plan.mode == "global":
+        meta["estimation_patches"] = [vars(p) for p in est.patches]
+    if plan.mode == "user kernel":
+        meta["kernel_projection_error"] = est.projection_error
+        meta["kernel_source"] = "spots" if plan.spots else "user"
+    if plan.spots:
+        meta["spots"] = plan.spots
+    rels = [p.consistency for p in planes if p.consistency is not None]
+    if rels:
+        meta["consistency"] = {
+            "relative_residual": float(np.sqrt(np.mean(np.square(rels)))),
+            "per_plane": [float(r) for r in rels], "sampling": plan.model.sampling,
+            "note": "||input - D(SR * kernel)|| / ||input|| in network units, interior; "
+                    "includes the input's noise"}
+    residual = metadata.pop("residual", None)
+    meta.update(metadata)
+    return SRResult(image, kernel, kernels, centres, kernel_stats(kernel), meta, residual)
+
+
+def model_info(model: DanModel) -> dict:
+    return {"name": model.name, "architecture": model.architecture, "scale": model.scale,
+            "in_channels": model.in_channels, "kernel_size": model.kernel_size,
+            "iterations": model.iterations, "source": model.source}
