@@ -37,11 +37,54 @@ def _fields(rng):
     return {"filaments": fil / fil.max(), "beads": bd / bd.max(), "saturated spots": sat}
 
 
+def widget_screenshot(model_name: str) -> None:
+    """docs/images/widget_fluorescence.png: the real bead stack (Bead_Image1_crop, binned 2x2,
+    in-focus planes, 0.0899 µm pixels) after a blind run with the residual map: DAN's kernel and
+    the PSF from spots side by side. Needs a display (xvfb-run -a)."""
+    import time
+
+    import napari
+    import tifffile
+    from qtpy.QtWidgets import QApplication
+
+    from napari_dan._napari.widget import DanWidget
+    from napari_dan.imaging.camera import bin_pixels
+    from napari_dan.model import load_model
+
+    stack = tifffile.imread(ROOT.parent / "shared" / "data" / "microscopy" / "Bead_Image1_crop.tif")
+    img = bin_pixels(stack[20:29].astype(np.float32), 2).astype(np.float32)
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1400, 900)
+    layer = viewer.add_image(img, name="beads", scale=(0.125, 0.0899, 0.0899),
+                             units=("µm", "µm", "µm"))
+    w = DanWidget(viewer)
+    viewer.window.add_dock_widget(w, area="right", name="Blind super-resolution (DAN)")
+    w.add_model(load_model(model_name))
+    viewer.dims.set_point(0, 0.125 * 4)
+    w.residual_check.setChecked(True)
+    w.run(layer)
+    app = QApplication.instance()
+    while w.is_running:
+        app.processEvents()
+        time.sleep(0.05)
+    app.processEvents()
+    for ly in viewer.layers:
+        ly.visible = ly.name in ("beads DAN x2", "beads kernel", "beads PSF from spots")
+    viewer.reset_view()
+    app.processEvents()
+    viewer.screenshot(str(OUT / "widget_fluorescence.png"), canvas_only=False)
+    print(w.kernel_label.text())
+    viewer.close()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--new", default="dan-x2-fluo")
     p.add_argument("--old", default="dan-x2-gray")
+    p.add_argument("--widget", action="store_true", help="also the widget screenshot (display)")
     a = p.parse_args(argv)
+    if a.widget:
+        widget_screenshot(a.new)
     from skimage import io
 
     from napari_dan import load_model, super_resolve
