@@ -414,3 +414,26 @@ def test_pixel_size_from_the_file_or_typed_in(setup, qtbot, tmp_path):
 def _um_per_px(text):
     first = text.splitlines()[0]
     return float(first.split("= ")[1].split(" µm")[0]) / float(first.split("FWHM ")[1].split(" px")[0])
+
+
+def test_grey_layers_get_the_grey_model_until_one_is_picked(setup):
+    from napari_dan.model import DEFAULT_MODEL, GREY_MODEL, list_models
+
+    names = {m["name"] for m in list_models()}
+    if not {DEFAULT_MODEL, GREY_MODEL} <= names:
+        pytest.skip("needs both bundled models")
+    viewer, w = setup()
+    current = lambda: w.model_combo.currentData()[1]["name"]  # noqa: E731
+    viewer.add_image(_image(), name="grey")
+    assert current() == GREY_MODEL
+    viewer.add_image(np.stack([_image()] * 3, -1), name="colour", rgb=True)
+    w.layer_combo.setCurrentText("colour")
+    assert current() == DEFAULT_MODEL
+    # picked by hand: kept whatever layer is chosen
+    idx = next(i for i in range(w.model_combo.count())
+               if (w.model_combo.itemData(i) or ("",))[0] == "bundled"
+               and w.model_combo.itemData(i)[1]["name"] == "dan-x2-fluo")
+    w.model_combo.setCurrentIndex(idx)
+    w.model_combo.activated.emit(idx)
+    w.layer_combo.setCurrentText("grey")
+    assert current() == "dan-x2-fluo"

@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import Cancelled, DanError
-from ..model import DEFAULT_MODEL, MICROSCOPY_MODEL, DanModel, list_models, load_model
+from ..model import DEFAULT_MODEL, GREY_MODEL, DanModel, list_models, load_model
 from ..model.kernels import kernel_stats
 from .request import KERNEL_MODES, SCOPES, RunOptions, build_request, psf_from_layer
 from .results import KEY, add_result_layers, physical_pixel, result_layers
@@ -351,7 +351,7 @@ class DanWidget(QWidget):
         (photo) model for RGB ones, when both are bundled."""
         if getattr(self, "_model_chosen", False) or layer is None:
             return
-        want = DEFAULT_MODEL if layer.rgb else MICROSCOPY_MODEL
+        want = DEFAULT_MODEL if layer.rgb else GREY_MODEL
         cur = self.model_combo.currentData()
         if cur is None or cur[0] != "bundled" or cur[1]["name"] == want:
             return

@@ -3,7 +3,7 @@
 from .checkpoint import DanModel, build_network, create_model, load_checkpoint, save_checkpoint
 from .danv1 import DANv1
 from .danv2 import DANv2
-from .registry import DEFAULT_MODEL, MICROSCOPY_MODEL, list_models, load_model
+from .registry import DEFAULT_MODEL, GREY_MODEL, list_models, load_model
 
 __all__ = ["DANv1", "DANv2", "DanModel", "build_network", "create_model", "load_checkpoint", "save_checkpoint",
-           "list_models", "load_model", "DEFAULT_MODEL", "MICROSCOPY_MODEL"]
+           "list_models", "load_model", "DEFAULT_MODEL", "GREY_MODEL"]

@@ -12,13 +12,14 @@ import torch
 from ..errors import CheckpointError, InputError, UnknownModelError
 from .checkpoint import DanModel, load_checkpoint
 
-__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "MICROSCOPY_MODEL", "list_models", "load_model",
+__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "GREY_MODEL", "list_models", "load_model",
            "bundled_path", "verify_bundled"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "dan-x4-rgb"
-#: what the widget offers first for a grey (non-RGB) layer: a fluorescence microscopy model
-MICROSCOPY_MODEL = "dan-x2-fluo"
+#: what the widget offers first for a grey (non-RGB) layer. Not the fluorescence models yet: blind,
+#: on real images used as specimens they over-sharpen (docs/models.md, the fluorescence card)
+GREY_MODEL = "dan-x2-gray"
 
 
 CHECKSUMS = WEIGHTS_DIR / "SHA256SUMS"
