@@ -218,13 +218,14 @@ def test_sigterm_removes_partials_and_exits_128_plus_signal(tmp_path, ckpts, sig
     a, _ = ckpts
     (tmp_path / "in").mkdir()
     _stack(tmp_path / "in" / "a.tif", 1, side=20)
-    _stack(tmp_path / "in" / "b.tif", 400)
+    _stack(tmp_path / "in" / "b.tif", 2000)  # long enough to be running when signalled
     out = tmp_path / "out"
     proc = subprocess.Popen(_cmd(tmp_path / "in", "-o", out, "-m", a, "-q", "--tile-size", "16",
                                  "--device", "cpu"), env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert _wait_for(lambda: partial_glob(out / "b_x2.tif")), proc.communicate()
     time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be signalled"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
