@@ -213,6 +213,11 @@ def test_two_runs_on_one_output_never_mix(tmp_path, ckpts):
 # ---- signals and failed files leave nothing --------------------------------------------------
 
 
+def _default_signals() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_removes_partials_and_exits_128_plus_signal(tmp_path, ckpts, sig):
     a, _ = ckpts
@@ -220,9 +225,11 @@ def test_sigterm_removes_partials_and_exits_128_plus_signal(tmp_path, ckpts, sig
     _stack(tmp_path / "in" / "a.tif", 1, side=20)
     _stack(tmp_path / "in" / "b.tif", 2000)  # long enough to be running when signalled
     out = tmp_path / "out"
+    # the command leaves a signal alone when it was started ignoring it (nohup ignores SIGHUP,
+    # and a test runner started under nohup passes that on): start it with the default actions
     proc = subprocess.Popen(_cmd(tmp_path / "in", "-o", out, "-m", a, "-q", "--tile-size", "16",
                                  "--device", "cpu"), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     assert _wait_for(lambda: partial_glob(out / "b_x2.tif")), proc.communicate()
     time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be signalled"
