@@ -8,11 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+args=()
 if [ "${1:-}" = "--fast" ]; then
   shift
-  exec python3 -m pytest -q -m "not slow and not gui" "$@"
+  args=(-q -m "not slow and not gui")
 fi
+# some tests outside the gui mark still touch Qt (the manifest), so Xvfb serves both lanes
 if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null; then
-  exec xvfb-run -a -s "-screen 0 1280x1024x24" python3 -m pytest "$@"
+  exec xvfb-run -a -s "-screen 0 1280x1024x24" python3 -m pytest "${args[@]}" "$@"
 fi
-exec python3 -m pytest "$@"
+exec python3 -m pytest "${args[@]}" "$@"
