@@ -77,14 +77,14 @@ def inplace() -> None:
         x = torch.rand(1, m.in_channels, size, size).contiguous(memory_format=torch.channels_last)
         code = net.initial_code(1)
         for prec in ("fp32", "bf16"):
-            def ctx():
+            def ctx(prec=prec):
                 return torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16")
 
-            def fast():
+            def fast(net=net, x=x, code=code, ctx=ctx):
                 with torch.no_grad(), ctx():  # no autograd: the in-place path
                     return net.restore(x, code)
 
-            def slow():
+            def slow(net=net, x=x, code=code, ctx=ctx):
                 with torch.enable_grad(), ctx():  # autograd on: the out-of-place path
                     return net.restore(x, code)
 

@@ -147,28 +147,24 @@ def check_hyperparameters(architecture: Any, hp: Any) -> tuple[str, dict]:
     keys = ["in_nc", "nf", "nb", "scale", "code_len", "kernel_size", "loop", "est_nf", "est_nb"]
     if architecture == "DANv2":
         keys.insert(3, "ng")
+    def checked(k: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"hyperparameter {k!r} is {clean_message(repr(v), 40)}, "
+                             "expected an integer")
+        lo, hi = HP_LIMITS[k]
+        if not lo <= int(v) <= hi:
+            raise ValueError(f"hyperparameter {k}={int(v)} is outside {lo}..{hi}")
+        return int(v)
+
     out = {}
     for k in keys:
         if k not in hp:
             raise ValueError(f"hyperparameter {k!r} is missing")
-        v = hp[k]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"hyperparameter {k!r} is {clean_message(repr(v), 40)}, "
-                             "expected an integer")
-        lo, hi = HP_LIMITS[k]
-        if not lo <= int(v) <= hi:
-            raise ValueError(f"hyperparameter {k}={int(v)} is outside {lo}..{hi}")
-        out[k] = int(v)
+        out[k] = checked(k, hp[k])
     for k, default in OPTIONAL_HP.get(architecture, {}).items():
-        v = hp.get(k, default)
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"hyperparameter {k!r} is {clean_message(repr(v), 40)}, "
-                             "expected an integer")
-        lo, hi = HP_LIMITS[k]
-        if not lo <= int(v) <= hi:
-            raise ValueError(f"hyperparameter {k}={int(v)} is outside {lo}..{hi}")
-        if int(v) != default:
-            out[k] = int(v)
+        v = checked(k, hp.get(k, default))
+        if v != default:  # absent when at its default, so released layouts compare equal
+            out[k] = v
     if out["in_nc"] not in (1, 3):
         raise ValueError(f"in_nc={out['in_nc']}: only 1 (grey) and 3 (RGB) channels are supported")
     if out["kernel_size"] % 2 == 0:
