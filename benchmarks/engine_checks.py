@@ -7,10 +7,14 @@
   bit-identical.
 - ``compile``: one Restorer pass on a tile, eager against ``torch.compile`` (bf16 autocast), and
   the Y-PSNR of ``super_resolve`` on the bundled samples in fp32, bf16 and bf16 compiled.
+- ``layout``: every bundled model, ``super_resolve`` of a 512x512 plane with the convolution
+  weights as loaded (NCHW) against channels_last (what the engine does since session 8), in
+  fp32 and bf16, side by side in one process: time, pixels within 1 grey level, largest
+  difference, and the Y-PSNR of both on the bundled sample of the model's kind.
 
 Run::
 
-    OMP_NUM_THREADS=2 python benchmarks/engine_checks.py profile inplace compile
+    OMP_NUM_THREADS=2 python benchmarks/engine_checks.py profile inplace compile layout
 
 Prints Markdown.
 """
@@ -131,10 +135,52 @@ def compile_check() -> None:
     print()
 
 
+def layout() -> None:
+    import napari_dan
+    from napari_dan.engine import devices
+    from napari_dan.imaging.metrics import y_psnr
+    from napari_dan.samples import make_sample
+
+    as_loaded = devices.channels_last_weights
+    print("### convolution weights as loaded (NCHW) against channels_last, `super_resolve` of a "
+          "512x512 plane (best of 2)\n")
+    print("| model | precision | NCHW (s) | channels_last (s) | speed-up | pixels within 1 grey "
+          "level | largest difference | sample Y-PSNR NCHW / channels_last (dB) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name in [m["name"] for m in napari_dan.list_models()]:
+        for prec in ("fp32", "bf16"):
+            out, times, psnr = {}, {}, {}
+            for weights in ("nchw", "nhwc"):
+                m = napari_dan.load_model(name)  # fresh: weights as stored in the file
+                devices.channels_last_weights = (as_loaded if weights == "nhwc"
+                                                 else (lambda net: net))
+                try:
+                    g = _plane(512)
+                    img = g if m.in_channels == 1 else np.stack(
+                        [g, g[::-1], g[:, ::-1]], -1)
+                    napari_dan.super_resolve(img[:64, :64], m, precision=prec)
+                    times[weights] = _best(lambda m=m, img=img, prec=prec: napari_dan.super_resolve(
+                        img, m, precision=prec), n=2)
+                    out[weights] = napari_dan.super_resolve(img, m, precision=prec).image
+                    s = make_sample("microscopy" if m.in_channels == 1 else "photo",
+                                    scale=m.scale)
+                    sr = napari_dan.super_resolve(s["lr"], m, precision=prec, tile_size=64)
+                    psnr[weights] = y_psnr(sr.image / 255.0, s["hr"] / 255.0, m.scale)
+                finally:
+                    devices.channels_last_weights = as_loaded
+            d = np.abs(out["nchw"].astype(np.float64) - out["nhwc"].astype(np.float64))
+            print(f"| {name} | {prec} | {times['nchw']:.2f} | {times['nhwc']:.2f} | "
+                  f"{times['nchw'] / times['nhwc']:.2f}x | {100 * np.mean(d <= 1):.3f}% | "
+                  f"{d.max():.0f} | {psnr['nchw']:.3f} / {psnr['nhwc']:.3f} |", flush=True)
+    print()
+
+
 def main(argv=None) -> int:
-    what = (argv if argv is not None else sys.argv[1:]) or ["profile", "inplace", "compile"]
+    what = (argv if argv is not None else sys.argv[1:]) or ["profile", "inplace", "compile",
+                                                           "layout"]
     for w in what:
-        {"profile": profile, "inplace": inplace, "compile": compile_check}[w]()
+        {"profile": profile, "inplace": inplace, "compile": compile_check,
+         "layout": layout}[w]()
     return 0
 
 

@@ -10,6 +10,9 @@ own:
 - ``per-tile``: ``super_resolve`` in per-tile mode (the full loop on every tile);
 - ``global-compiled`` (with ``--compiled``): global mode with ``compiled=True``, compilation
   included (each measurement is a fresh process);
+- ``global-openvino`` (with ``--openvino``): global mode with ``runtime="openvino"`` (the
+  network's conversion, about a second once per process, is done in the warm-up, as PyTorch's
+  first-call costs are);
 - ``convs``: every convolution of the Restorer alone, on inputs of the shapes the Restorer gives it
   at this size, timed one by one and summed: the practical limit of a Restorer pass (what its
   convolutions cost without anything between them).
@@ -115,14 +118,22 @@ def _conv_inputs(model, size: int) -> list[tuple[torch.nn.Conv2d, tuple[int, ...
 def one(method: str, size: int, precision: str, model_name: str | None = None) -> dict:
     """Run one measurement in this process; returns seconds, RSS and details."""
     import napari_dan
-    from napari_dan.engine.devices import autocast, resolve_device, resolve_precision
+    from napari_dan.engine.devices import (
+        autocast,
+        channels_last_weights,
+        resolve_device,
+        resolve_precision,
+    )
 
     model = _model(model_name)
+    channels_last_weights(model.network)  # as the engine runs it (the raw passes too)
     img = test_image(size, model.in_channels)
     dev = resolve_device("cpu")
     prec = resolve_precision(precision, dev, model.network)
-    # warm up (allocator, kernels, the bf16 check) on a small image, then take the baseline
-    napari_dan.super_resolve(img[:48, :48], model, precision=precision, device="cpu")
+    # warm up (allocator, kernels, the bf16 check, OpenVINO's conversion) on a small image,
+    # then take the baseline
+    napari_dan.super_resolve(img[:48, :48], model, precision=precision, device="cpu",
+                             runtime="openvino" if method == "global-openvino" else "torch")
     import gc
 
     gc.collect()
@@ -162,7 +173,9 @@ def one(method: str, size: int, precision: str, model_name: str | None = None) -
                                   auto_overlap(model.network), full_loop=False)
             r = napari_dan.super_resolve(img, model, kernel_mode=mode, tile_size=tile,
                                          precision=precision, device="cpu",
-                                         compiled=method == "global-compiled")
+                                         compiled=method == "global-compiled",
+                                         runtime="openvino" if method == "global-openvino"
+                                         else "torch")
             info = {"tile": r.metadata["tile_size"], "overlap": r.metadata["tile_overlap"],
                     "tiles": r.metadata["tiles"],
                     "estimate_s": r.metadata["timing"]["estimate_s"]}
@@ -231,6 +244,8 @@ def run_speed(args) -> list[dict]:
             methods = ["restorer", "global", "per-tile", "convs"]
             if args.compiled:
                 methods.insert(2, "global-compiled")
+            if args.openvino:
+                methods.insert(2, "global-openvino")
             for method in methods:
                 row = {"model": model.name, "method": method, "size": size}
                 if method in ("restorer", "convs") and plain_gb(model, size) > args.plain_max_gb:
@@ -346,6 +361,10 @@ def markdown(rows: list[dict], quality: dict | None, args, model_desc: str,
         parts = []
         if g and r:
             parts.append(f"super_resolve / Restorer pass {g['seconds'] / r['seconds']:.2f}")
+        go = got.get((model, "global-openvino", size))
+        if go and g:
+            parts.append(f"openvino super_resolve / torch super_resolve "
+                         f"{go['seconds'] / g['seconds']:.2f}")
         gc = got.get((model, "global-compiled", size))
         if gc and r:
             parts.append(f"compiled super_resolve / Restorer pass "
@@ -396,6 +415,8 @@ def main(argv=None) -> None:
     ap.add_argument("--compiled", action="store_true",
                     help="also time global mode with compiled=True (torch.compile; the time "
                          "includes compiling)")
+    ap.add_argument("--openvino", action="store_true",
+                    help="also time global mode with runtime='openvino' (conversion included)")
     ap.add_argument("--contention", action="store_true",
                     help="also time 1, 2 and auto threads, idle and with one core busy")
     ap.add_argument("--sigmas", type=int, default=2,

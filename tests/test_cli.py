@@ -44,12 +44,33 @@ def test_super_resolve_exit_codes(tmp_path, tiny_ckpt, capsys):
     assert rc == 1 and "zz_broken.tif" in out.err and "1 skipped" in out.err
 
 
+def test_runtime_option_reaches_the_engine(tmp_path, tiny_ckpt, capsys):
+    from napari_dan.engine.runtime import openvino_version
+    from napari_dan.io import read_kernels
+
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "a.tif", np.random.default_rng(1).integers(0, 255, (24, 24),
+                                                                     dtype=np.uint8))
+    for runtime in ("torch", "openvino"):
+        rc = cli.main(["super-resolve", str(d), "-o", str(tmp_path / runtime), "-m",
+                       str(tiny_ckpt), "--runtime", runtime, "--precision", "fp32"])
+        err = capsys.readouterr().err
+        if runtime == "openvino" and openvino_version() is None:
+            assert rc == 1 and "openvino package is not installed" in err
+            continue
+        assert rc == 0, err
+        _, info = read_kernels(tmp_path / runtime / "a_x2_kernel.tif")
+        assert info["runtime"].split()[0] == runtime
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     for argv in (["super-resolve", "x.tif"],  # no --output-dir
                  ["super-resolve", "x.tif", "-o", "d", "--tile-size", "8"],
                  ["super-resolve", "x.tif", "-o", "d", "--workers", "2", "--scheduler", "a"],
                  ["super-resolve", "x.tif", "-o", "d", "--kernel-mode", "local"],
                  ["super-resolve", "x.tif", "-o", "d", "--threads", "0"],
+                 ["super-resolve", "x.tif", "-o", "d", "--runtime", "onnx"],
                  ["super-resolve", "x.tif", "-o", "d", "--series", "-1"],
                  []):
         with pytest.raises(SystemExit) as e:

@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_model
 from napari_dan import super_resolve
-from napari_dan.engine import devices
+from napari_dan.engine import runtime
 
 
 @pytest.mark.slow
@@ -37,4 +37,4 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
         in r.metadata["compiled"]
     np.testing.assert_array_equal(r.image, super_resolve(img, m, precision="fp32",
                                                          tile_size=24).image)
-    assert isinstance(devices.CompiledRestorer.for_network(m.network), devices.CompiledRestorer)
+    assert isinstance(runtime.CompiledRestorer.for_network(m.network), runtime.CompiledRestorer)

@@ -496,16 +496,16 @@ def test_device_and_precision_choice(monkeypatch):
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     assert devices.resolve_precision("auto", cpu, net).name == "fp32"
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(devices, "bf16_accurate_on_cpu", lambda n: False)
+    monkeypatch.setattr(devices, "bf16_accurate_on_cpu", lambda n, runtime="torch": False)
     assert devices.resolve_precision("auto", cpu, net).name == "fp32"
-    monkeypatch.setattr(devices, "bf16_accurate_on_cpu", lambda n: True)
+    monkeypatch.setattr(devices, "bf16_accurate_on_cpu", lambda n, runtime="torch": True)
     assert devices.resolve_precision("auto", cpu, net).name == "bf16"
 
 
 def test_bf16_check_is_cached():
     net = tiny_model().network
     a = devices.bf16_accurate_on_cpu(net)
-    assert devices._BF16_OK[net] is a
+    assert devices._BF16_OK[net] == {"torch": a}
     assert devices.is_oom(torch.OutOfMemoryError("x")) and not devices.is_oom(ValueError("x"))
 
 

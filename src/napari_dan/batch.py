@@ -313,8 +313,8 @@ def _kernel_info(res, model: DanModel, src: Path, mode: str, meta, hr_px, unit,
             "kernel_summary": main.summary(), "kernels": per}
     if psf_note:
         info["psf"] = psf_note
-    for k in ("channels", "normalisation", "device", "precision", "tile_size", "tile_overlap",
-              "consistency", "spots"):
+    for k in ("channels", "normalisation", "device", "precision", "runtime", "tile_size",
+              "tile_overlap", "consistency", "spots"):
         if k in res.metadata:
             info[k] = res.metadata[k]
     return info
@@ -392,7 +392,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
         A loaded model.
     options, **settings
         The engine settings (:class:`~napari_dan.engine.options.SROptions`: kernel_mode,
-        tile_size, tile_overlap, device, precision, threads, compiled), or keywords replacing
+        tile_size, tile_overlap, device, precision, threads, runtime, compiled), or keywords replacing
         them; the batch's defaults are ``threads="auto"``. ``kernel`` and ``channel_axis`` are
         set per file from ``psf`` and ``channel_axis`` below. Threads and compilation are not
         used on a cluster.
@@ -452,7 +452,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                                   "channel_axis": ch},
                       "run": {"tile_size": opts.tile_size, "tile_overlap": opts.tile_overlap,
                               "precision": opts.precision, "device": opts.device,
-                              "napari_dan": __version__}}
+                              "runtime": opts.runtime, "napari_dan": __version__}}
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             with OutputLock(out_img) as lock:  # OutputBusy when another run writes it now
                 if out_img.exists() and not overwrite:
@@ -538,7 +538,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
         The engine settings (:class:`~napari_dan.engine.options.SROptions`), or keywords
         replacing them (kernel_mode "global"/"per-plane"/"per-tile", tile_size, tile_overlap,
         device, precision, threads (default "auto": the cores other processes leave idle),
-        compiled); see :func:`process_file`.
+        runtime, compiled); see :func:`process_file`.
     psf
         A measured PSF file, or "spots": non-blind, no kernel estimation.
     series

@@ -72,7 +72,8 @@ def _cmd_super_resolve(args: argparse.Namespace) -> int:
     model = args.model or DEFAULT_MODEL
     options = SROptions(kernel_mode=args.kernel_mode, tile_size=args.tile_size,
                         tile_overlap=args.tile_overlap, device=args.device,
-                        precision=args.precision, threads=args.threads, compiled=args.compile)
+                        precision=args.precision, threads=args.threads, runtime=args.runtime,
+                        compiled=args.compile)
     summary = run_batch(args.inputs, args.output_dir, model, options, psf=args.psf,
                         channel_axis=args.channel_axis, series=args.series,
                         overwrite=args.overwrite, scheduler=args.scheduler,
@@ -163,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--threads", type=_threads, default="auto", metavar="N",
                     help="CPU threads: a number, or auto (default): the cores other processes "
                          "leave idle, measured before every plane, at most OMP_NUM_THREADS")
+    sr.add_argument("--runtime", default="torch", choices=("torch", "openvino"),
+                    help="what runs the network: torch (default) or openvino (CPU, fp32/bf16, "
+                         "needs the openvino package; 0-27%% faster here, docs/engine.md)")
     sr.add_argument("--compile", action="store_true",
                     help="restore through torch.compile: faster per tile on large stacks, but "
                          "a compilation per tile shape first, and a C compiler (docs/engine.md)")

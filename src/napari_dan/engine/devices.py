@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import DanError, InputError
 
 __all__ = ["OutOfMemory", "Precision", "resolve_device", "resolve_precision", "cpu_has_native_bf16",
-           "network_on", "is_oom", "autocast", "BF16_TOLERANCE_DB", "CompiledRestorer"]
+           "network_on", "channels_last_weights", "is_oom", "autocast", "BF16_TOLERANCE_DB"]
 
 BF16_TOLERANCE_DB = 0.05
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -106,16 +106,32 @@ def autocast(device: torch.device, precision: Precision):
 
 # network -> {device string: copy}; weak so that dropping a model frees its copies
 _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# network -> bool (bf16 passed the accuracy check on the CPU)
+# network -> {runtime: bool} (bf16 passed the accuracy check on the CPU)
 _BF16_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def channels_last_weights(network: nn.Module) -> nn.Module:
+    """Store every 2D convolution's weight channels_last (NHWC), in place; values unchanged.
+
+    PyTorch runs a convolution in NHWC when its input *or* its weight is NHWC. A one-channel
+    input (every grey model's) is NHWC and NCHW at once, and PyTorch then reads it as NCHW, so
+    the grey models ran every layer in the slower NCHW kernels although the engine passes
+    channels_last input; NHWC weights make the choice unambiguous. On this project's CPU a grey
+    Restorer pass became 1.3x faster in fp32 and 2.7-3.1x in bf16 (docs/benchmarks.md)."""
+    for m in network.modules():
+        if isinstance(m, nn.Conv2d) and not m.weight.is_contiguous(
+                memory_format=torch.channels_last):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+    return network
+
+
 def network_on(network: nn.Module, device: torch.device) -> nn.Module:
-    """The network on ``device``: the caller's own module on the CPU; elsewhere a cached copy
-    whose weights are refreshed from the caller's module on every call (a few MB, so a model
-    that is still being trained, or edited, is never run with stale weights)."""
+    """The network on ``device``: the caller's own module on the CPU (its convolution weights
+    made channels_last in place, :func:`channels_last_weights`); elsewhere a cached copy whose
+    weights are refreshed from the caller's module on every call (a few MB, so a model that is
+    still being trained, or edited, is never run with stale weights)."""
     if device.type == "cpu":
-        return network
+        return channels_last_weights(network)
     per = _COPIES.setdefault(network, {})
     key = str(device)
     if key not in per:
@@ -162,24 +178,42 @@ def _y_psnr(sr: np.ndarray, hr: np.ndarray, border: int = 0) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def bf16_accurate_on_cpu(network: nn.Module) -> bool:
-    """Whether bf16 autocast keeps this network's Y-PSNR within 0.05 dB of fp32 (cached)."""
-    if network in _BF16_OK:
-        return _BF16_OK[network]
+def _loop_output(network: nn.Module, x: torch.Tensor, bf16: bool, runtime: str) -> np.ndarray:
+    """The full loop's last SR image, (C, H, W), in fp32 or bf16 on the given CPU runtime."""
+    if runtime == "openvino":
+        from .runtime import OpenVinoNetwork  # imported here: runtime imports this module
+
+        prec = Precision("bf16" if bf16 else "fp32", "accuracy check")
+        restorer, estimator = OpenVinoNetwork.for_network(network).parts(prec)
+        srs, _, _ = network.forward_all(x.contiguous(), restorer=restorer, estimator=estimator)
+        return srs[-1][0].float().numpy()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with ctx:
+        return network(x)[0][0].float().numpy()
+
+
+def bf16_accurate_on_cpu(network: nn.Module, runtime: str = "torch") -> bool:
+    """Whether bf16 keeps this network's Y-PSNR within 0.05 dB of fp32 on the given CPU runtime
+    ("torch": autocast; "openvino": its bf16 inference precision); cached per network and
+    runtime."""
+    per = _BF16_OK.setdefault(network, {})
+    if runtime in per:
+        return per[runtime]
     hr, lr = _synthetic_pair(int(network.scale), int(network.in_nc))
     x = torch.from_numpy(lr)[None].contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        sr32 = network(x)[0][0].float().numpy()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            sr16 = network(x)[0][0].float().numpy()
+        sr32 = _loop_output(network, x, False, runtime)
+        sr16 = _loop_output(network, x, True, runtime)
     s = int(network.scale)
     ok = bool(abs(_y_psnr(sr16, hr, s) - _y_psnr(sr32, hr, s)) <= BF16_TOLERANCE_DB)
-    _BF16_OK[network] = ok
+    per[runtime] = ok
     return ok
 
 
-def resolve_precision(precision: str, device: torch.device, network: nn.Module) -> Precision:
-    """Pick the precision (see the module docstring)."""
+def resolve_precision(precision: str, device: torch.device, network: nn.Module,
+                      runtime: str = "torch") -> Precision:
+    """Pick the precision (see the module docstring); ``runtime`` ("torch" or "openvino") is
+    what will run the network on the CPU, and what bf16's accuracy is checked with."""
     if not isinstance(precision, str) or precision.lower() not in _PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
     p = precision.lower()
@@ -193,7 +227,7 @@ def resolve_precision(precision: str, device: torch.device, network: nn.Module) 
         return Precision("fp16", "auto: MPS device")
     if not cpu_has_native_bf16():
         return Precision("fp32", "auto: CPU without native bf16")
-    if bf16_accurate_on_cpu(network):
+    if bf16_accurate_on_cpu(network, runtime):
         return Precision("bf16", f"auto: native CPU bf16 within {BF16_TOLERANCE_DB} dB of fp32")
     return Precision("fp32", f"auto: bf16 was more than {BF16_TOLERANCE_DB} dB off fp32")
 
@@ -234,43 +268,3 @@ def memory_budget(device: torch.device) -> int:
         avail = 4 << 30
     # the CPU gains little from huge tiles; keep peak memory modest
     return int(min(1 << 30, 0.25 * avail))
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class CompiledRestorer:
-    """The Restorer through ``torch.compile`` (inductor), falling back to the eager module.
-
-    Compiling fuses the element-wise steps between the convolutions (on this project's CPU the
-    bf16 Restorer ran 2.2x faster per tile) but costs a compilation per tile shape and process, and needs a C
-    compiler at run time; so it is an option (``compiled=True``, CLI ``--compile``), cached per
-    network. Any failure to compile (no compiler, an unsupported backend) falls back to the eager
-    Restorer for the rest of the process and is noted in ``note``.
-    """
-
-    def __init__(self, network: nn.Module):
-        self.network = network
-        self.note = "torch.compile (inductor)"
-        self._fn = torch.compile(network.Restorer, dynamic=False)
-        self._failed = False
-
-    @classmethod
-    def for_network(cls, network: nn.Module) -> CompiledRestorer:
-        hit = _COMPILED.get(network)
-        if hit is None:
-            hit = _COMPILED[network] = cls(network)
-        return hit
-
-    def __call__(self, lr: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        if not self._failed:
-            try:
-                return self._fn(lr, code)
-            except Exception as e:  # noqa: BLE001 - compilation can fail in many ways
-                if is_oom(e):
-                    raise
-                self._failed = True
-                self.note = (f"torch.compile failed ({type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0][:120] if str(e).strip() else ''});"
-                             " eager Restorer used")
-        return self.network.Restorer(lr, code)

@@ -42,6 +42,7 @@ class SROptions:
     device : "auto", "cpu", "cuda", "cuda:N", "mps"
     precision : "auto", "fp32", "fp16", "bf16"
     threads : int, "auto" or None
+    runtime : "torch" or "openvino" (:mod:`.runtime`)
     compiled : bool
     residual : bool (keep the consistency check's residual map)
     """
@@ -54,6 +55,7 @@ class SROptions:
     device: str = "auto"
     precision: str = "auto"
     threads: int | str | None = None
+    runtime: str = "torch"
     compiled: bool = False
     residual: bool = False
 

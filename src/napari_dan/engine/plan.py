@@ -20,7 +20,6 @@ from ..model import DanModel, load_model
 from ..model.kernels import kernel_stats
 from . import kernels as km
 from .devices import (
-    CompiledRestorer,
     Precision,
     autocast,
     memory_budget,
@@ -30,6 +29,7 @@ from .devices import (
 )
 from .normalize import Layout, Normalisation, analyse, cast, check_finite, compute_normalisation
 from .options import KERNEL_MODES, SROptions
+from .runtime import CompiledRestorer, OpenVinoNetwork, openvino_version, resolve_runtime
 from .tiling import auto_overlap, auto_tile_size, make_tiles
 
 __all__ = ["NetworkRunner", "run_tile", "to_batch", "from_batch", "upsample_alpha",
@@ -38,13 +38,22 @@ __all__ = ["NetworkRunner", "run_tile", "to_batch", "from_batch", "upsample_alph
 
 
 class NetworkRunner:
-    """Network calls on one device and precision; numpy (B, C, h, w) float32 in and out."""
+    """Network calls on one device, precision and runtime (:mod:`.runtime`: "torch" or
+    "openvino"); numpy (B, C, h, w) float32 in and out."""
 
     def __init__(self, model: DanModel, device: torch.device, precision: Precision,
-                 compiled: bool = False):
+                 compiled: bool = False, runtime: str = "torch"):
         self.net = network_on(model.network, device)
-        self.device, self.precision = device, precision
+        self.device, self.precision, self.runtime = device, precision, runtime
         self.compiled = CompiledRestorer.for_network(self.net) if compiled else None
+        self.ov = OpenVinoNetwork.for_network(self.net) if runtime == "openvino" else None
+
+    @property
+    def note(self) -> str:
+        """What runs the network, for the result's metadata."""
+        if self.ov is not None:
+            return f"openvino {openvino_version()}"
+        return "torch" if self.compiled is None else f"torch ({self.compiled.note})"
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
@@ -53,23 +62,33 @@ class NetworkRunner:
 
     def loop(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Full DAN loop: last SR, last kernel (B, k, k), and the code that produced the last SR."""
+        if self.ov is not None:
+            restorer, estimator = self.ov.parts(self.precision)
+            with torch.inference_mode():
+                t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+                out = self.net.forward_all(t, restorer=restorer, estimator=estimator)
+                return self._loop_result(t, *out)
         with torch.inference_mode(), autocast(self.device, self.precision):
             t = self._tensor(x)
-            srs, kernels, codes = self.net.forward_all(t)
-            code = codes[-2] if len(codes) > 1 else self.net.initial_code(t.shape[0])
-            kernel = kernels[-1].float().cpu().numpy()
-            if not np.all(np.isfinite(kernel)) or not np.all(np.clip(kernel, 0, None).reshape(
-                    kernel.shape[0], -1).sum(1) > 0):
-                raise DanError("the network produced no usable kernel on this image (NaN, Inf or "
-                               f"nothing positive, in {self.precision.name}); "
-                               "try precision='fp32', or check the image's values")
-            return srs[-1].float().cpu().numpy(), kernel, code.float().cpu().numpy()
+            return self._loop_result(t, *self.net.forward_all(t))
+
+    def _loop_result(self, t, srs, kernels, codes):
+        code = codes[-2] if len(codes) > 1 else self.net.initial_code(t.shape[0])
+        kernel = kernels[-1].float().cpu().numpy()
+        if not np.all(np.isfinite(kernel)) or not np.all(np.clip(kernel, 0, None).reshape(
+                kernel.shape[0], -1).sum(1) > 0):
+            raise DanError("the network produced no usable kernel on this image (NaN, Inf or "
+                           f"nothing positive, in {self.precision.name}); "
+                           "try precision='fp32', or check the image's values")
+        return srs[-1].float().cpu().numpy(), kernel, code.float().cpu().numpy()
 
     def restore(self, x: np.ndarray, code: np.ndarray) -> np.ndarray:
+        c = np.asarray(code, np.float32).reshape(1, -1)
+        if self.ov is not None:
+            return self.ov.restore(x, np.repeat(c, x.shape[0], axis=0), self.precision)
         with torch.inference_mode(), autocast(self.device, self.precision):
             t = self._tensor(x)
-            c = torch.from_numpy(np.asarray(code, np.float32).reshape(1, -1)).to(self.device)
-            c = c.expand(t.shape[0], -1)
+            c = torch.from_numpy(c).to(self.device).expand(t.shape[0], -1)
             sr = self.compiled(t, c) if self.compiled is not None else self.net.restore(t, c)
             return sr.float().cpu().numpy()
 
@@ -191,6 +210,7 @@ class Plan:
     estimate: km.KernelEstimate | None = None
     requested_device: str = "auto"
     requested_precision: str = "auto"
+    requested_runtime: str = "torch"
     estimate_s: float = 0.0
     spots: dict | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -250,9 +270,10 @@ class Plan:
             raise InputError(f"model {model.name!r} (x{model.scale}, {model.in_channels} "
                              "channel(s)) is not the model this plan was prepared for")
         dev = resolve_device(self.requested_device)
-        prec = resolve_precision(self.requested_precision, dev, model.network)
+        rt = resolve_runtime(self.requested_runtime, dev, self.requested_precision, False)
+        prec = resolve_precision(self.requested_precision, dev, model.network, rt)
         return replace(self, model=model, device=dev, precision=prec,
-                       runner=NetworkRunner(model, dev, prec))
+                       runner=NetworkRunner(model, dev, prec, runtime=rt))
 
     def _ready(self) -> None:
         if self.model is None or self.runner is None:
@@ -362,10 +383,11 @@ def decide(image, model, opts: SROptions) -> Plan:
     if kernel is not None:
         user = km.user_kernel(kernel, model.pca_basis, model.kernel_mean)
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev, model.network)
     if not isinstance(compiled, bool):
         raise InputError(f"compiled must be True or False, got {compiled!r}")
-    runner = NetworkRunner(model, dev, prec, compiled)
+    runtime = resolve_runtime(opts.runtime, dev, precision, compiled)
+    prec = resolve_precision(precision, dev, model.network, runtime)
+    runner = NetworkRunner(model, dev, prec, compiled, runtime)
 
     def read_hwc(lead: tuple[int, ...]) -> np.ndarray:
         hwc = layout.plane_to_hwc(np.asarray(image[layout.plane_index(lead)]))
@@ -390,4 +412,5 @@ def decide(image, model, opts: SROptions) -> Plan:
         note += f"; reduced to {overlap} to fit tile_size {tile}"
     return Plan(model, layout, dev, prec, norm, mode, tile, overlap, note, estimate=user,
                 requested_device=str(device), requested_precision=str(precision),
+                requested_runtime=str(opts.runtime),
                 spots=spots, started=started, source=image, runner=runner)

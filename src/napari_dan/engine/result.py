@@ -95,6 +95,7 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
     timing.update(metadata.pop("timing", {}))
     meta = {"model": model_info(plan.model), "mode": plan.mode, "device": str(plan.device),
             "precision": plan.precision.name, "precision_reason": plan.precision.reason,
+            "runtime": plan.runner.note if plan.runner is not None else plan.requested_runtime,
             "tile_size": plan.tile, "tile_overlap": plan.overlap,
             "tile_overlap_note": plan.overlap_note, "channels": lay.handling,
             "normalisation": plan.norm.to_dict(), "input_shape": lay.shape,

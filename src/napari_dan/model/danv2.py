@@ -208,13 +208,20 @@ class DANv2(DANBase):
         k = self.Estimator(sr, lr)
         return k.reshape(k.shape[0], self.kernel_size, self.kernel_size)
 
-    def forward_all(self, lr: torch.Tensor, code: torch.Tensor | None = None):
-        """Every iteration: lists of SR (B,C,sH,sW), kernel (B,k,k) and code (B,L)."""
+    def forward_all(self, lr: torch.Tensor, code: torch.Tensor | None = None, *,
+                    restorer=None, estimator=None):
+        """Every iteration: lists of SR (B,C,sH,sW), kernel (B,k,k) and code (B,L).
+
+        ``restorer(lr, code)`` and ``estimator(sr, lr)`` replace the modules when given (the
+        engine passes the same networks compiled by another runtime)."""
+        restorer = self.Restorer if restorer is None else restorer
+        estimator = self.Estimator if estimator is None else estimator
         code = self.initial_code(lr.shape[0]) if code is None else code
         srs, kernels, codes = [], [], []
         for _ in range(self.loop):
-            sr = self.restore(lr, code.detach())
-            kernel = self.estimate(sr.detach(), lr)
+            sr = restorer(lr, code.detach())
+            k = estimator(sr.detach(), lr)
+            kernel = k.reshape(k.shape[0], self.kernel_size, self.kernel_size)
             code = self.encode(kernel)
             srs.append(sr)
             kernels.append(kernel)
