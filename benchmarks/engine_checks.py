@@ -8,13 +8,19 @@
 - ``compile``: one Restorer pass on a tile, eager against ``torch.compile`` (bf16 autocast), and
   the Y-PSNR of ``super_resolve`` on the bundled samples in fp32, bf16 and bf16 compiled.
 - ``layout``: every bundled model, ``super_resolve`` of a 512x512 plane with the convolution
-  weights as loaded (NCHW) against channels_last (what the engine does since session 8), in
-  fp32 and bf16, side by side in one process: time, pixels within 1 grey level, largest
-  difference, and the Y-PSNR of both on the bundled sample of the model's kind.
+  weights as loaded (NCHW) against channels_last (what the engine does for grey models since
+  session 8; here for every model, to show where it pays), in fp32 and bf16, side by side in
+  one process: time, pixels within 1 grey level, largest difference, and the Y-PSNR of both on
+  the bundled sample of the model's kind.
+
+- ``consistency``: the cost of the consistency check every result gets
+  (:func:`napari_dan.imaging.consistency.consistency`) on random 2048x2048 LR planes: grey at
+  x2 and RGB at x4, bicubic and binning, with the peak RSS it added.
 
 Run::
 
-    OMP_NUM_THREADS=2 python benchmarks/engine_checks.py profile inplace compile layout
+    OMP_NUM_THREADS=2 python benchmarks/engine_checks.py profile inplace compile layout consistency
+    OMP_NUM_THREADS=2 python benchmarks/engine_checks.py layout --models dan-x2-gray dan-x4-rgb
 
 Prints Markdown.
 """
@@ -135,7 +141,7 @@ def compile_check() -> None:
     print()
 
 
-def layout() -> None:
+def layout(names: list[str] | None = None) -> None:
     import napari_dan
     from napari_dan.engine import devices
     from napari_dan.imaging.metrics import y_psnr
@@ -147,13 +153,17 @@ def layout() -> None:
     print("| model | precision | NCHW (s) | channels_last (s) | speed-up | pixels within 1 grey "
           "level | largest difference | sample Y-PSNR NCHW / channels_last (dB) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    for name in [m["name"] for m in napari_dan.list_models()]:
+    for name in names or [m["name"] for m in napari_dan.list_models()]:
         for prec in ("fp32", "bf16"):
             out, times, psnr = {}, {}, {}
             for weights in ("nchw", "nhwc"):
                 m = napari_dan.load_model(name)  # fresh: weights as stored in the file
-                devices.channels_last_weights = (as_loaded if weights == "nhwc"
-                                                 else (lambda net: net))
+                if weights == "nhwc":  # every model here, whatever the engine's policy
+                    for c in m.network.modules():
+                        if isinstance(c, torch.nn.Conv2d):
+                            c.weight.data = c.weight.data.contiguous(
+                                memory_format=torch.channels_last)
+                devices.channels_last_weights = lambda net: net  # no change by the engine
                 try:
                     g = _plane(512)
                     img = g if m.in_channels == 1 else np.stack(
@@ -175,12 +185,41 @@ def layout() -> None:
     print()
 
 
+def consistency_cost() -> None:
+    import resource
+
+    from napari_dan.imaging.consistency import consistency
+
+    rng = np.random.default_rng(0)
+    print("### consistency check cost (random 2048x2048 LR, 21x21 kernel)\n")
+    print("| channels | scale | sampling | seconds | peak RSS after (MB) |\n| ---: | ---: | --- | ---: "
+          "| ---: |")
+    for c, scale in ((1, 2), (3, 4)):
+        sr = rng.random((c, 2048 * scale, 2048 * scale), dtype=np.float32)
+        lr = rng.random((c, 2048, 2048), dtype=np.float32)
+        k = np.full((21, 21), 1 / 441)
+        for sampling in ("bicubic", "bin"):
+            t0 = time.perf_counter()
+            consistency(lr, sr, k, scale, sampling)
+            dt = time.perf_counter() - t0
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"| {c} | {scale} | {sampling} | {dt:.1f} | {rss:.0f} |", flush=True)
+    print()
+
+
 def main(argv=None) -> int:
-    what = (argv if argv is not None else sys.argv[1:]) or ["profile", "inplace", "compile",
-                                                           "layout"]
+    args = list(argv if argv is not None else sys.argv[1:])
+    models = None
+    if "--models" in args:  # for layout: which bundled models (default: all)
+        i = args.index("--models")
+        args, models = args[:i], args[i + 1:]
+    what = args or ["profile", "inplace", "compile", "layout"]
     for w in what:
-        {"profile": profile, "inplace": inplace, "compile": compile_check,
-         "layout": layout}[w]()
+        if w == "layout":
+            layout(models)
+        else:
+            {"profile": profile, "inplace": inplace, "compile": compile_check,
+             "consistency": consistency_cost}[w]()
     return 0
 
 

@@ -246,6 +246,8 @@ def run_speed(args) -> list[dict]:
                 methods.insert(2, "global-compiled")
             if args.openvino:
                 methods.insert(2, "global-openvino")
+            if args.methods:
+                methods = [m for m in methods if m in args.methods]
             for method in methods:
                 row = {"model": model.name, "method": method, "size": size}
                 if method in ("restorer", "convs") and plain_gb(model, size) > args.plain_max_gb:
@@ -415,6 +417,9 @@ def main(argv=None) -> None:
     ap.add_argument("--compiled", action="store_true",
                     help="also time global mode with compiled=True (torch.compile; the time "
                          "includes compiling)")
+    ap.add_argument("--methods", nargs="*",
+                    help="only these methods (restorer, global, global-openvino, "
+                         "global-compiled, per-tile, convs)")
     ap.add_argument("--openvino", action="store_true",
                     help="also time global mode with runtime='openvino' (conversion included)")
     ap.add_argument("--contention", action="store_true",

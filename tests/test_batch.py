@@ -147,7 +147,7 @@ def test_interrupt_leaves_no_partial_and_rerun_continues(tmp_path, rng, tiny_ckp
         tifffile.imwrite(d / f"{n}.tif", rng.integers(0, 255, (4, 32, 32), dtype=np.uint8),
                          photometric="minisblack")
     out = tmp_path / "o"
-    import napari_dan.io.tiff as tiffmod
+    import napari_dan.io.writing as tiffmod
 
     calls = {"n": 0}
     real = tiffmod.StackWriter._write_page

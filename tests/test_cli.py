@@ -44,6 +44,7 @@ def test_super_resolve_exit_codes(tmp_path, tiny_ckpt, capsys):
     assert rc == 1 and "zz_broken.tif" in out.err and "1 skipped" in out.err
 
 
+@pytest.mark.slow
 def test_runtime_option_reaches_the_engine(tmp_path, tiny_ckpt, capsys):
     from napari_dan.engine.runtime import openvino_version
     from napari_dan.io import read_kernels
@@ -154,6 +155,7 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+@pytest.mark.slow
 def test_console_script_installed():
     r = subprocess.run(["napari-dan", "--version"], capture_output=True, text=True, env=_env())
     assert r.returncode == 0 and "napari-dan" in r.stdout

@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "leave idle, measured before every plane, at most OMP_NUM_THREADS")
     sr.add_argument("--runtime", default="torch", choices=("torch", "openvino"),
                     help="what runs the network: torch (default) or openvino (CPU, fp32/bf16, "
-                         "needs the openvino package; 0-27%% faster here, docs/engine.md)")
+                         "needs the openvino package; no faster than torch on this project's "
+                         "CPU, docs/engine.md)")
     sr.add_argument("--compile", action="store_true",
                     help="restore through torch.compile: faster per tile on large stacks, but "
                          "a compilation per tile shape first, and a C compiler (docs/engine.md)")

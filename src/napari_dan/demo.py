@@ -104,8 +104,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from skimage.transform import resize
 
     from .engine import super_resolve
-    from .io import scaled_metadata, write_kernels, write_tiff
-    from .io.tiff import TiffMeta
+    from .io import TiffMeta, scaled_metadata, write_kernels, write_tiff
     from .model import DEFAULT_MODEL, load_model
     from .model.kernels import kernel_stats
     from .samples import make_sample

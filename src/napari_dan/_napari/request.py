@@ -129,7 +129,7 @@ def file_pixel(layer: Any) -> tuple[float, str] | None:
     path = getattr(getattr(layer, "source", None), "path", None)
     if not path or not str(path).lower().endswith((".tif", ".tiff")):
         return None
-    from ..io.tiff import read_metadata
+    from ..io import read_metadata
 
     try:
         px, unit = read_metadata(path).spatial_pixel_size()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from magicgui.widgets import ComboBox
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -87,18 +88,15 @@ class DanWidget(QWidget):
 
         self._build_ui()
         self._fill_models()
-        self._refresh_layers()
-        ev = self.viewer.layers.events
-        for e in (ev.inserted, ev.removed, ev.moved, ev.changed):
-            e.connect(self._refresh_layers)
-        ev.inserted.connect(self._watch_name)
-        for layer in self.viewer.layers:
-            layer.events.name.connect(self._refresh_layers)
+        # the layer choosers are magicgui ComboBoxes; napari calls reset_choices whenever a
+        # layer is added, removed, moved or renamed (as for any magicgui dock widget)
+        self.reset_choices()
 
     # ---------------------------------------------------------------- UI
     def _build_ui(self) -> None:
-        self.layer_combo = QComboBox()
-        self.layer_combo.setToolTip("Image layer to super-resolve (RGB, grayscale, any dtype)")
+        self.layer_box = ComboBox(choices=self._source_choices,
+                                  tooltip="Image layer to super-resolve (RGB, grey, any dtype)")
+        self.layer_combo = self.layer_box.native
         self.model_combo = QComboBox()
         self.model_combo.setToolTip("A bundled model, or 'Load checkpoint...' for a file of "
                                     "ours or of the authors' DANv1/DANv2 releases")
@@ -110,8 +108,9 @@ class DanWidget(QWidget):
             "global: one kernel for the image/stack; per plane: one per plane of a stack; "
             "per tile: one per tile (a PSF map); PSF from layer: a known PSF (non-blind); "
             "PSF from spots: measured from isolated beads/puncta of the image (non-blind)")
-        self.psf_combo = QComboBox()
-        self.psf_combo.setToolTip("Image layer holding the PSF on the high-resolution grid")
+        self.psf_box = ComboBox(choices=self._psf_choices,
+                                tooltip="Image layer holding the PSF on the high-resolution grid")
+        self.psf_combo = self.psf_box.native
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(list(SCOPES))
         self.scope_combo.setToolTip("For stacks: the plane under the dims slider, or every plane")
@@ -206,7 +205,7 @@ class DanWidget(QWidget):
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
         # a model picked by hand is kept; until then the model follows the layer (grey or RGB)
         self.model_combo.activated.connect(lambda *_: setattr(self, "_model_chosen", True))
-        self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
+        self.layer_box.changed.connect(self._on_layer_changed)
         self.mode_combo.currentIndexChanged.connect(self._update_enabled)
 
     def _message(self, text: str, level: str = "info") -> None:
@@ -312,35 +311,38 @@ class DanWidget(QWidget):
         self.model_info.setText(text)
 
     # ---------------------------------------------------------------- layers
-    def _watch_name(self, event) -> None:
-        event.value.events.name.connect(self._refresh_layers)
-
-    def _refresh_layers(self, event=None) -> None:
-        """Rebuild the layer lists, keeping the current choices where they still exist."""
+    def _image_layers(self) -> list:
         from napari.layers import Image
 
-        images = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+        return [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+
+    def _source_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        """Image layers that can be super-resolved (not our kernel layers, not a sample's true
+        kernel)."""
         own = {"kernel", "kernel map"}
-        sources = [ly for ly in images
-                   if not (isinstance(ly.metadata.get(KEY), dict)
-                           and ly.metadata[KEY].get("kind") in own)
-                   and ly.metadata.get("napari_dan_sample", {}).get("role") != "true kernel"]
-        for combo, layers, empty in (
-                (self.layer_combo, sources, "(no image layer: open an image)"),
-                (self.psf_combo, [ly for ly in images if not ly.rgb], "(no image layer)")):
-            current = combo.currentData()
-            combo.blockSignals(True)
-            combo.clear()
-            for ly in layers:
-                combo.addItem(ly.name, ly)
-            if not layers:
-                combo.addItem(empty, None)
-            if current is None or current not in layers:  # default: the active layer
-                active = self.viewer.layers.selection.active
-                current = active if active in layers else (layers[-1] if layers else None)
-            idx = next((i for i, ly in enumerate(layers) if ly is current), 0)
-            combo.setCurrentIndex(idx)
-            combo.blockSignals(False)
+        layers = [ly for ly in self._image_layers()
+                  if not (isinstance(ly.metadata.get(KEY), dict)
+                          and ly.metadata[KEY].get("kind") in own)
+                  and ly.metadata.get("napari_dan_sample", {}).get("role") != "true kernel"]
+        return [(ly.name, ly) for ly in layers] or [("(no image layer: open an image)", None)]
+
+    def _psf_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        layers = [ly for ly in self._image_layers() if not ly.rgb]
+        return [(ly.name, ly) for ly in layers] or [("(no image layer)", None)]
+
+    def reset_choices(self, *_) -> None:
+        """Re-read the viewer's layers into the choosers (napari calls this on every layer
+        added, removed, moved or renamed). A choice that still exists is kept; otherwise the
+        active layer is picked, else the top one."""
+        for box in (self.layer_box, self.psf_box):
+            before = box.value
+            with box.changed.blocked():
+                box.reset_choices()
+                layers = [v for v in box.choices if v is not None]
+                if before is None or not any(ly is before for ly in layers):
+                    active = self.viewer.layers.selection.active
+                    box.value = active if any(ly is active for ly in layers) else (
+                        layers[-1] if layers else None)
         self._on_layer_changed()
 
     def selected_layer(self):

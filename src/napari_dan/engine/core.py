@@ -213,8 +213,9 @@ def super_resolve(image, model, options: SROptions | None = None, *,
         as it is). See :mod:`napari_dan.engine.threads`.
     runtime : {"torch", "openvino"}
         What runs the network: PyTorch (default), or OpenVINO on the CPU in fp32 or bf16 when the
-        ``openvino`` package is installed (0-27% faster here, the same results); the result's
-        ``metadata["runtime"]`` says which ran. See :mod:`napari_dan.engine.runtime`.
+        ``openvino`` package is installed (the same results; not faster than PyTorch on this
+        project's CPU); ``metadata["runtime"]`` says which ran. See
+        :mod:`napari_dan.engine.runtime`.
     compiled : bool
         Restore tiles through ``torch.compile`` (fused element-wise steps; faster per tile, but
         a compilation per tile shape and process, and a C compiler is needed; falls back

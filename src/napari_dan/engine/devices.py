@@ -111,13 +111,18 @@ _BF16_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def channels_last_weights(network: nn.Module) -> nn.Module:
-    """Store every 2D convolution's weight channels_last (NHWC), in place; values unchanged.
+    """For a one-channel (grey) network: store every 2D convolution's weight channels_last
+    (NHWC), in place; values unchanged. Other networks are returned untouched.
 
     PyTorch runs a convolution in NHWC when its input *or* its weight is NHWC. A one-channel
     input (every grey model's) is NHWC and NCHW at once, and PyTorch then reads it as NCHW, so
     the grey models ran every layer in the slower NCHW kernels although the engine passes
-    channels_last input; NHWC weights make the choice unambiguous. On this project's CPU a grey
-    Restorer pass became 1.3x faster in fp32 and 2.7-3.1x in bf16 (docs/benchmarks.md)."""
+    channels_last input; NHWC weights make the choice unambiguous. With three channels the input
+    alone decides, and NHWC weights gained nothing (0.81-1.04x, docs/benchmarks.md). On this
+    project's CPU a grey ``super_resolve`` became 1.2-1.45x faster in fp32 and 1.6-3.8x in bf16,
+    with the same output."""
+    if int(getattr(network, "in_nc", 0)) != 1:
+        return network
     for m in network.modules():
         if isinstance(m, nn.Conv2d) and not m.weight.is_contiguous(
                 memory_format=torch.channels_last):
@@ -126,8 +131,8 @@ def channels_last_weights(network: nn.Module) -> nn.Module:
 
 
 def network_on(network: nn.Module, device: torch.device) -> nn.Module:
-    """The network on ``device``: the caller's own module on the CPU (its convolution weights
-    made channels_last in place, :func:`channels_last_weights`); elsewhere a cached copy whose
+    """The network on ``device``: the caller's own module on the CPU (a grey network's
+    convolution weights made channels_last in place, :func:`channels_last_weights`); elsewhere a cached copy whose
     weights are refreshed from the caller's module on every call (a few MB, so a model that is
     still being trained, or edited, is never run with stale weights)."""
     if device.type == "cpu":

@@ -6,11 +6,10 @@ Decisions (see docs/engine.md; measured in docs/benchmarks.md):
   are stored channels_last (:func:`.devices.channels_last_weights`), which is what made PyTorch
   as fast as OpenVINO here for whole calls.
 - ``runtime="openvino"``: OpenVINO on the CPU, in fp32 or bf16, where the ``openvino`` package is
-  installed (``pip install "napari-dan[openvino]"``); a clear error otherwise. Whole
-  ``super_resolve`` calls on 1024x1024 images were 0-10% faster than PyTorch in fp32 and 10-27%
-  in bf16 on this project's 2-core Xeon, with the same results (within 1 grey level in fp32),
-  so it is an option, not the default: the gain did not pay for a 60 MB dependency and a
-  second execution path. It may pay more on other CPUs; ``benchmarks/speed.py --runtime``
+  installed (``pip install "napari-dan[openvino]"``); a clear error otherwise. Same results
+  (within 1 grey level in fp32); on this project's 2-core Xeon whole ``super_resolve`` calls
+  took 0.85-1.27x PyTorch's time for the x2 models and 1.9-2.5x for the x4 models, so it is an
+  option, not the default. It may pay on other CPUs; ``benchmarks/speed.py --openvino``
   measures it.
 
 :class:`OpenVinoNetwork` traces the Restorer and the Estimator once per network and process
@@ -142,8 +141,8 @@ class OpenVinoNetwork:
         req = self._request(part, precision, max(1, torch.get_num_threads()))
         try:
             req.infer([np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)])
-        except RuntimeError as e:
-            if "alloc" in str(e).lower() and not is_oom(e):
+        except RuntimeError as e:  # the engine's out-of-memory retry expects a MemoryError
+            if is_oom(e) or "bad_alloc" in str(e):
                 raise MemoryError(f"out of memory in OpenVINO: {e}") from None
             raise
         return req.get_output_tensor(0).data.copy()

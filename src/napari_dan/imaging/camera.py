@@ -18,12 +18,13 @@ import torch.nn.functional as F
 __all__ = ["bin_pixels", "bin_pixels_torch", "Camera", "expose", "expose_torch"]
 
 
-def bin_pixels(x: np.ndarray, factor: int) -> np.ndarray:
+def bin_pixels(x: np.ndarray, factor: int, dtype=np.float64) -> np.ndarray:
     """Block mean over ``factor`` x ``factor`` pixels of the last two axes (cropped to a
-    multiple of ``factor``): what a camera with ``factor`` times larger pixels records."""
+    multiple of ``factor``): what a camera with ``factor`` times larger pixels records.
+    Computed in ``dtype`` (float64 by default)."""
     if factor < 1:
         raise ValueError(f"binning factor must be >= 1, got {factor}")
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=dtype)
     h, w = (x.shape[-2] // factor) * factor, (x.shape[-1] // factor) * factor
     if h == 0 or w == 0:
         raise ValueError(f"an image of {x.shape[-2:]} pixels is smaller than one {factor}x{factor} bin")

@@ -12,7 +12,7 @@ __all__ = ["BENCHMARK_COPIES", "RECIPES", "recipe"]
 _COMPACT = dict(nf=32, nb=4, ng=2, est_nf=32, est_nb=2, code_len=10, kernel_size=21, loop=4)
 
 #: training images that are benchmark images: BSD 302003 is Set5's "woman" (rotated), found by
-#: tests/test_data_separation.py on 2026-11-26. Every recipe leaves it out; the models bundled
+#: tests/training/test_data_separation.py on 2026-11-26. Every recipe leaves it out; the models bundled
 #: before session 5 had trained on it and were replaced (docs/models.md, History).
 BENCHMARK_COPIES = ("302003.jpg",)
 

@@ -187,7 +187,7 @@ def _benchmark(name: str):
     import sys
     from pathlib import Path
 
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
     sys.path.insert(0, str(bench))  # microscopy.py imports its helpers from quality.py
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", bench / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
@@ -195,6 +195,7 @@ def _benchmark(name: str):
     return mod
 
 
+@pytest.mark.slow
 def test_benchmark_scripts_run_quick_on_a_checkpoint(image_dir, tmp_path, capsys):
     ckpt = tiny_model(in_nc=1, scale=2).save(tmp_path / "tiny-gray.pt")
     doc = tmp_path / "quality.md"
@@ -222,6 +223,7 @@ def test_benchmark_scripts_run_quick_on_a_checkpoint(image_dir, tmp_path, capsys
     assert doc.read_text().count("## Gaussian8 benchmark") == 1
 
 
+@pytest.mark.slow
 def test_speed_benchmark_runs_quick_on_a_checkpoint(tmp_path, capsys):
     ckpt = tiny_model(in_nc=1, scale=2).save(tmp_path / "tiny-gray.pt")
     speed = _benchmark("speed")

@@ -67,7 +67,7 @@ def tiff_seeds(d: Path) -> list[Path]:
 def checkpoint_seeds(d: Path) -> list[Path]:
     import torch
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from conftest import tiny_model
 
     m = tiny_model(in_nc=1, scale=2, kernel_size=11)

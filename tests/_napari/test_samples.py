@@ -76,6 +76,7 @@ def test_bad_arguments_are_explained():
         make_sample("photo", 8)
 
 
+@pytest.mark.slow
 def test_samples_import_neither_napari_nor_qt():
     code = ("import sys, napari_dan.samples as s; s.make_sample('microscopy', 4); "
             "bad = [m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6') if m in sys.modules]; "

@@ -46,6 +46,13 @@ def test_channels_last_weights_keep_values_and_make_grey_convs_nhwc():
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
+def test_rgb_networks_keep_their_weights_layout():
+    m = tiny_model(in_nc=3, seed=13)
+    before = [c.weight.stride() for c in _convs(m.network)]
+    channels_last_weights(m.network)  # three-channel input decides alone: nothing to fix
+    assert [c.weight.stride() for c in _convs(m.network)] == before
+
+
 def test_engine_runs_cpu_networks_with_channels_last_weights():
     m = tiny_model(in_nc=1, seed=12)
     assert not all(c.weight.is_contiguous(memory_format=torch.channels_last)
@@ -85,6 +92,7 @@ needs_openvino = pytest.mark.skipif(rt.openvino_version() is None,
 @pytest.mark.parametrize("arch, in_nc, scale, attention", [
     ("DANv2", 1, 2, False), ("DANv2", 3, 4, False), ("DANv1", 3, 2, False),
     ("DANv2", 1, 2, True)])
+@pytest.mark.slow
 def test_openvino_gives_pytorchs_result(arch, in_nc, scale, attention):
     m = tiny_model(in_nc=in_nc, scale=scale, architecture=arch, seed=21)
     if attention:  # a microscopy-style Estimator (attention pooling), non-zero weights
@@ -106,6 +114,7 @@ def test_openvino_gives_pytorchs_result(arch, in_nc, scale, attention):
 
 
 @needs_openvino
+@pytest.mark.slow
 def test_openvino_follows_changed_weights():
     m = tiny_model(seed=31)
     img = np.random.default_rng(6).random((30, 30)).astype(np.float32)
@@ -119,6 +128,7 @@ def test_openvino_follows_changed_weights():
 
 
 @needs_openvino
+@pytest.mark.slow
 def test_a_pickled_plan_keeps_its_runtime():
     m = tiny_model(seed=41)
     img = np.random.default_rng(7).random((2, 24, 26)).astype(np.float32)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (SHARED / "bench").is_dir() or not (SHARED / "train").is_dir(),
                                 reason="needs ../shared/data (bench and train)")
 
@@ -51,6 +51,7 @@ def _lookalikes(bench: list[Path], train: list[Path]) -> list[tuple[float, str, 
     return sorted(out, reverse=True)
 
 
+@pytest.mark.slow
 def test_no_benchmark_image_is_in_any_recipes_training_files():
     from napari_dan.training.data import find_images
     from napari_dan.training.recipes import BENCHMARK_COPIES, RECIPES, recipe
@@ -62,7 +63,7 @@ def test_no_benchmark_image_is_in_any_recipes_training_files():
     assert [(b, Path(t).name) for _, b, t in raw] == [("woman.png", "302003.jpg")], raw
     assert "302003.jpg" in BENCHMARK_COPIES
     # ... and every recipe leaves them out (the recipes name data relative to the repository)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for name in RECIPES:
         cfg = recipe(name)
         if cfg.data_kind == "microscopy":  # synthetic specimens: no image files at all

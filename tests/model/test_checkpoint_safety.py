@@ -164,6 +164,7 @@ def test_released_and_saved_checkpoints_still_load(tmp_path, saved, shared_dir):
         assert napari_dan.load_model(f).iterations == 4
 
 
+@pytest.mark.slow
 def test_cli_with_a_crafted_checkpoint_is_one_line(tmp_path, saved):
     import os
     import subprocess

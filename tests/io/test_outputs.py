@@ -60,6 +60,7 @@ def test_partial_names_are_unique_and_hidden(tmp_path):
     assert all(n.startswith(".a_x2.tif.") and n.endswith(".partial") for n in names)
 
 
+@pytest.mark.slow
 def test_lock_is_exclusive_across_processes_and_dies_with_its_holder(tmp_path):
     final = tmp_path / "out.tif"
     code = ("import sys, time; from napari_dan.io import OutputLock; "
@@ -152,6 +153,7 @@ def test_resume_checks_what_produced_the_output(tmp_path, ckpts):
     assert info["produced_by"]["input"]["path"] == str((tmp_path / "d2" / "img.tif").resolve())
 
 
+@pytest.mark.slow
 def test_cli_resume_from_another_folder_is_refused_with_exit_1(tmp_path, ckpts):
     a, _ = ckpts
     _two_folders(tmp_path, "a.tif", 1)
@@ -169,6 +171,7 @@ def test_cli_resume_from_another_folder_is_refused_with_exit_1(tmp_path, ckpts):
 # ---- two real processes on one output --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_output_never_mix(tmp_path, ckpts):
     a, b = ckpts
     (tmp_path / "in").mkdir()
@@ -219,6 +222,7 @@ def _default_signals() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.slow
 def test_sigterm_removes_partials_and_exits_128_plus_signal(tmp_path, ckpts, sig):
     a, _ = ckpts
     (tmp_path / "in").mkdir()
@@ -240,6 +244,7 @@ def test_sigterm_removes_partials_and_exits_128_plus_signal(tmp_path, ckpts, sig
     assert sorted(p.name for p in out.iterdir()) == ["a_x2.tif", "a_x2_kernel.tif"]
 
 
+@pytest.mark.slow
 def test_a_refused_file_leaves_no_partial(tmp_path, ckpts):
     a, _ = ckpts
     (tmp_path / "in").mkdir()
@@ -252,8 +257,7 @@ def test_a_refused_file_leaves_no_partial(tmp_path, ckpts):
 
 
 def test_writer_that_cannot_start_leaves_no_partial(tmp_path):
-    from napari_dan.io import StackWriter, TiffMeta
-    from napari_dan.io.tiff import BlockLayout
+    from napari_dan.io import BlockLayout, StackWriter, TiffMeta
 
     meta = TiffMeta(shape=(8, 8), dtype=np.dtype(bool), axes="YX")
     with pytest.raises(Exception):  # noqa: B017 - whatever tifffile says about bool, no file stays
@@ -264,6 +268,7 @@ def test_writer_that_cannot_start_leaves_no_partial(tmp_path):
 # ---- multi-series files ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_multi_series_warns_and_series_picks(tmp_path, ckpts):
     a, _ = ckpts
     p = tmp_path / "multi.tif"

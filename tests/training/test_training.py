@@ -177,6 +177,7 @@ def test_find_images_leaves_out_excluded_patterns(tmp_path):
     assert names(find_images([tmp_path], ("*/b/*",))) == ["1.png", "302003.jpg"]
 
 
+@pytest.mark.slow
 def test_time_budget_bounds_the_schedule(tiny_data, tmp_path):
     from napari_dan.training.train import Trainer
 

@@ -10,7 +10,6 @@ from napari_dan.errors import InputError
 from napari_dan.io import (
     BlockLayout,
     StackWriter,
-    iter_blocks,
     open_tiff,
     partial_glob,
     read_kernels,
@@ -20,7 +19,7 @@ from napari_dan.io import (
     write_kernels,
     write_tiff,
 )
-from napari_dan.io import tiff as tiffmod
+from napari_dan.io import writing as tiffmod
 
 
 def _upsample_file(src, dst, s=2, channel_axis=None):
@@ -29,7 +28,8 @@ def _upsample_file(src, dst, s=2, channel_axis=None):
         lay = st.layout(channel_axis)
         with StackWriter(dst, scaled_metadata(st.meta, s), lay.scaled(s)) as w:
             y, x = lay.block_axes.index("Y"), lay.block_axes.index("X")
-            for i, b in iter_blocks(st, lay):
+            for i in range(lay.n_blocks):
+                b = st.read_block(lay, i)
                 w.write_block(i, b.repeat(s, axis=y).repeat(s, axis=x))
             w.commit()
 
@@ -109,7 +109,7 @@ def test_layouts_round_trip(tmp_path, rng, kind):
 def test_block_layout_channels():
     # TZCYX with the model taking the C axis: a block is C pages, consecutive only within (t, z)
     lay = BlockLayout((2, 3, 2, 5, 6), "TZCYX", 2, channel_axis="C")
-    assert lay.n_blocks == 6 and lay.block_axes == "CYX" and lay.block_channel_axis == 0
+    assert lay.n_blocks == 6 and lay.block_axes == "CYX" and lay.channel == 2
     assert lay.block_pages(0) == [0, 1] and lay.block_pages(4) == [8, 9]
     # channel axis first: the pages of one block are strided
     lay = BlockLayout((3, 4, 5, 6), "CZYX", 2, channel_axis=0)

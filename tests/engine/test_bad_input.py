@@ -131,6 +131,7 @@ def test_flat_and_missing_psfs_say_so(tmp_path):
 # ---- the command line: one line, the documented exit code -----------------------------------
 
 
+@pytest.mark.slow
 def test_cli_usage_mistakes_exit_2_once(tmp_path, ckpt):
     d = tmp_path / "in"
     d.mkdir()
@@ -171,6 +172,7 @@ def test_cli_unexpected_errors_are_one_line_unless_debug(monkeypatch, tmp_path, 
         cli.main(["super-resolve", str(tmp_path), "-o", str(tmp_path / "o"), "--debug"])
 
 
+@pytest.mark.slow
 def test_cli_keeps_tifffile_logs_off_stderr(tmp_path, ckpt):
     # a TIFF whose first page's data is gone: tifffile logs about it, then we report it once
     p = tmp_path / "odd.tif"

@@ -540,11 +540,12 @@ def test_zarr_input_and_output():
     np.testing.assert_array_equal(o[:], napari_dan.super_resolve(stack, m, **FP32).image)
 
 
+@pytest.mark.slow
 def test_peak_memory_2048_uint16(tmp_path):
     # in a fresh process: peak RSS added by one 2048x2048 uint16 plane at x2 (output 32 MB)
     code = textwrap.dedent(f"""
         import resource, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
         import numpy as np
         from conftest import tiny_model
         import napari_dan

@@ -142,6 +142,7 @@ def test_spots_see_an_elliptical_psf():
     assert abs(abs(st.angle) - 90) < 5
 
 
+@pytest.mark.slow
 def test_spots_refuse_images_without_isolated_spots():
     rng = np.random.default_rng(5)
     with pytest.raises(InputError, match="spot"):

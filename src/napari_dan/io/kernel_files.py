@@ -1,0 +1,71 @@
+"""Kernel files: estimated kernels as a float32 TIFF with their statistics as a JSON
+description, at the output grid's physical scale."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from ..errors import InputError
+from .outputs import partial_path
+from .reading import _err
+
+__all__ = ["write_kernels", "read_kernels"]
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def write_kernels(path: str | os.PathLike, kernels: np.ndarray, info: dict,
+                  pixel_size: float | None = None, unit: str | None = None) -> Path:
+    """Write estimated kernels as float32 TIFF, ``info`` (statistics etc.) as JSON description.
+
+    ``kernels`` is (k, k) or (N, k, k); ``pixel_size`` (the HR pixel, in ``unit``) goes into the
+    resolution tags so that ImageJ/napari show the kernel at its physical scale.
+    """
+    k = np.asarray(kernels, dtype=np.float32)
+    final = Path(path)
+    tmp = partial_path(final)
+    kw: dict[str, Any] = {}
+    if pixel_size:
+        res = 1.0 / pixel_size
+        if unit in ("µm", "um"):  # TIFF knows centimetres: store pixels per cm
+            res, kw["resolutionunit"] = res * 1e4, 3
+        kw["resolution"] = (res, res)
+    desc = json.dumps(info, default=_json_default, allow_nan=False) if info else None
+    try:
+        tifffile.imwrite(tmp, k, photometric="minisblack", description=desc, metadata=None, **kw)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def read_kernels(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Kernels and their JSON description from a file written by :func:`write_kernels`."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            data = tif.asarray()
+            desc = tif.pages[0].description
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001  (anything tifffile raises means: unreadable)
+        raise _err(Path(path), e) from None
+    try:
+        info = json.loads(desc) if desc else {}
+    except json.JSONDecodeError:
+        info = {}
+    return data, info
