@@ -282,8 +282,13 @@ def test_layer_list_follows_viewer(setup):
     viewer.add_image(_image(8, 8), name="b")
     items = [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())]
     assert items == ["a", "b"]
+    w.layer_combo.setCurrentText("a")
     a.name = "renamed"
-    assert "renamed" in [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())]
+    names = [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())]
+    assert names == ["renamed", "b"] and w.selected_layer() is a  # viewer order, choice kept
+    viewer.layers.move(1, 0)
+    assert [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())] == ["b", "renamed"]
+    assert w.selected_layer() is a
     viewer.layers.remove("b")
     assert [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())] == ["renamed"]
 

@@ -337,12 +337,14 @@ class DanWidget(QWidget):
         for box in (self.layer_box, self.psf_box):
             before = box.value
             with box.changed.blocked():
+                box.native.clear()  # magicgui keeps old items first; list in the viewer's order
                 box.reset_choices()
                 layers = [v for v in box.choices if v is not None]
                 if before is None or not any(ly is before for ly in layers):
                     active = self.viewer.layers.selection.active
-                    box.value = active if any(ly is active for ly in layers) else (
+                    before = active if any(ly is active for ly in layers) else (
                         layers[-1] if layers else None)
+                box.value = before
         self._on_layer_changed()
 
     def selected_layer(self):
