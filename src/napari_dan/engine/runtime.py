@@ -85,6 +85,14 @@ def weights_stamp(network: nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in (*network.parameters(), *network.buffers()))
 
 
+def _one_per_network(cache: weakref.WeakKeyDictionary, cls, network: nn.Module):
+    """``cls(network)``, made once per network (weakly cached: dropping the model frees it)."""
+    hit = cache.get(network)
+    if hit is None:
+        hit = cache[network] = cls(network)
+    return hit
+
+
 _OV_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -100,10 +108,7 @@ class OpenVinoNetwork:
 
     @classmethod
     def for_network(cls, network: nn.Module) -> OpenVinoNetwork:
-        hit = _OV_CACHE.get(network)
-        if hit is None:
-            hit = _OV_CACHE[network] = cls(network)
-        return hit
+        return _one_per_network(_OV_CACHE, cls, network)
 
     def _convert(self) -> None:
         import openvino as ov
@@ -183,10 +188,7 @@ class CompiledRestorer:
 
     @classmethod
     def for_network(cls, network: nn.Module) -> CompiledRestorer:
-        hit = _COMPILED.get(network)
-        if hit is None:
-            hit = _COMPILED[network] = cls(network)
-        return hit
+        return _one_per_network(_COMPILED, cls, network)
 
     def __call__(self, lr: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         if not self._failed:
