@@ -442,3 +442,30 @@ def test_grey_layers_get_the_grey_model_until_one_is_picked(setup):
     w.model_combo.activated.emit(idx)
     w.layer_combo.setCurrentText("grey")
     assert current() == "dan-x2-fluo"
+
+
+def test_form_is_magicgui_and_maps_to_options(setup, tmp_path):
+    from magicgui.widgets import Widget
+
+    viewer, w = setup()
+    viewer.add_image(np.zeros((3, 16, 16), np.uint8), name="stack")
+    for name in ("layer_box", "model_box", "mode_box", "psf_box", "scope_box", "channel_box",
+                 "pixel_box", "residual_box", "tile_box", "overlap_box", "device_box",
+                 "precision_box", "run_box", "cancel_box", "progress_box", "status_box",
+                 "kernel_box"):
+        assert isinstance(getattr(w, name), Widget), name
+    # "auto" is shown for 0 / -1 and maps to the engine's "auto"
+    assert w.tile_spin.text() == "auto" and w.overlap_spin.text() == "auto"
+    o = w.options()
+    assert (o.tile_size, o.tile_overlap, o.pixel_size, o.residual) == ("auto", "auto", None, False)
+    w.tile_box.value, w.overlap_box.value, w.pixel_box.value = 96, 8, 0.1
+    w.residual_box.value = True
+    w.channel_box.value = 0
+    o = w.options()
+    assert (o.tile_size, o.tile_overlap, o.pixel_size, o.residual, o.channel_axis) == (96, 8, 0.1, True, 0)
+    assert isinstance(o.tile_size, int) and isinstance(o.tile_overlap, int)
+    # one checkpoint loaded twice: two entries with different labels, the second selected
+    path = tiny_model(in_nc=1, scale=2).save(tmp_path / "m.pt")
+    a, b = w.load_checkpoint(path), w.load_checkpoint(path)
+    labels = [w.model_combo.itemText(i) for i in range(w.model_combo.count())]
+    assert sum("m.pt" in t for t in labels) == 2 and w.selected_model() is b is not a

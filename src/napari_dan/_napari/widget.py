@@ -14,24 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from magicgui.widgets import ComboBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+)
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QGroupBox, QVBoxLayout, QWidget
 
 from ..errors import Cancelled, DanError
 from ..model import DEFAULT_MODEL, GREY_MODEL, DanModel, list_models, load_model
@@ -46,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["DanWidget"]
 
 LOAD_CHECKPOINT = "Load checkpoint..."
+LOAD = ("load", None)  # the model chooser's value for "Load checkpoint..."
 NO_MODELS = ("No bundled models are installed. Use 'Load checkpoint...' to open a napari-dan "
              "checkpoint (.pt) or one of the authors' DANv1/DANv2 releases (.pth).")
 
@@ -82,7 +77,8 @@ class DanWidget(QWidget):
         self.viewer = napari_viewer
         self._worker = None
         self._cancel: threading.Event | None = None
-        self._last_model_index = 0
+        self._models: list[tuple[str, Any]] = []  # (label, value) of the models on offer
+        self._last_model = None
         self.last_result = None       # (request, model, SRResult) of the last finished run
         self.last_layers: list = []   # the layers it added or replaced
 
@@ -94,163 +90,163 @@ class DanWidget(QWidget):
 
     # ---------------------------------------------------------------- UI
     def _build_ui(self) -> None:
-        self.layer_box = ComboBox(choices=self._source_choices,
+        """The form is built from magicgui widgets; Qt only where magicgui has nothing (the
+        group box, special "auto" values, a spin box's suffix, word wrap, the file dialog).
+        The ``*_box``/``*_button`` attributes are the magicgui widgets; ``layer_combo``,
+        ``mode_combo``, ``tile_spin``... are their Qt widgets, for tests and scripts."""
+        self.layer_box = ComboBox(label="Image", choices=self._source_choices,
                                   tooltip="Image layer to super-resolve (RGB, grey, any dtype)")
-        self.layer_combo = self.layer_box.native
-        self.model_combo = QComboBox()
-        self.model_combo.setToolTip("A bundled model, or 'Load checkpoint...' for a file of "
-                                    "ours or of the authors' DANv1/DANv2 releases")
-        self.model_info = QLabel()
-        self.model_info.setWordWrap(True)
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(list(KERNEL_MODES))
-        self.mode_combo.setToolTip(
+        self.model_box = ComboBox(label="Model", choices=self._model_choices,
+                                  tooltip="A bundled model, or 'Load checkpoint...' for a file of "
+                                  "ours or of the authors' DANv1/DANv2 releases")
+        self.model_info_box = Label(label="")
+        self.mode_box = ComboBox(label="Kernel", choices=list(KERNEL_MODES), tooltip=(
             "global: one kernel for the image/stack; per plane: one per plane of a stack; "
             "per tile: one per tile (a PSF map); PSF from layer: a known PSF (non-blind); "
-            "PSF from spots: measured from isolated beads/puncta of the image (non-blind)")
-        self.psf_box = ComboBox(choices=self._psf_choices,
+            "PSF from spots: measured from isolated beads/puncta of the image (non-blind)"))
+        self.psf_box = ComboBox(label="PSF layer", choices=self._psf_choices,
                                 tooltip="Image layer holding the PSF on the high-resolution grid")
-        self.psf_combo = self.psf_box.native
-        self.scope_combo = QComboBox()
-        self.scope_combo.addItems(list(SCOPES))
-        self.scope_combo.setToolTip("For stacks: the plane under the dims slider, or every plane")
-        self.residual_check = QCheckBox("add the residual map")
-        self.residual_check.setToolTip(
+        self.scope_box = ComboBox(label="Stack", choices=list(SCOPES),
+                                  tooltip="For stacks: the plane under the dims slider, or every plane")
+        self.channel_box = ComboBox(label="Channel axis", choices=[("auto", "auto")],
+                                    tooltip="Axis of independent channels (each is run as a gray "
+                                    "image); RGB layers use their colour axis")
+        self.pixel_box = FloatSpinBox(
+            label="Pixel size", min=0.0, max=1000.0, step=0.01, value=0.0,
+            tooltip="Input pixel size, for the PSF's width in µm. Left at 0: the layer's scale and "
+            "units, else what its TIFF file states (napari's own reader drops it).")
+        self.residual_box = CheckBox(text="add the residual map", tooltip=(
             "Consistency check: the input minus the result blurred with its kernel and sampled "
             "back to the input grid. Flat noise means consistent; structure marks what the "
-            "network invented or lost. Its relative size is always shown below.")
-        self.pixel_spin = QDoubleSpinBox()
-        self.pixel_spin.setRange(0.0, 1000.0)
-        self.pixel_spin.setDecimals(4)
-        self.pixel_spin.setSingleStep(0.01)
-        self.pixel_spin.setSuffix(" µm")
-        self.pixel_spin.setSpecialValueText("from layer or file")
-        self.pixel_spin.setToolTip(
-            "Input pixel size, for the PSF's width in µm. Left at 0: the layer's scale and units, "
-            "else what its TIFF file states (napari's own reader drops it).")
-        self.channel_combo = QComboBox()
-        self.channel_combo.setToolTip("Axis of independent channels (each is run as a gray "
-                                      "image); RGB layers use their colour axis")
-
-        self.tile_spin = QSpinBox()
-        self.tile_spin.setRange(0, 8192)
-        self.tile_spin.setSingleStep(32)
-        self.tile_spin.setSpecialValueText("auto")
-        self.tile_spin.setSuffix(" px")
-        self.tile_spin.setToolTip("Tile side in input pixels; auto fits the device memory")
-        self.overlap_spin = QSpinBox()
-        self.overlap_spin.setRange(-1, 512)
-        self.overlap_spin.setValue(-1)
-        self.overlap_spin.setSpecialValueText("auto")
-        self.overlap_spin.setSuffix(" px")
-        self.overlap_spin.setToolTip("Overlap of neighbouring tiles in input pixels; auto covers "
-                                     "the network's receptive field")
-        self.device_combo = QComboBox()
+            "network invented or lost. Its relative size is always shown below."))
+        # whole numbers in float spin boxes: magicgui's integer spin box cannot show "auto"
+        self.tile_box = FloatSpinBox(label="Tile size", min=0, max=8192, step=32, value=0,
+                                     tooltip="Tile side in input pixels; auto fits the device memory")
+        self.overlap_box = FloatSpinBox(label="Overlap", min=-1, max=512, step=1, value=-1,
+                                        tooltip="Overlap of neighbouring tiles in input pixels; "
+                                        "auto covers the network's receptive field")
         devices = ["auto", "cpu"]
         if torch.cuda.is_available():
             devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             devices.append("mps")
-        self.device_combo.addItems(devices)
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(["auto", "fp32", "fp16", "bf16"])
-        self.precision_combo.setToolTip("auto: bf16/fp16 on GPUs, fp32 on most CPUs")
-
-        self.run_button = QPushButton("Run")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
+        self.device_box = ComboBox(label="Device", choices=devices)
+        self.precision_box = ComboBox(label="Precision", choices=["auto", "fp32", "fp16", "bf16"],
+                                      tooltip="auto: bf16/fp16 on GPUs, fp32 on most CPUs")
+        self.run_box = PushButton(text="Run")
+        self.cancel_box = PushButton(text="Cancel", enabled=False)
         # progress lives in the widget itself (napari's global activity dialog re-enters the Qt
         # event loop from inside the worker's signal and crashed the GUI tests on some machines)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setFormat("%v / %m")
-        self.progress_bar.setVisible(False)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.kernel_label = QLabel("Kernel: (run to estimate)")
-        self.kernel_label.setWordWrap(True)
-        self.kernel_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.progress_box = ProgressBar(visible=False)
+        self.status_box = Label()
+        self.kernel_box = Label(value="Kernel: (run to estimate)")
 
-        form = QFormLayout()
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        form.addRow("Image", self.layer_combo)
-        form.addRow("Model", self.model_combo)
-        form.addRow("", self.model_info)
-        form.addRow("Kernel", self.mode_combo)
-        form.addRow("PSF layer", self.psf_combo)
-        form.addRow("Stack", self.scope_combo)
-        form.addRow("Channel axis", self.channel_combo)
-        form.addRow("Pixel size", self.pixel_spin)
-        form.addRow("Check", self.residual_check)
-        adv = QGroupBox("Tiles and device")
-        adv_form = QFormLayout(adv)
-        adv_form.addRow("Tile size", self.tile_spin)
-        adv_form.addRow("Overlap", self.overlap_spin)
-        adv_form.addRow("Device", self.device_combo)
-        adv_form.addRow("Precision", self.precision_combo)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
+        # Qt where magicgui has nothing
+        self.pixel_box.native.setDecimals(4)
+        self.pixel_box.native.setSuffix(" µm")
+        self.pixel_box.native.setSpecialValueText("from layer or file")
+        for box in (self.tile_box, self.overlap_box):
+            box.native.setDecimals(0)
+            box.native.setSpecialValueText("auto")
+            box.native.setSuffix(" px")
+        self.progress_box.native.setFormat("%v / %m")
+        for label in (self.model_info_box, self.status_box, self.kernel_box):
+            label.native.setWordWrap(True)
+        self.kernel_box.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+        # the Qt widgets under the magicgui ones (tests and scripts drive these)
+        self.layer_combo, self.model_combo = self.layer_box.native, self.model_box.native
+        self.model_info, self.mode_combo = self.model_info_box.native, self.mode_box.native
+        self.psf_combo, self.scope_combo = self.psf_box.native, self.scope_box.native
+        self.channel_combo, self.pixel_spin = self.channel_box.native, self.pixel_box.native
+        self.residual_check, self.tile_spin = self.residual_box.native, self.tile_box.native
+        self.overlap_spin, self.device_combo = self.overlap_box.native, self.device_box.native
+        self.precision_combo, self.run_button = self.precision_box.native, self.run_box.native
+        self.cancel_button, self.progress_bar = self.cancel_box.native, self.progress_box.native
+        self.status, self.kernel_label = self.status_box.native, self.kernel_box.native
+
+        form = Container(widgets=[self.layer_box, self.model_box, self.model_info_box,
+                                  self.mode_box, self.psf_box, self.scope_box, self.channel_box,
+                                  self.pixel_box, self.residual_box], labels=True)
+        advanced = Container(widgets=[self.tile_box, self.overlap_box, self.device_box,
+                                      self.precision_box], labels=True)
+        buttons = Container(widgets=[self.run_box, self.cancel_box], layout="horizontal",
+                            labels=False)
+        for c in (form, advanced, buttons):
+            c.margins = (0, 0, 0, 0)
+        group = QGroupBox("Tiles and device")
+        QVBoxLayout(group).addWidget(advanced.native)
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(adv)
-        lay.addLayout(buttons)
-        lay.addWidget(self.progress_bar)
-        lay.addWidget(self.status)
-        lay.addWidget(self.kernel_label)
+        for w in (form.native, group, buttons.native, self.progress_bar, self.status,
+                  self.kernel_label):
+            lay.addWidget(w)
         lay.addStretch(1)
+        self._containers = (form, advanced, buttons)  # keep them alive with the widget
 
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
-        # a model picked by hand is kept; until then the model follows the layer (grey or RGB)
+        self.run_box.changed.connect(lambda *_: self.run())
+        self.cancel_box.changed.connect(lambda *_: self.cancel())
+        self.model_box.changed.connect(self._on_model_changed)
+        # a model picked by hand is kept; until then the model follows the layer (grey or RGB);
+        # Qt's "activated" fires on the user's picks only (magicgui's "changed" on every change)
         self.model_combo.activated.connect(lambda *_: setattr(self, "_model_chosen", True))
         self.layer_box.changed.connect(self._on_layer_changed)
-        self.mode_combo.currentIndexChanged.connect(self._update_enabled)
+        self.mode_box.changed.connect(self._update_enabled)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """Align the form's labels once napari's style (its font) is applied: magicgui sizes
+        them with the default font, so rows with long labels would start further right."""
+        super().showEvent(event)
+        labels = [lab for c in self._containers[:2] for row in c
+                  if (lab := getattr(row, "_labeled_widget", lambda: None)()) is not None]
+        width = max((lab._label_widget.native.sizeHint().width() for lab in labels), default=0)
+        for lab in labels:
+            lab._label_widget.native.setMinimumWidth(width)
 
     def _message(self, text: str, level: str = "info") -> None:
         """Show ``text`` in the widget and as a napari notification."""
-        self.status.setText(text)
+        self.status_box.value = text
         {"error": show_error, "warning": show_warning}.get(level, show_info)(text)
 
     # ---------------------------------------------------------------- models
+    def _model_choices(self, _widget=None) -> list[tuple[str, Any]]:
+        """The models on offer (label, ("bundled", facts) or ("model", DanModel)), then
+        "Load checkpoint..."."""
+        models = list(getattr(self, "_models", []))
+        return (models or [("(no bundled model)", None)]) + [(LOAD_CHECKPOINT, LOAD)]
+
+    def _select_model(self, value) -> None:
+        """Re-list the models and select ``value`` without firing the change handler."""
+        box = self.model_box
+        with box.changed.blocked():
+            box.native.clear()  # a fresh list, in our order
+            box.reset_choices()
+            box.value = value
+        self._last_model = value
+        self._show_model_info()
+
     def _fill_models(self) -> None:
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
         try:
             bundled = list_models()
         except Exception as exc:  # a broken weights folder must not take the widget down
             bundled = []
-            self.status.setText(f"could not list the bundled models: {exc}")
-        for m in bundled:
-            self.model_combo.addItem(_model_label(m["name"], m["scale"], m["in_channels"]),
-                                     ("bundled", m))
+            self.status_box.value = f"could not list the bundled models: {exc}"
+        self._models = [(_model_label(m["name"], m["scale"], m["in_channels"]), ("bundled", m))
+                        for m in bundled]
         if not bundled:
-            self.model_combo.addItem("(no bundled model)", None)
-            self.status.setText(NO_MODELS)
-        self.model_combo.addItem(LOAD_CHECKPOINT, ("load", None))
-        self.model_combo.setCurrentIndex(0)
-        self.model_combo.blockSignals(False)
-        self._last_model_index = 0
-        self._show_model_info()
+            self.status_box.value = NO_MODELS
+        self._select_model(self._models[0][1] if self._models else None)
 
     def add_model(self, model: DanModel) -> None:
         """Offer an already loaded model (from a checkpoint or a script) and select it."""
-        combo = self.model_combo
-        combo.blockSignals(True)  # removing the placeholder must not select "Load checkpoint..."
-        if combo.itemData(0) is None:  # the "(no bundled model)" placeholder
-            combo.removeItem(0)
-        index = combo.count() - 1  # just before "Load checkpoint..."
         src = getattr(model, "source", None)
-        label = Path(str(src)).name if src and Path(str(src)).suffix else model.name
-        combo.insertItem(index, _model_label(label, model.scale, model.in_channels),
-                         ("model", model))
-        combo.setCurrentIndex(index)
-        combo.blockSignals(False)
-        self._last_model_index = index
-        self._show_model_info()
-        if self.status.text() == NO_MODELS:
-            self.status.setText("")
+        name = Path(str(src)).name if src and Path(str(src)).suffix else model.name
+        label, labels, n = _model_label(name, model.scale, model.in_channels), {t for t, _ in self._models}, 2
+        while label in labels:  # magicgui merges items of equal text
+            label, n = _model_label(f"{name} [{n}]", model.scale, model.in_channels), n + 1
+        self._models.append((label, ("model", model)))
+        self._select_model(("model", model))
+        if self.status_box.value == NO_MODELS:
+            self.status_box.value = ""
 
     def load_checkpoint(self, path: str | Path) -> DanModel | None:
         """Load a checkpoint file and select it; a bad file gives a message, not a crash."""
@@ -267,30 +263,28 @@ class DanWidget(QWidget):
                       f"{_channels(model.in_channels)}")
         return model
 
-    def _on_model_changed(self, index: int) -> None:
-        data = self.model_combo.itemData(index)
-        if data is not None and data[0] == "load":
+    def _on_model_changed(self, value) -> None:
+        if value == LOAD:
             path, _ = QFileDialog.getOpenFileName(
                 self, "Load a DAN checkpoint", str(Path.home()),
                 "Checkpoints (*.pt *.pth *.ckpt);;All files (*)")
-            self.model_combo.blockSignals(True)
-            self.model_combo.setCurrentIndex(self._last_model_index)
-            self.model_combo.blockSignals(False)
+            self._select_model(self._last_model)
             if path:
                 self.load_checkpoint(path)
-        self._last_model_index = self.model_combo.currentIndex()
+            return
+        self._last_model = value
         self._show_model_info()
 
     def selected_model(self) -> Any:
         """A bundled model's name, a loaded :class:`DanModel`, or None."""
-        data = self.model_combo.currentData()
-        if not data or data[0] == "load":
+        data = self.model_box.value
+        if not data or data == LOAD:
             return None
         return data[1]["name"] if data[0] == "bundled" else data[1]
 
     def _model_facts(self) -> dict | None:
-        data = self.model_combo.currentData()
-        if not data or data[0] == "load":
+        data = self.model_box.value
+        if not data or data == LOAD:
             return None
         if data[0] == "bundled":
             return data[1]
@@ -302,13 +296,13 @@ class DanWidget(QWidget):
     def _show_model_info(self) -> None:
         f = self._model_facts()
         if f is None:
-            self.model_info.setText("no model selected")
+            self.model_info_box.value = "no model selected"
             return
         text = (f"{f.get('architecture', 'DAN')}, x{f['scale']}, {_channels(f['in_channels'])}, "
                 f"{f['kernel_size']}x{f['kernel_size']} kernel, {f['iterations']} iterations")
         if f.get("description"):
             text += f"\n{f['description']}"
-        self.model_info.setText(text)
+        self.model_info_box.value = text
 
     # ---------------------------------------------------------------- layers
     def _image_layers(self) -> list:
@@ -348,7 +342,7 @@ class DanWidget(QWidget):
         self._on_layer_changed()
 
     def selected_layer(self):
-        return self.layer_combo.currentData()
+        return self.layer_box.value
 
     def _suggest_model(self, layer) -> None:
         """Until a model is picked by hand: the microscopy model for grey layers, the default
@@ -356,58 +350,56 @@ class DanWidget(QWidget):
         if getattr(self, "_model_chosen", False) or layer is None:
             return
         want = DEFAULT_MODEL if layer.rgb else GREY_MODEL
-        cur = self.model_combo.currentData()
-        if cur is None or cur[0] != "bundled" or cur[1]["name"] == want:
+        cur = self.model_box.value
+        if cur is None or cur == LOAD or cur[0] != "bundled" or cur[1]["name"] == want:
             return
-        for i in range(self.model_combo.count()):
-            d = self.model_combo.itemData(i)
-            if d is not None and d[0] == "bundled" and d[1]["name"] == want:
-                self.model_combo.setCurrentIndex(i)
+        for _, value in self._models:
+            if value[0] == "bundled" and value[1]["name"] == want:
+                self.model_box.value = value
                 return
 
     def _on_layer_changed(self, *_) -> None:
         layer = self.selected_layer()
         self._suggest_model(layer)
-        self.channel_combo.clear()
         if layer is None:
-            self.channel_combo.addItem("auto", "auto")
+            axes = [("auto", "auto")]
         elif layer.rgb:
-            self.channel_combo.addItem("RGB (colour axis)", "auto")
+            axes = [("RGB (colour axis)", "auto")]
         else:
-            self.channel_combo.addItem("none", "auto")
             shape = layer.data[0].shape if layer.multiscale else layer.data.shape
-            for a, n in enumerate(shape[:-2]):
-                self.channel_combo.addItem(f"axis {a} ({n} channels)", a)
+            axes = [("none", "auto")] + [(f"axis {a} ({n} channels)", a)
+                                         for a, n in enumerate(shape[:-2])]
+        with self.channel_box.changed.blocked():
+            self.channel_box.native.clear()
+            self.channel_box.choices = axes
+            self.channel_box.value = "auto"
         self._update_enabled()
 
     def _update_enabled(self, *_) -> None:
         layer = self.selected_layer()
         running = self._worker is not None
-        self.psf_combo.setEnabled(KERNEL_MODES[self.mode_combo.currentText()] == "psf")
-        self.scope_combo.setEnabled(layer is not None and layer.ndim > 2)
-        self.channel_combo.setEnabled(layer is not None and not layer.rgb and layer.ndim > 2)
-        self.run_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
+        self.psf_box.enabled = KERNEL_MODES[self.mode_box.value] == "psf"
+        self.scope_box.enabled = layer is not None and layer.ndim > 2
+        self.channel_box.enabled = layer is not None and not layer.rgb and layer.ndim > 2
+        self.run_box.enabled = not running
+        self.cancel_box.enabled = running
 
     # ---------------------------------------------------------------- running
     def options(self) -> RunOptions:
         """The current choices as plain values."""
-        mode = KERNEL_MODES[self.mode_combo.currentText()]
+        mode = KERNEL_MODES[self.mode_box.value]
         psf = psf_name = None
         if mode == "psf":
-            psf_layer = self.psf_combo.currentData()
+            psf_layer = self.psf_box.value
             psf = psf_from_layer(psf_layer, self.viewer.dims.point)
             psf_name = psf_layer.name
-        tile = self.tile_spin.value()
-        overlap = self.overlap_spin.value()
+        tile, overlap = round(self.tile_box.value), round(self.overlap_box.value)
         return RunOptions(model=self.selected_model(), tile_size=tile if tile > 0 else "auto",
                           tile_overlap=overlap if overlap >= 0 else "auto", kernel_mode=mode,
-                          psf=psf, psf_name=psf_name, device=self.device_combo.currentText(),
-                          precision=self.precision_combo.currentText(),
-                          scope=SCOPES[self.scope_combo.currentText()],
-                          channel_axis=self.channel_combo.currentData(),
-                          residual=self.residual_check.isChecked(),
-                          pixel_size=self.pixel_spin.value() or None)
+                          psf=psf, psf_name=psf_name, device=self.device_box.value,
+                          precision=self.precision_box.value, scope=SCOPES[self.scope_box.value],
+                          channel_axis=self.channel_box.value, residual=self.residual_box.value,
+                          pixel_size=self.pixel_box.value or None)
 
     @property
     def is_running(self) -> bool:
@@ -422,8 +414,7 @@ class DanWidget(QWidget):
         try:
             options = self.options()
             if options.model is None:
-                raise DanError(NO_MODELS if self.model_combo.itemData(0) is None
-                               else "choose a model first")
+                raise DanError(NO_MODELS if not self._models else "choose a model first")
             request = build_request(layer, options, self.viewer.dims.point)
         except DanError as exc:
             self._message(str(exc), "error")
@@ -438,23 +429,23 @@ class DanWidget(QWidget):
         worker.warned.connect(lambda w: self._message(str(w[0]), "warning"))
         self._worker = worker
         self._update_enabled()
-        self.status.setText(f"running on {layer.name!r}..." +
-                            ("\n" + "; ".join(request.notes) if request.notes else ""))
+        self.status_box.value = (f"running on {layer.name!r}..." +
+                                 ("\n" + "; ".join(request.notes) if request.notes else ""))
         worker.start()
 
     def cancel(self) -> None:
         """Stop at the next tile; no layer is added or changed."""
         if self._cancel is not None:
             self._cancel.set()
-            self.status.setText("cancelling at the next tile...")
+            self.status_box.value = "cancelling at the next tile..."
 
     def _on_progress(self, value) -> None:
         done, total = value
-        bar = self.progress_bar
-        if bar.maximum() != total:  # the engine re-tiles after running out of memory
-            bar.setMaximum(max(int(total), 1))
-        bar.setValue(int(done))
-        bar.setVisible(True)
+        bar = self.progress_box
+        if bar.max != total:  # the engine re-tiles after running out of memory
+            bar.max = max(int(total), 1)
+        bar.value = int(done)
+        bar.visible = True
 
     def _on_returned(self, request, out) -> None:
         model, result = out
@@ -467,8 +458,8 @@ class DanWidget(QWidget):
         self.last_result = (request, model, result)
         self._show_kernel(request, model, result)
         notes = "; ".join(request.notes)
-        self.status.setText(f"done: added {', '.join(repr(ly.name) for ly in self.last_layers)}"
-                            + (f"\n{notes}" if notes else ""))
+        self.status_box.value = (f"done: added {', '.join(repr(ly.name) for ly in self.last_layers)}"
+                                 + (f"\n{notes}" if notes else ""))
 
     def _show_kernel(self, request, model, result) -> None:
         px, unit = physical_pixel(request, model.scale)
@@ -494,7 +485,7 @@ class DanWidget(QWidget):
             rng = f" (planes {min(per):.3f} to {max(per):.3f})" if len(per) > 1 else ""
             lines.append(f"Consistency residual {cons['relative_residual']:.3f}{rng}: input vs "
                          "result re-blurred and sampled back (includes noise)")
-        self.kernel_label.setText("\n".join(lines))
+        self.kernel_box.value = "\n".join(lines)
 
     def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, Cancelled):
@@ -505,8 +496,8 @@ class DanWidget(QWidget):
             self._message(f"super-resolution failed: {type(exc).__name__}: {exc}", "error")
 
     def _on_finished(self) -> None:
-        self.progress_bar.setVisible(False)
-        self.progress_bar.reset()
+        self.progress_box.visible = False
+        self.progress_box.native.reset()
         self._worker = None
         self._cancel = None
         self._update_enabled()
