@@ -317,7 +317,8 @@ def markdown(results, seconds, quick):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", nargs="+", default=["dan-x2-fluo", "dan-x4-fluo"])
+    p.add_argument("--model", nargs="+", default=["dan-x2-fluo", "dan-x4-fluo"],
+                   help="bundled model names or checkpoint files")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--output", help=f"markdown file, or - for stdout (default: stdout with "
                    f"--quick, else {DOC.relative_to(ROOT)})")
@@ -334,7 +335,9 @@ def main(argv=None) -> int:
         model = load_model(name)
         rows = run_model(model, specs, fwhms, noises, lambda m: print(m, file=sys.stderr, flush=True))
         best = summarise(rows)
-        res = {"model": model.name, "source": model.source, "scale": model.scale,
+        # a checkpoint file is labelled by its path, so two versions of one model stay apart
+        label = name if name == model.name else f"{model.name} ({name})"
+        res = {"model": label, "source": model.source, "scale": model.scale,
                "rows": rows, "rl_iterations": best}
         if not a.quick:
             res["beads"] = real_beads(model, lambda m: print(m, file=sys.stderr, flush=True))

@@ -227,3 +227,69 @@ def test_negative_budget_is_a_clear_error(tiny_data, tmp_path, capsys):
     rc = cli.main(["train", "--data", str(tiny_data), "--budget-minutes", "-5",
                    "--run-dir", str(tmp_path / "n2")])
     assert rc == 2 and "budget_minutes" in capsys.readouterr().err
+
+
+def test_noise_level_reads_white_noise():
+    from napari_dan.training.data import noise_level
+
+    rng = np.random.default_rng(0)
+    smooth = np.add.outer(np.linspace(0, 1, 128), np.linspace(0, 0.5, 128))
+    assert noise_level(smooth) < 1e-6
+    assert noise_level(smooth + rng.normal(0, 0.05, smooth.shape)) == pytest.approx(0.05, rel=0.1)
+
+
+def test_specimen_images_crop_zoom_weigh_groups_and_skip_noisy_planes():
+    from napari_dan.training.data import SpecimenImages
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:200, :200]
+    blobs = (np.sin(yy / 9.0) * np.cos(xx / 7.0) > 0.5).astype(np.float32)[..., None]
+    flat = np.full((200, 200, 1), 0.3, np.float32)
+    flat[50:150, 50:150] = 0.9
+    noisy = rng.random((200, 200, 1)).astype(np.float32)
+    s = SpecimenImages([blobs, flat, noisy], 64, np.random.default_rng(2), groups=[0, 1, 1])
+    assert len(s) == 2  # the noisy plane is left out
+    assert s.p == pytest.approx([0.5, 0.5])  # one group each, whatever the areas
+    x = s.sample(12)
+    assert x.shape == (12, 64, 64) and x.dtype == np.float32
+    assert np.allclose(x.max(axis=(1, 2)), 1) and x.min() >= 0
+    assert np.all(np.percentile(x.reshape(12, -1), 1, axis=1) <= 1e-6)  # 1st percentile -> 0
+    with pytest.raises(ValueError, match="at least 400x400"):
+        SpecimenImages([blobs], 200, rng)
+    with pytest.raises(ValueError, match="one entry per image"):
+        SpecimenImages([blobs], 64, rng, groups=[0, 1])
+
+
+def test_microscopy_fields_mix_real_specimens():
+    from napari_dan.imaging.microscope import MicroscopyFields
+
+    class Marked:  # every real specimen is the same recognisable pattern
+        def sample(self, n):
+            return np.tile(np.eye(64, dtype=np.float32), (n, 1, 1))
+
+    f = MicroscopyFields(64, 21, np.random.default_rng(0), images=Marked(), real_fraction=0.5)
+    spec = f.draw(40)[0][:, 0].numpy()
+    diag = np.array([np.corrcoef(s.ravel(), np.eye(64).ravel())[0, 1] > 0.99 for s in spec])
+    assert 10 <= diag.sum() <= 30
+    with pytest.raises(ValueError, match="needs images"):
+        MicroscopyFields(64, 21, np.random.default_rng(0), real_fraction=0.5)
+
+
+def test_microscopy_training_with_real_specimens_runs(tmp_path):
+    import tifffile
+
+    from napari_dan.training.train import TrainConfig, Trainer
+
+    yy, xx = np.mgrid[:96, :96]
+    stack = np.stack([(1000 * (np.sin(yy / (5 + z)) > 0.3) + 100).astype(np.uint16) for z in range(3)])
+    tifffile.imwrite(tmp_path / "cells.tif", stack, photometric="minisblack")
+    cfg = TrainConfig(name="t", scale=2, in_nc=1, nf=8, nb=1, ng=1, est_nf=8, est_nb=1, code_len=4,
+                      kernel_size=11, pca_samples=200, data_kind="microscopy", noise=True,
+                      lr_patch=16, batch=2, steps=2, val_images=1, real_fraction=0.5,
+                      data=[str(tmp_path / "cells.tif")], psf_fwhm_range=(1.6, 4.0))
+    logs = []
+    tr = Trainer(cfg, tmp_path / "run", log=logs.append)
+    assert "50% real specimens from 3 planes" in logs[-1]
+    assert np.isfinite(float(tr.train_step()["loss_sr"]))
+    with pytest.raises(ValueError, match="needs data"):
+        Trainer(TrainConfig(**{**cfg.__dict__, "data": []}), tmp_path / "run2", log=logs.append)

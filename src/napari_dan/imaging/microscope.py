@@ -81,21 +81,33 @@ class MicroscopyFields:
     ``size`` is the HR side. Photons per unit brightness are log-uniform in ``photons_range``,
     except a ``clean_fraction`` of noise-free samples (10,000 photons, no noise); read noise 0-2
     electrons; offset 0, 100 or 500 counts.
+
+    ``images`` (optional) supplies real specimens: any object whose ``sample(n)`` returns ``n``
+    (size, size) fields with peak 1 (``training.data.SpecimenImages``); a ``real_fraction`` of
+    the fields are drawn from it, each with a flat background added, the rest are synthetic.
     """
 
     def __init__(self, size: int, kernel_size: int, rng: np.random.Generator,
                  fwhm_range=MICROSCOPY_FWHM_RANGE, photons_range=(30.0, 30000.0),
-                 clean_fraction: float = 0.2, kinds=KINDS):
+                 clean_fraction: float = 0.2, kinds=KINDS, images=None, real_fraction: float = 0.0):
+        if not 0.0 <= real_fraction <= 1.0 or (real_fraction > 0 and images is None):
+            raise ValueError(f"real_fraction must be in [0, 1] and needs images, got {real_fraction}")
         self.size, self.kernel_size, self.rng = size, kernel_size, rng
         self.fwhm_range, self.photons_range = tuple(fwhm_range), tuple(photons_range)
         self.clean_fraction, self.kinds = clean_fraction, tuple(kinds)
+        self.images, self.real_fraction = images, float(real_fraction)
+
+    def _specimen(self) -> np.ndarray:
+        rng = self.rng
+        if self.real_fraction > 0 and rng.random() < self.real_fraction:
+            return self.images.sample(1)[0].astype(np.float64) + rng.uniform(0, 0.08)
+        return random_specimen((self.size, self.size), rng, self.kinds)[0]
 
     def draw(self, n: int):
         """(specimens (n,1,S,S) float32, psfs (n,k,k) float32, photons, read_noise, offset (n,),
         noise_free (n,) bool)."""
         rng = self.rng
-        spec = np.stack([random_specimen((self.size, self.size), rng, self.kinds)[0]
-                         for _ in range(n)])[:, None].astype(np.float32)
+        spec = np.stack([self._specimen() for _ in range(n)])[:, None].astype(np.float32)
         psfs, _ = random_psfs(n, self.kernel_size, self.fwhm_range, rng)
         lo, hi = np.log(self.photons_range[0]), np.log(self.photons_range[1])
         photons = np.exp(rng.uniform(lo, hi, n))

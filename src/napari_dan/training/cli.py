@@ -46,6 +46,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-minutes", dest="budget_minutes", type=float,
                    help="training-time budget: the schedule (cosine decay, stage switch) ends "
                    "at whichever comes first, --steps or this many minutes of training")
+    p.add_argument("--real-fraction", dest="real_fraction", type=float,
+                   help="microscopy models: share of training fields whose specimen is a crop of "
+                   "--data (real images) instead of a synthetic one")
     p.add_argument("--restorer-frac", dest="restorer_frac", type=float,
                    help="fraction of steps in stage 1 (Restorer on true kernel codes)")
     st = p.add_mutually_exclusive_group()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_SUFFIXES", "find_images", "read_image", "to_gray", "PatchSampler"]
+__all__ = ["IMAGE_SUFFIXES", "find_images", "read_image", "to_gray", "PatchSampler", "SpecimenImages",
+           "noise_level"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -115,3 +116,88 @@ class PatchSampler:
             c = np.rot90(c, self.rng.integers(0, 4))
             out.append(np.ascontiguousarray(c.transpose(2, 0, 1)))
         return np.stack(out)
+
+
+def noise_level(plane: np.ndarray) -> float:
+    """Standard deviation of white noise in a 2D plane, estimated from its second differences
+    (Immerkaer 1996); fine texture counts as noise too, so it is an upper bound."""
+    from scipy.signal import convolve2d
+
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+    c = convolve2d(np.asarray(plane, np.float64), k, mode="valid")
+    return float(np.sqrt(np.pi / 2) * np.abs(c).mean() / 6)
+
+
+class SpecimenImages:
+    """Real images used as fluorescence specimens (the microscopy models' ``data``).
+
+    Each sample is a random crop of a grey plane, zoomed out by a factor uniform in
+    ``zoom_range`` (area averaging: the image's own blur shrinks with it, so the specimens range
+    from "as recorded" to about half their recorded blur), flipped and rotated, then shifted so
+    its 1st percentile is 0 and scaled so its brightest pixel is 1 (the microscope model adds
+    background and noise). Crops with almost no structure (most of a fluorescence field is
+    empty) are redrawn, up to four times. Planes whose noise (:func:`noise_level`) exceeds
+    ``max_noise`` of their range are left out: a specimen's own noise would become part of the
+    HR target, and the network would learn to draw noise.
+
+    Parameters
+    ----------
+    images : list of (H, W, C) float32 arrays in [0, 1] (as :func:`read_image` gives them)
+    size : crop side on the HR grid
+    rng : numpy Generator
+    groups : optional group label per image; every group is drawn equally often (so one
+        stack weighs as much as a folder of photographs)
+    """
+
+    def __init__(self, images: list[np.ndarray], size: int, rng: np.random.Generator,
+                 zoom_range: tuple[float, float] = (1.0, 2.0), groups: list[int] | None = None,
+                 max_noise: float = 0.05):
+        self.size, self.rng, self.zoom_range = size, rng, tuple(zoom_range)
+        need = int(np.ceil(size * self.zoom_range[1]))
+        groups = [0] * len(images) if groups is None else list(groups)
+        if len(groups) != len(images):
+            raise ValueError("groups needs one entry per image")
+        keep = [i for i, im in enumerate(images) if min(im.shape[:2]) >= need
+                and noise_level(to_gray(im)[..., 0]) <= max_noise]
+        if not keep:
+            raise ValueError(f"no specimen image is at least {need}x{need} pixels with noise "
+                             f"at most {max_noise}")
+        self.images = [np.ascontiguousarray(to_gray(images[i])[..., 0], dtype=np.float32) for i in keep]
+        # each group (a data entry: a folder, a stack) is drawn equally often, and within a group
+        # every pixel equally often
+        g = np.array([groups[i] for i in keep])
+        areas = np.array([im.size for im in self.images], np.float64)
+        p = np.zeros_like(areas)
+        for v in np.unique(g):
+            p[g == v] = areas[g == v] / areas[g == v].sum()
+        self.p = p / p.sum()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _crop(self) -> np.ndarray:
+        import torch
+
+        rng = self.rng
+        zoom = rng.uniform(*self.zoom_range)
+        side = int(round(self.size * zoom))
+        for _ in range(5):
+            im = self.images[rng.choice(len(self.images), p=self.p)]
+            y = rng.integers(0, im.shape[0] - side + 1)
+            x = rng.integers(0, im.shape[1] - side + 1)
+            c = im[y:y + side, x:x + side]
+            lo, hi = np.percentile(c, [1, 99.9])
+            if hi - lo > 0.05:
+                break
+        if side != self.size:
+            t = torch.from_numpy(np.ascontiguousarray(c))[None, None]
+            c = torch.nn.functional.interpolate(t, size=(self.size, self.size), mode="area")[0, 0].numpy()
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        c = np.rot90(c, rng.integers(0, 4))
+        c = np.clip(c - np.percentile(c, 1), 0, None)
+        return c / max(float(c.max()), 1e-6)
+
+    def sample(self, n: int) -> np.ndarray:
+        """(n, size, size) float32 specimens, peak 1."""
+        return np.stack([self._crop() for _ in range(n)]).astype(np.float32)

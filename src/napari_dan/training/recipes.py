@@ -58,28 +58,41 @@ RECIPES: dict[str, dict] = {
                     "Poisson-Gaussian noise"),
 }
 
-# The microscopy models (issue 13): synthetic fluorescence fields through the microscope model
-# of napari_dan.imaging.microscope (PSFs of FWHM 1.6-10.5 HR px on the HR grid, camera binning,
-# Poisson-Gaussian noise with offset, the engine's normalisation), starting from the grey models
-# above (the Restorer's code input remapped to the new PCA basis), the Estimator pooling with
-# learned weights. Trained on the CPU (session 7, 2026-12-01): both at once, one thread each, for
-# a 105-minute training-time budget (the runs were restarted twice to change the budget: 75 ->
-# 120 -> 105 min); ``steps`` is the count that budget reached. Logs: docs/training-logs/.
+# The microscopy models (issue 13), in two runs. First (session 7, 2026-12-01) synthetic
+# fluorescence fields only, through the microscope model of napari_dan.imaging.microscope (PSFs
+# of FWHM 1.6-10.5 HR px on the HR grid, camera binning, Poisson-Gaussian noise with offset, the
+# engine's normalisation), starting from the grey models above (the Restorer's code input
+# remapped to the new PCA basis), the Estimator pooling with learned weights: both at once on the
+# CPU, one thread each, for a 105-minute training-time budget (restarted twice to change the
+# budget: 75 -> 120 -> 105 min). Then (session 9) that run continued with half of the fields'
+# specimens taken from real images: the cells3d confocal stack (membranes and nuclei) and the
+# training photographs in luma, each entry drawn equally often (the other microscopy files are
+# benchmark images). ``steps`` is the count each budget reached. Logs: docs/training-logs/.
 _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=True,
               photons_range=(30.0, 30000.0), clean_fraction=0.2, psf_fwhm_range=(1.6, 10.5),
               lr=2e-4, restorer_frac=0.3, stage1_estimator=True, val_every=100,
               checkpoint_every=25, val_images=4)
+_REAL = dict(data=[_shared("train"), _shared("microscopy", "nuclei3d_cells3d.tif")], real_fraction=0.5,
+             lr=1e-4, restorer_frac=0.0)
 RECIPES.update({
-    "dan-x2-fluo": dict(
+    "dan-x2-fluo-synthetic": dict(
         scale=2, lr_patch=48, batch=8, steps=4939, init_from="src/napari_dan/model/weights/dan-x2-gray.pt",
         **_MICRO,
-        description="DANv2 x2 for fluorescence microscopy: synthetic specimens through microscope "
-                    "PSFs, camera pixel integration, Poisson-Gaussian noise"),
-    "dan-x4-fluo": dict(
+        description="DANv2 x2 for fluorescence microscopy, first run: synthetic specimens only"),
+    "dan-x4-fluo-synthetic": dict(
         scale=4, lr_patch=32, batch=8, steps=4407, init_from="src/napari_dan/model/weights/dan-x4-gray.pt",
         **_MICRO,
-        description="DANv2 x4 for fluorescence microscopy: synthetic specimens through microscope "
-                    "PSFs, camera pixel integration, Poisson-Gaussian noise"),
+        description="DANv2 x4 for fluorescence microscopy, first run: synthetic specimens only"),
+    "dan-x2-fluo": dict(
+        scale=2, lr_patch=48, batch=8, steps=100000,
+        init_from="runs/dan-x2-fluo-synthetic/dan-x2-fluo-synthetic.pt", **{**_MICRO, **_REAL},
+        description="DANv2 x2 for fluorescence microscopy: synthetic and real specimens through "
+                    "microscope PSFs, camera pixel integration, Poisson-Gaussian noise"),
+    "dan-x4-fluo": dict(
+        scale=4, lr_patch=32, batch=8, steps=100000,
+        init_from="runs/dan-x4-fluo-synthetic/dan-x4-fluo-synthetic.pt", **{**_MICRO, **_REAL},
+        description="DANv2 x4 for fluorescence microscopy: synthetic and real specimens through "
+                    "microscope PSFs, camera pixel integration, Poisson-Gaussian noise"),
 })
 
 

@@ -33,7 +33,7 @@ import torch
 from ..imaging.degradations import degrade_torch, imresize_torch
 from ..model.checkpoint import DanModel, create_model, load_checkpoint, save_checkpoint
 from ..model.kernels import random_gaussian_kernels
-from .data import PatchSampler, find_images, read_image
+from .data import PatchSampler, SpecimenImages, find_images, read_image
 
 __all__ = ["TrainConfig", "train", "transfer_weights", "remap_code_input", "cpu_has_bf16"]
 
@@ -85,11 +85,13 @@ class TrainConfig:
     description: str = ""
     #: "images": crops of ``data`` degraded by blur + bicubic (photos); "microscopy": synthetic
     #: specimens through the microscope model of :mod:`napari_dan.imaging.microscope` (PSFs on
-    #: the HR grid, camera binning, Poisson-Gaussian noise, offset; ``data`` is not used)
+    #: the HR grid, camera binning, Poisson-Gaussian noise, offset; ``data``, if given, holds
+    #: real images used as specimens for a ``real_fraction`` of the fields)
     data_kind: str = "images"
     psf_fwhm_range: tuple[float, float] = (1.6, 10.5)
     clean_fraction: float = 0.2     # microscopy: noise-free share of the batch
     est_attention: int = 0          # 1: the Estimator pools with learned spatial weights
+    real_fraction: float = 0.0      # microscopy: share of fields whose specimen is a real image
 
 
 def cpu_has_bf16() -> bool:
@@ -219,11 +221,24 @@ class Trainer:
 
         cfg = self.cfg
         hr = cfg.lr_patch * cfg.scale
+        images, real = None, ""
+        if cfg.real_fraction > 0:
+            if not cfg.data:
+                raise ValueError("real_fraction > 0 needs data: images to use as specimens")
+            planes, groups = [], []
+            for i, entry in enumerate(cfg.data):  # each entry weighs the same
+                for f in find_images([entry], cfg.exclude):
+                    ps = read_image(f)
+                    planes += ps
+                    groups += [i] * len(ps)
+            images = SpecimenImages(planes, hr, self.rng, groups=groups)
+            real = f", {cfg.real_fraction:.0%} real specimens from {len(images)} planes"
         self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, tuple(cfg.psf_fwhm_range),
-                                       tuple(cfg.photons_range), cfg.clean_fraction)
+                                       tuple(cfg.photons_range), cfg.clean_fraction,
+                                       images=images, real_fraction=cfg.real_fraction)
         self.val = validation_fields(max(1, cfg.val_images // 4), 96 if cfg.scale == 2 else 128,
                                      cfg.kernel_size, cfg.scale)
-        self.log(f"synthetic microscopy fields {hr}x{hr}, {len(self.val)} validation fields; "
+        self.log(f"microscopy fields {hr}x{hr}{real}, {len(self.val)} validation fields; "
                  f"device {self.device}, bf16 {'on' if self.amp_dtype else 'off'}, "
                  f"threads {torch.get_num_threads()}")
 
