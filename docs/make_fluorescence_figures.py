@@ -1,16 +1,17 @@
 """The fluorescence figures of docs/models.md: outputs at 1:1 (no smoothing) and kernels.
 
     env OMP_NUM_THREADS=2 python docs/make_fluorescence_figures.py \
-        [--new dan-x2-fluo] [--old dan-x2-gray]
+        [--models dan-x2-gray dan-x2-fluo ...] [--widget]
 
 Writes docs/images/fluorescence_compare.png: rows = specimens through the microscope model
-(filaments, beads, a flat background with saturated spots; widefield PSF FWHM 5 HR px, camera
-binning 2x2, 1,000 photons, offset 100; seeded), columns = the LR input (nearest neighbour),
-bicubic, Richardson-Lucy with the true PSF (20 iterations), the old grey model blind, the new
-fluorescence model blind, the HR target; every panel 96 x 96 HR pixels shown 2x (nearest), each
-with its own contrast (0.5 / 99.9 percentiles, as napari's auto-contrast would).
-And docs/images/fluorescence_kernels.png: for each row, the true PSF,
-the old model's and the new model's blind kernels (21 x 21, 8x, each scaled to its maximum).
+(filaments, beads, a flat background with saturated spots, and two real images of the
+benchmark used as specimens: TIRF microtubules and DSB2018 nuclei; widefield PSF FWHM 5 HR px,
+camera binning 2x2, 1,000 photons, offset 100; seeded), columns = the LR input (nearest
+neighbour), bicubic, Richardson-Lucy with the true PSF (20 iterations), each model blind (a
+bundled name or a checkpoint file), the HR target; every panel 96 x 96 HR pixels shown 2x
+(nearest), each with its own contrast (0.5 / 99.9 percentiles, as napari's auto-contrast would).
+And docs/images/fluorescence_kernels.png: for each row, the true PSF and each model's blind
+kernel (21 x 21, 8x, each scaled to its maximum).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from microscopy import bicubic, observe, psf_for, richardson_lucy  # noqa: E402
+from microscopy import bicubic, observe, psf_for, richardson_lucy, specimens  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 
@@ -34,7 +35,11 @@ def _fields(rng):
     fil = filaments((192, 192), 1 / 1500, rng) + 0.02
     bd = beads((192, 192), 1 / 600, rng) + 0.02
     sat = beads((192, 192), 1 / 3000, rng) * 3.0 + 0.02  # some spots far above the rest
-    return {"filaments": fil / fil.max(), "beads": bd / bd.max(), "saturated spots": sat}
+    out = {"filaments": fil / fil.max(), "beads": bd / bd.max(), "saturated spots": sat}
+    real = specimens(False)  # the benchmark's real images, 256 x 256: their centre
+    for name in ("microtubules (real)", "nuclei (real)"):
+        out[name] = real[name][32:224, 32:224]
+    return out
 
 
 def widget_screenshot(model_name: str) -> None:
@@ -79,18 +84,19 @@ def widget_screenshot(model_name: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--new", default="dan-x2-fluo")
-    p.add_argument("--old", default="dan-x2-gray")
+    p.add_argument("--models", nargs="+", default=["dan-x2-gray", "dan-x2-fluo"],
+                   help="models to show, in column order (names or checkpoint files); the "
+                   "last one is used for the widget screenshot")
     p.add_argument("--widget", action="store_true", help="also the widget screenshot (display)")
     a = p.parse_args(argv)
     if a.widget:
-        widget_screenshot(a.new)
+        widget_screenshot(a.models[-1])
     from skimage import io
 
     from napari_dan import load_model, super_resolve
 
-    new, old = load_model(a.new), load_model(a.old)
-    s = new.scale
+    models = [load_model(m) for m in a.models]
+    s = models[0].scale
     rng = np.random.default_rng(3)
     psf = psf_for(5.0)
     rows, krows, names = [], [], []
@@ -101,8 +107,8 @@ def main(argv=None) -> int:
             lr = np.minimum(lr, np.percentile(lr, 99.8)).astype(np.uint16)  # clipped camera
         up = np.kron(lr.astype(np.float64), np.ones((s, s)))
         rl = dict(richardson_lucy(lr, psf, s, (20,)))[20]
-        r_old, r_new = super_resolve(lr, old), super_resolve(lr, new)
-        panels = [up, bicubic(lr, s), rl, r_old.image, r_new.image, hr]
+        results = [super_resolve(lr, m) for m in models]
+        panels = [up, bicubic(lr, s), rl] + [r.image for r in results] + [hr]
         row = []
         for x in panels:  # each panel its own contrast (0.5 / 99.9 percentiles), as in napari
             x = np.asarray(x, np.float64)[crop, crop]
@@ -111,7 +117,7 @@ def main(argv=None) -> int:
         rows.append(np.concatenate([np.kron(x, np.ones((2, 2))) for x in row], 1))
         from napari_dan.model.kernels import fit_kernel_size
 
-        ks = [fit_kernel_size(psf, 21)[0], r_old.kernel, r_new.kernel]
+        ks = [fit_kernel_size(psf, 21)[0]] + [r.kernel for r in results]
         krows.append(np.concatenate([np.kron(k / k.max(), np.ones((8, 8))) for k in ks], 1))
         names.append(name)
     sep = lambda w: np.ones((6, w))  # noqa: E731
@@ -121,7 +127,7 @@ def main(argv=None) -> int:
     io.imsave(OUT / "fluorescence_kernels.png", (np.clip(kimg, 0, 1) * 255).astype(np.uint8),
               check_contrast=False)
     print("rows:", ", ".join(names), "| columns: LR, bicubic, RL (20 it., true PSF),",
-          f"{old.name} blind, {new.name} blind, HR target")
+          ", ".join(f"{m} blind" for m in a.models) + ", HR target")
     return 0
 
 

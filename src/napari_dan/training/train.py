@@ -92,6 +92,7 @@ class TrainConfig:
     clean_fraction: float = 0.2     # microscopy: noise-free share of the batch
     est_attention: int = 0          # 1: the Estimator pools with learned spatial weights
     real_fraction: float = 0.0      # microscopy: share of fields whose specimen is a real image
+    real_zoom: tuple[float, float] = (1.0, 2.0)  # ... zoomed out by a factor in this range
 
 
 def cpu_has_bf16() -> bool:
@@ -231,8 +232,9 @@ class Trainer:
                     ps = read_image(f)
                     planes += ps
                     groups += [i] * len(ps)
-            images = SpecimenImages(planes, hr, self.rng, groups=groups)
-            real = f", {cfg.real_fraction:.0%} real specimens from {len(images)} planes"
+            images = SpecimenImages(planes, hr, self.rng, tuple(cfg.real_zoom), groups=groups)
+            real = (f", {cfg.real_fraction:.0%} real specimens from {len(images)} planes, "
+                    f"zoomed out {cfg.real_zoom[0]:g}-{cfg.real_zoom[1]:g}x")
         self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, tuple(cfg.psf_fwhm_range),
                                        tuple(cfg.photons_range), cfg.clean_fraction,
                                        images=images, real_fraction=cfg.real_fraction)
