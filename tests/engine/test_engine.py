@@ -563,3 +563,34 @@ def test_peak_memory_2048_uint16(tmp_path):
     added_mb, tile, shape = res.stdout.split(maxsplit=2)
     print(f"peak RSS added: {float(added_mb):.0f} MB (tile {tile})")
     assert float(added_mb) < 1500
+
+
+def test_per_plane_mode_maps_each_plane_by_its_own_range():
+    # a z-stack whose focus is 50x brighter than its other planes: in per-plane mode each plane
+    # is seen (and restored) exactly as if it were run alone, and the metadata lists the maps
+    m = tiny_model(seed=5)
+    stack = np.stack([textured(24, 28, seed=s, dtype=np.uint16, lo=100, hi=100 + f)
+                      for s, f in enumerate((60, 3000, 60))])
+    res = napari_dan.super_resolve(stack, m, kernel_mode="per-plane", **FP32)
+    for z in range(3):
+        alone = napari_dan.super_resolve(stack[z], m, **FP32)
+        np.testing.assert_array_equal(res.image[z], alone.image)
+        np.testing.assert_allclose(res.kernels[z], alone.kernel, atol=1e-6)
+    norm = res.metadata["normalisation"]
+    assert "each plane" in norm["method"] and norm["per_plane"]["planes"] == [[0], [1], [2]]
+    assert norm["per_plane"]["high"][1][0] > norm["per_plane"]["high"][0][0] + 1000
+    # global mode keeps one map for the stack
+    g = napari_dan.super_resolve(stack, m, **FP32)
+    assert "whole array" in g.metadata["normalisation"]["method"]
+
+
+def test_microscopy_models_stretch_8bit_input_photo_models_do_not():
+    img = textured(24, 28, seed=1, dtype=np.uint8, lo=2, hi=40)  # a dim 8-bit recording
+    photo = tiny_model(seed=6)
+    micro = tiny_model(seed=6)
+    micro.info["provenance"] = {"config": {"data_kind": "microscopy"}}
+    assert photo.sampling == "bicubic" and micro.sampling == "bin"
+    a = napari_dan.super_resolve(img, photo, **FP32).metadata["normalisation"]
+    b = napari_dan.super_resolve(img, micro, **FP32).metadata["normalisation"]
+    assert a["method"] == "uint8/255" and a["high"] == [255.0]
+    assert b["method"].startswith("percentiles") and b["high"][0] <= 40

@@ -18,12 +18,17 @@ Channels and the model
 
 Values
 ------
-- uint8: divided by 255 (the models' training domain), no stretching.
+- uint8: divided by 255 (the photo models' training domain), no stretching; except for the
+  microscopy models (trained on fields normalised by their own percentiles), where 8-bit data
+  is treated like any other dtype.
 - Every other dtype (uint16, other ints, float16/32/64): an affine map sending the 0.1 and 99.9
   percentiles to 0 and 1; values outside are kept (not clipped), so bright spots survive. The
   percentiles are computed once for the whole array (from up to 8 evenly spaced planes, each
   subsampled to about 1 Mpx), jointly over RGB channels and per channel for multichannel data,
-  so every plane of a stack gets the same map (no flicker). The map is inverted on the output.
+  so every plane of a stack gets the same map (no flicker), and every tile of a plane. In
+  per-plane kernel mode each plane gets its own map instead: each plane is then seen as the
+  network was trained (a field by its own range), which matters for z-stacks whose focus is
+  many times brighter than their other planes. The map is inverted on the output.
 - Output dtype = input dtype: integers are rounded and clipped to their range (64-bit ones
   exactly to their maximum), floats clipped to their dtype's finite range, so an output never
   holds Inf. Network inputs are limited to +-1e6 times the percentile range (``UNIT_LIMIT``):
@@ -281,19 +286,27 @@ def check_finite(hwc: np.ndarray, where: str) -> None:
                          "replace them (e.g. numpy.nan_to_num) before super-resolving")
 
 
-def compute_normalisation(read_plane, layout: Layout) -> Normalisation:
-    """The value map for the whole array; ``read_plane(lead)`` returns one plane as (H, W, C)."""
+def compute_normalisation(read_plane, layout: Layout, *, stretch_uint8: bool = False,
+                          leads=None) -> Normalisation:
+    """The value map for the whole array; ``read_plane(lead)`` returns one plane as (H, W, C).
+
+    ``stretch_uint8``: 8-bit input gets percentiles too instead of /255 (the microscopy models,
+    trained on fields normalised by their own percentiles: an 8-bit microscope image is a
+    camera's or PMT's counts, not a photo's 0-255 scale). ``leads``: the planes to sample
+    (default: up to 8 evenly spaced; one plane for a per-plane map)."""
     nc = layout.colour_channels
-    if layout.dtype == np.uint8:
+    if layout.dtype == np.uint8 and not stretch_uint8:
         return Normalisation(np.zeros(nc, np.float32), np.full(nc, 255, np.float32), "uint8/255")
-    n = layout.n_planes
-    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, 8))})
+    if leads is None:
+        n = layout.n_planes
+        picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(n, 8))})
+        leads = [tuple(int(i) for i in np.unravel_index(p, layout.lead_shape))
+                 if layout.lead_shape else () for p in picks]
     step = max(1, int(np.sqrt(layout.height * layout.width / 1e6)))
     samples = []
-    for p in picks:
-        lead = np.unravel_index(p, layout.lead_shape) if layout.lead_shape else ()
-        hwc = np.asarray(read_plane(tuple(int(i) for i in lead)))[::step, ::step, :nc]
-        check_finite(hwc, f"plane {tuple(int(i) for i in lead)}" if lead else "")
+    for lead in leads:
+        hwc = np.asarray(read_plane(tuple(lead)))[::step, ::step, :nc]
+        check_finite(hwc, f"plane {tuple(lead)}" if lead else "")
         samples.append(hwc.reshape(-1, nc).astype(np.float64))
     data = np.concatenate(samples)
     if layout.rgb or nc == 1:
@@ -319,6 +332,6 @@ def compute_normalisation(read_plane, layout: Layout) -> Normalisation:
     # a flat image (or channel) would divide by zero: give it a unit range instead
     flat = (hi - lo) <= 1e-12 * np.maximum(np.abs(hi), 1)
     hi = np.where(flat, lo + np.maximum(1, np.abs(lo) * 2.0**-20), hi)  # lo + 1 == lo beyond 2**53
+    where = "whole array" if len(leads) != 1 or layout.n_planes == 1 else "this plane"
     return Normalisation(lo.astype(np.float64), hi.astype(np.float64),
-                         f"percentiles {LOW_PERCENTILE}/{HIGH_PERCENTILE} -> 0/1 ({how}, whole "
-                         "array)")
+                         f"percentiles {LOW_PERCENTILE}/{HIGH_PERCENTILE} -> 0/1 ({how}, {where})")

@@ -185,7 +185,8 @@ class Plan:
         Where and how the network runs; ``requested_device`` / ``requested_precision`` are the
         caller's words ("auto", ...), resolved again by :meth:`attach` on another machine.
     norm : Normalisation
-        The value map of the whole array (input dtype <-> network units).
+        The value map of the whole array (input dtype <-> network units); in per-plane mode
+        each plane has its own (:meth:`norm_of`).
     mode : str
         "global", "per-plane", "per-tile" or "user kernel".
     tile, overlap : int
@@ -216,6 +217,26 @@ class Plan:
     started: float = field(default_factory=time.perf_counter)
     source: Any = field(default=None, repr=False)
     runner: NetworkRunner | None = field(default=None, repr=False)
+    plane_norms: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def per_plane_norm(self) -> bool:
+        """True when each plane gets its own value map (per-plane mode on a stack, except
+        8-bit data for a photo model, which is always /255)."""
+        return self.mode == "per-plane" and self.layout.n_planes > 1 and self.norm.method != "uint8/255"
+
+    def norm_of(self, lead: tuple[int, ...], hwc: np.ndarray | None = None) -> Normalisation:
+        """The value map of one plane: its own percentiles in per-plane mode (each plane is
+        seen as the network was trained, a field by its own range), else the whole array's
+        (one kernel, and tiles of a plane must share one map). ``hwc``: the plane, if read."""
+        if not self.per_plane_norm:
+            return self.norm
+        lead = tuple(int(i) for i in lead)
+        if lead not in self.plane_norms:
+            plane = (lambda _: hwc) if hwc is not None else (lambda ld: read_plane_hwc(self, ld))
+            self.plane_norms[lead] = compute_normalisation(plane, self.layout, stretch_uint8=True,
+                                                           leads=[lead])
+        return self.plane_norms[lead]
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -302,6 +323,8 @@ class PlaneResult:
         Out-of-memory retries (plane, new tile_size and tile_overlap).
     estimate_s, restore_s : float
         Seconds spent estimating the plane's kernel (per-plane mode) and restoring it.
+    norm : Normalisation or None
+        The plane's own value map when it has one (per-plane mode), else None.
     """
 
     lead: tuple[int, ...]
@@ -314,6 +337,7 @@ class PlaneResult:
     restore_s: float = 0.0
     consistency: float | None = None
     residual: np.ndarray | None = None
+    norm: Normalisation | None = None
 
 
 def read_plane_hwc(plan: Plan, lead: tuple[int, ...], plane=None) -> np.ndarray:
@@ -394,7 +418,7 @@ def decide(image, model, opts: SROptions) -> Plan:
         check_finite(hwc, f"plane {lead}" if lead else "")
         return hwc
 
-    norm = compute_normalisation(read_hwc, layout)
+    norm = compute_normalisation(read_hwc, layout, stretch_uint8=model.sampling == "bin")
     mode = "user kernel" if user is not None else kernel_mode
     if tile_overlap == "auto":
         code = None if user is None else torch.from_numpy(user.code)

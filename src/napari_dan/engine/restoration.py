@@ -104,7 +104,8 @@ def check_consistency(plan: Plan, res: PlaneResult, x: np.ndarray, hr: np.ndarra
                             lay.scale, plan.model.sampling)
     res.consistency = rel
     if keep_map:
-        span = (plan.norm.hi - plan.norm.lo).astype(np.float64)
+        norm = plan.norm_of(res.lead)
+        span = (norm.hi - norm.lo).astype(np.float64)
         hwc = from_batch(rmap.reshape(x.shape), lay).astype(np.float64)
         hwc = (hwc * span[:hwc.shape[-1]]).astype(np.float32)
         if lay.alpha:
@@ -126,8 +127,8 @@ def restore_plane_iter(plan: Plan, lead: tuple, plane, prog: Progress, *,
     lay = plan.layout
     lead = tuple(int(i) for i in lead)
     hwc = read_plane_hwc(plan, lead, plane)
-    x = batch if batch is not None else to_batch(hwc, lay, plan.norm)
-    res = PlaneResult(lead, None)
+    x = batch if batch is not None else to_batch(hwc, lay, plan.norm_of(lead, hwc))
+    res = PlaneResult(lead, None, norm=plan.norm_of(lead, hwc) if plan.per_plane_norm else None)
     est = plan.estimate
     if plan.mode == "per-plane":
         if estimate is None:
@@ -156,7 +157,7 @@ def restore_plane_iter(plan: Plan, lead: tuple, plane, prog: Progress, *,
         res.centres.append((*lead, *t.center))
     check_consistency(plan, res, x, hr, est.kernel if est is not None else
                        np.mean(tks, axis=0), keep_map)
-    out = plan.norm.from_unit(from_batch(hr, lay), lay.dtype)
+    out = plan.norm_of(lead, hwc).from_unit(from_batch(hr, lay), lay.dtype)
     del hr
     if lay.alpha:
         out = np.concatenate([out, upsample_alpha(hwc[..., 3], lay.scale, lay.dtype)[..., None]],

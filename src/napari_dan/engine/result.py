@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..model import DanModel
 from ..model.kernels import KernelStats, kernel_stats
+from .normalize import HIGH_PERCENTILE, LOW_PERCENTILE
 from .plan import (
     Plan,
     PlaneResult,
@@ -98,7 +99,7 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
             "runtime": plan.runner.note if plan.runner is not None else plan.requested_runtime,
             "tile_size": plan.tile, "tile_overlap": plan.overlap,
             "tile_overlap_note": plan.overlap_note, "channels": lay.handling,
-            "normalisation": plan.norm.to_dict(), "input_shape": lay.shape,
+            "normalisation": _normalisation(plan, planes), "input_shape": lay.shape,
             "output_shape": lay.out_shape, "dtype": str(lay.dtype), "planes": lay.n_planes,
             "spatial_axes": lay.spatial_axes, "channel_axis": lay.channel_axis,
             "tiles_per_plane": plan.tiles_per_plane, "tiles": sum(p.tiles for p in planes),
@@ -128,3 +129,18 @@ def model_info(model: DanModel) -> dict:
     return {"name": model.name, "architecture": model.architecture, "scale": model.scale,
             "in_channels": model.in_channels, "kernel_size": model.kernel_size,
             "iterations": model.iterations, "source": model.source}
+
+
+def _normalisation(plan: Plan, planes) -> dict:
+    """The value map(s) used: the whole array's, or in per-plane mode each plane's (a lazy
+    result's are made in its workers, so only the method is known here)."""
+    if not plan.per_plane_norm:
+        return plan.norm.to_dict()
+    norms = [(p.lead, p.norm) for p in planes if p.norm is not None]
+    out = {"method": f"percentiles {LOW_PERCENTILE}/{HIGH_PERCENTILE} -> 0/1 (each plane by its "
+                     "own)"}
+    if norms:
+        out["per_plane"] = {"planes": [list(lead) for lead, _ in norms],
+                            "low": [n.lo.tolist() for _, n in norms],
+                            "high": [n.hi.tolist() for _, n in norms]}
+    return out
