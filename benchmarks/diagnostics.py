@@ -54,11 +54,11 @@ def code_sensitivity(model_name: str, image: str, sigma: float) -> None:
     from napari_dan.imaging.degradations import degrade, imresize
     from napari_dan.imaging.metrics import crop_border, kernel_errors, psnr, to_y
     from napari_dan.model.kernels import gaussian_kernel
-    from napari_dan.training.evaluate import match_channels, mod_crop, read_image
+    from napari_dan.training.evaluate import match_channels, mod_crop, read_benchmark_image
 
     model = napari_dan.load_model(model_name)
     net, s = model.network.eval(), model.scale
-    hr = match_channels(mod_crop(read_image(image), s), model.in_channels)
+    hr = match_channels(mod_crop(read_benchmark_image(image), s), model.in_channels)
     hr3 = hr if hr.ndim == 3 else hr[..., None]
     k = gaussian_kernel(model.kernel_size, sigma)
     lr = degrade(hr3, k, s)

@@ -295,7 +295,7 @@ def gaussian8_inputs(scale: int = 4, n_sigmas: int = 8):
 
 def run_quality(args) -> dict:
     import napari_dan
-    from napari_dan.engine import kernels as km
+    from napari_dan.engine.kernel_modes import ESTIMATION_PATCH
     from napari_dan.imaging.metrics import y_psnr
 
     model, _ = get_model()
@@ -308,12 +308,12 @@ def run_quality(args) -> dict:
             sr, _ = model.network(x.contiguous(memory_format=torch.channels_last))
         plain = np.clip(np.rint(sr[0].permute(1, 2, 0).numpy() * 255), 0, 255) / 255
         g = napari_dan.super_resolve(lr, model, device="cpu").image / 255
-        saved = km.ESTIMATION_PATCH
-        km.ESTIMATION_PATCH = 32
+        saved = ESTIMATION_PATCH
+        ESTIMATION_PATCH = 32
         try:
             gp = napari_dan.super_resolve(lr, model, device="cpu", precision="fp32").image / 255
         finally:
-            km.ESTIMATION_PATCH = saved
+            ESTIMATION_PATCH = saved
         per["plain"].append(y_psnr(plain, hr, s))
         per["global"].append(y_psnr(g, hr, s))
         per["global_patches"].append(y_psnr(gp, hr, s))

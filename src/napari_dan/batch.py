@@ -263,7 +263,7 @@ def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
 # one file
 
 
-def _channel_axis(axes: str, shape: tuple[int, ...], asked: int | str | None) -> int | None:
+def _resolve_channel_axis(axes: str, shape: tuple[int, ...], asked: int | str | None) -> int | None:
     """The series axis the model takes as channels: asked for, else S, else C."""
     if asked is not None:
         if isinstance(asked, str) and not asked.lstrip("-").isdigit():
@@ -432,7 +432,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                         or out_ker.resolve() == Path(other).resolve():
                     raise InputError(f"its output {out_img.name} would replace the input "
                                      f"{Path(other).name}; choose another --output-dir")
-            ch = _channel_axis(meta.axes, meta.shape, channel_axis)
+            ch = _resolve_channel_axis(meta.axes, meta.shape, channel_axis)
             layout = stack.layout(ch)  # checks the channel axis against the page structure
             analyse(stack.array(), ch, model.in_channels, s)  # dtype and shape, before writing
             out_meta = scaled_metadata(meta, s)

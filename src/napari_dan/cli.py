@@ -50,7 +50,7 @@ _series = _whole(0, "a series number")
 _positive = _whole(1, "a count")
 
 
-def _channel_axis(v: str) -> int | str:
+def _parse_channel_axis(v: str) -> int | str:
     try:
         return int(v)
     except ValueError:
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--compile", action="store_true",
                     help="restore through torch.compile: faster per tile on large stacks, but "
                          "a compilation per tile shape first, and a C compiler (docs/engine.md)")
-    sr.add_argument("--channel-axis", type=_channel_axis, metavar="N",
+    sr.add_argument("--channel-axis", type=_parse_channel_axis, metavar="N",
                     help="axis of the file that holds channels (index or letter such as C); "
                          "default: RGB samples (S), else C")
     sr.add_argument("--series", type=_series, metavar="N",

@@ -15,8 +15,8 @@ import torch
 
 import napari_dan
 from conftest import tiny_model
-from napari_dan.engine import core, devices, normalize, restoration, tiling
-from napari_dan.engine import kernels as km
+from napari_dan.engine import core, devices, kernel_modes, normalize, restoration, tiling
+from napari_dan.engine.kernel_modes import candidate_patches, select_patches
 from napari_dan.errors import Cancelled, InputError
 from napari_dan.model.kernels import gaussian_kernel
 
@@ -267,19 +267,19 @@ def test_user_kernel_warns_and_rejects():
 def test_patch_selection_prefers_texture():
     x = np.zeros((1, 1, 400, 400), np.float32)
     x[..., 300:380, 20:100] = np.random.default_rng(0).random((80, 80))
-    p = km.select_patches({(): x}, n=1)[0]
+    p = select_patches({(): x}, n=1)[0]
     assert p.y1 > 300 and p.x0 < 100
 
 
 def test_estimation_patch_size_is_read_at_call_time(monkeypatch):
-    # benchmarks/speed.py changes km.ESTIMATION_PATCH to force patch-based estimation; a default
+    # benchmarks/speed.py changes ESTIMATION_PATCH to force patch-based estimation; a default
     # argument bound at import time once made that a silent no-op
-    assert km.candidate_patches(100, 100) == [(0, 100, 0, 100)]  # within the budget: whole plane
-    monkeypatch.setattr(km, "ESTIMATION_PATCH", 32)
-    cands = km.candidate_patches(100, 100)
+    assert candidate_patches(100, 100) == [(0, 100, 0, 100)]  # within the budget: whole plane
+    monkeypatch.setattr(kernel_modes, "ESTIMATION_PATCH", 32)
+    cands = candidate_patches(100, 100)
     assert len(cands) == 16 and all(y1 - y0 == 32 and x1 - x0 == 32 for y0, y1, x0, x1 in cands)
-    assert len(km.select_patches({(): np.random.default_rng(0).random((100, 100))})) == 4
-    assert {(p.y1 - p.y0) for p in km.select_patches({(): np.ones((100, 100))})} == {32}
+    assert len(select_patches({(): np.random.default_rng(0).random((100, 100))})) == 4
+    assert {(p.y1 - p.y0) for p in select_patches({(): np.ones((100, 100))})} == {32}
 
 
 # ---------------------------------------------------------------- inputs, dtypes, channels

@@ -14,7 +14,7 @@ import torch
 import napari_dan
 from conftest import tiny_model
 from napari_dan.errors import CheckpointError
-from napari_dan.model import registry
+from napari_dan.model import bundled
 
 
 @pytest.fixture
@@ -142,16 +142,16 @@ def test_official_layout_with_nan(tmp_path, shared_dir):
 
 def test_bundled_checksums_match_and_catch_damage(tmp_path, monkeypatch):
     for m in napari_dan.list_models():
-        registry.verify_bundled(m["name"])  # the shipped files match SHA256SUMS
+        bundled.verify_bundled(m["name"])  # the shipped files match SHA256SUMS
     # a damaged copy of the bundled folder is refused by name
     d = tmp_path / "weights"
-    shutil.copytree(registry.WEIGHTS_DIR, d)
+    shutil.copytree(bundled.WEIGHTS_DIR, d)
     name = napari_dan.list_models()[0]["name"]
     raw = bytearray((d / f"{name}.pt").read_bytes())
     raw[len(raw) // 2] ^= 0x01
     (d / f"{name}.pt").write_bytes(bytes(raw))
-    monkeypatch.setattr(registry, "WEIGHTS_DIR", d)
-    monkeypatch.setattr(registry, "CHECKSUMS", d / "SHA256SUMS")
+    monkeypatch.setattr(bundled, "WEIGHTS_DIR", d)
+    monkeypatch.setattr(bundled, "CHECKSUMS", d / "SHA256SUMS")
     with pytest.raises(CheckpointError, match=rf"bundled model '{name}' .* is damaged"):
         napari_dan.load_model(name)
 

@@ -21,7 +21,7 @@ from napari_dan.training.evaluate import (
     gaussian8_sigmas,
     match_channels,
     mod_crop,
-    read_image,
+    read_benchmark_image,
     run_evaluate,
 )
 
@@ -55,7 +55,7 @@ def test_sigmas_are_the_papers():
 
 
 def test_read_crop_and_channels(image_dir):
-    a, b = read_image(image_dir / "a.png"), read_image(image_dir / "b.png")
+    a, b = read_benchmark_image(image_dir / "a.png"), read_benchmark_image(image_dir / "b.png")
     assert a.shape == (37, 42, 3) and b.shape == (34, 35) and a.max() <= 1
     assert mod_crop(a, 4).shape == (36, 40, 3)
     rgb = match_channels(b, 3)
@@ -71,7 +71,7 @@ def test_bicubic_only_follows_the_protocol(image_dir):
     assert [r["image"] for r in res["per_image"]] == ["a", "b"]
     assert len(res["records"]) == 16
     # recompute one record by hand: mod-crop, the 4th kernel, degrade, bicubic up, uint8, border 2
-    hr = mod_crop(read_image(image_dir / "a.png"), 2)
+    hr = mod_crop(read_benchmark_image(image_dir / "a.png"), 2)
     sigma = np.linspace(0.8, 1.6, 8)[3]
     lr = degrade(hr, gaussian_kernel(21, sigma), 2)
     sr = quantize(imresize(lr, 2))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+import torch  # noqa: F401  (before Qt: PyTorch imported after Qt has crashed on some machines)
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -27,6 +27,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QGroupBox, QVBoxLayout, QWidget
 
+from ..engine.devices import available_devices
 from ..errors import Cancelled, DanError
 from ..model import DEFAULT_MODEL, GREY_MODEL, DanModel, list_models, load_model
 from ..model.kernels import kernel_stats
@@ -125,12 +126,7 @@ class DanWidget(QWidget):
         self.overlap_box = FloatSpinBox(label="Overlap", min=-1, max=512, step=1, value=-1,
                                         tooltip="Overlap of neighbouring tiles in input pixels; "
                                         "auto covers the network's receptive field")
-        devices = ["auto", "cpu"]
-        if torch.cuda.is_available():
-            devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            devices.append("mps")
-        self.device_box = ComboBox(label="Device", choices=devices)
+        self.device_box = ComboBox(label="Device", choices=available_devices())
         self.precision_box = ComboBox(label="Precision", choices=["auto", "fp32", "fp16", "bf16"],
                                       tooltip="auto: bf16/fp16 on GPUs, fp32 on most CPUs")
         self.run_box = PushButton(text="Run")

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from . import kernels as km
 from .estimation import (
     estimate_global,
     n_estimation,
 )
+from .kernel_modes import ESTIMATION_PLANES
 from .options import SROptions
 from .plan import (
     Plan,
@@ -78,7 +78,7 @@ def prepare(image, model, options: SROptions | None = None, *,
     plan = decide(image, model, SROptions.build(options, **settings))
     if plan.mode == "global":
         prog = Progress(cancel)
-        prog.total = n_estimation(plan.layout, min(km.ESTIMATION_PLANES, len(plan.leads)))
+        prog.total = n_estimation(plan.layout, min(ESTIMATION_PLANES, len(plan.leads)))
         drive(estimate_global(plan, prog, {}), progress)
     return plan
 
@@ -107,7 +107,7 @@ def _run_planes(plan: Plan, prog: Progress, out, policy: ThreadPolicy,
     per_plane_est = 0
     cache: dict = {}
     if plan.mode == "global":
-        prog.total = n_estimation(lay, min(km.ESTIMATION_PLANES, len(leads))) + \
+        prog.total = n_estimation(lay, min(ESTIMATION_PLANES, len(leads))) + \
             n_tiles * len(leads)
         policy.update()
         yield from estimate_global(plan, prog, cache)

@@ -30,8 +30,8 @@ from torch import nn
 
 from ..errors import DanError, InputError
 
-__all__ = ["OutOfMemory", "Precision", "resolve_device", "resolve_precision", "cpu_has_native_bf16",
-           "network_on", "channels_last_weights", "is_oom", "autocast", "BF16_TOLERANCE_DB"]
+__all__ = ["OutOfMemory", "Precision", "available_devices", "resolve_device", "resolve_precision",
+           "cpu_has_native_bf16", "network_on", "channels_last_weights", "is_oom", "autocast", "BF16_TOLERANCE_DB"]
 
 BF16_TOLERANCE_DB = 0.05
 _PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -51,6 +51,16 @@ class Precision:
     @property
     def dtype(self) -> torch.dtype | None:
         return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.name)
+
+
+def available_devices() -> list[str]:
+    """The device names this machine offers: "auto", "cpu", each CUDA GPU, "mps"."""
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

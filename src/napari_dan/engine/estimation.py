@@ -8,7 +8,14 @@ from collections.abc import Generator
 
 import numpy as np
 
-from . import kernels as km
+from .kernel_modes import (
+    ESTIMATION_PATCHES,
+    ESTIMATION_PLANES,
+    KernelEstimate,
+    candidate_patches,
+    combine,
+    select_patches,
+)
 from .normalize import Layout
 from .plan import (
     Plan,
@@ -24,7 +31,7 @@ __all__ = ["estimate_kernel", "n_estimation", "sample_leads", "estimate_global"]
 
 def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
     """Full loop on the most textured patches of ``planes`` (lead -> (B, C, H, W) units)."""
-    patches = km.select_patches(planes)
+    patches = select_patches(planes)
     codes, kernels = [], []
     for p in patches:
         prog.check()
@@ -34,8 +41,8 @@ def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
         kernels.append(kernel)
         prog.done += 1
         yield prog.done, prog.total
-    code, kernel = km.combine(codes, kernels)
-    est = km.KernelEstimate(code, kernel, "estimated", patches)
+    code, kernel = combine(codes, kernels)
+    est = KernelEstimate(code, kernel, "estimated", patches)
     p = patches[0]
     if len(patches) == 1 and (p.y1 - p.y0, p.x1 - p.x0) == planes[p.lead].shape[-2:]:
         est.whole_sr = sr
@@ -43,8 +50,8 @@ def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
 
 
 def n_estimation(layout: Layout, n_planes: int) -> int:
-    per = len(km.candidate_patches(layout.height, layout.width))
-    return min(km.ESTIMATION_PATCHES, per * n_planes)
+    per = len(candidate_patches(layout.height, layout.width))
+    return min(ESTIMATION_PATCHES, per * n_planes)
 
 
 def sample_leads(plan: Plan, n: int) -> list[tuple[int, ...]]:
@@ -61,7 +68,7 @@ def estimate_global(plan: Plan, prog: Progress, cache: dict) -> Generator:
     """
     t0 = time.perf_counter()
     planes = {}
-    for lead in sample_leads(plan, km.ESTIMATION_PLANES):
+    for lead in sample_leads(plan, ESTIMATION_PLANES):
         planes[lead] = to_batch(read_plane_hwc(plan, lead), plan.layout, plan.norm)
     cache.clear()
     last = list(planes)[-1]

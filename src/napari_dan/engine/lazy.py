@@ -18,8 +18,8 @@ from collections.abc import Generator
 
 import numpy as np
 
-from . import kernels as km
 from .estimation import estimate_global, estimate_kernel, n_estimation
+from .kernel_modes import ESTIMATION_PLANES, KernelEstimate
 from .plan import Plan, PlaneResult, read_plane_hwc, to_batch
 from .progress import Progress, drive
 from .restoration import restore_plane_iter
@@ -38,10 +38,10 @@ def lazy_super_resolve(plan: Plan, prog: Progress) -> Generator:
 
     lay = plan.layout
     leads = plan.leads
-    estimates: dict[tuple, km.KernelEstimate] = {}
+    estimates: dict[tuple, KernelEstimate] = {}
     parts: list[PlaneResult] = []
     if plan.mode == "global":
-        prog.total = n_estimation(lay, min(km.ESTIMATION_PLANES, len(leads)))
+        prog.total = n_estimation(lay, min(ESTIMATION_PLANES, len(leads)))
         yield from estimate_global(plan, prog, {})
     elif plan.mode == "per-plane":
         prog.total = n_estimation(lay, 1) * len(leads)

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from ..errors import DanError, InputError
 from ..model import DanModel, load_model
 from ..model.kernels import kernel_stats
-from . import kernels as km
 from .devices import (
     Precision,
     autocast,
@@ -27,6 +26,7 @@ from .devices import (
     resolve_device,
     resolve_precision,
 )
+from .kernel_modes import KernelEstimate, user_kernel
 from .normalize import Layout, Normalisation, analyse, cast, check_finite, compute_normalisation
 from .options import KERNEL_MODES, SROptions
 from .runtime import CompiledRestorer, OpenVinoNetwork, openvino_version, resolve_runtime
@@ -208,7 +208,7 @@ class Plan:
     tile: int
     overlap: int
     overlap_note: str
-    estimate: km.KernelEstimate | None = None
+    estimate: KernelEstimate | None = None
     requested_device: str = "auto"
     requested_precision: str = "auto"
     requested_runtime: str = "torch"
@@ -405,7 +405,7 @@ def decide(image, model, opts: SROptions) -> Plan:
                              f"(measured from isolated spots in the image), got {kernel!r}")
         kernel, spots = spot_kernel(image, layout, model)
     if kernel is not None:
-        user = km.user_kernel(kernel, model.pca_basis, model.kernel_mean)
+        user = user_kernel(kernel, model.pca_basis, model.kernel_mean)
     dev = resolve_device(device)
     if not isinstance(compiled, bool):
         raise InputError(f"compiled must be True or False, got {compiled!r}")

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels as km
 from .devices import (
     OutOfMemory,
     empty_cache,
@@ -23,6 +22,7 @@ from .estimation import (
     estimate_kernel,
     n_estimation,
 )
+from .kernel_modes import KernelEstimate
 from .plan import (
     Plan,
     PlaneResult,
@@ -115,7 +115,7 @@ def check_consistency(plan: Plan, res: PlaneResult, x: np.ndarray, hr: np.ndarra
 
 def restore_plane_iter(plan: Plan, lead: tuple, plane, prog: Progress, *,
                         batch: np.ndarray | None = None,
-                        estimate: km.KernelEstimate | None = None,
+                        estimate: KernelEstimate | None = None,
                         on_retry: Callable[[int], None] | None = None,
                         keep_map: bool = False) -> Generator:
     """Generator behind :func:`restore_plane`; returns a :class:`PlaneResult`.

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import DANBase
 from .danv2 import make_upsampler
-from .loop import DANBase
 
 __all__ = ["CALayer", "CRB", "RestorerV1", "EstimatorV1", "DANv1"]
 

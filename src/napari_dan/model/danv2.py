@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .loop import DANBase
+from .base import DANBase
 
 __all__ = ["DPCB", "DPCG", "RestorerV2", "EstimatorV2", "DANv2"]
 

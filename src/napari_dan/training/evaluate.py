@@ -42,13 +42,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..engine.devices import resolve_device
 from ..errors import DanError, InputError
 from ..imaging.degradations import degrade, imresize, quantize
 from ..imaging.metrics import BT601_Y, kernel_errors, y_psnr, y_ssim
 from ..model.kernels import fit_kernel_size, gaussian_kernel
+from .data import IMAGE_SUFFIXES
 
 __all__ = ["SIGMA_RANGES", "KERNEL_SIZE", "METHODS", "gaussian8_sigmas", "list_images",
-           "read_image", "mod_crop", "match_channels", "evaluate_gaussian8", "format_table",
+           "read_benchmark_image", "mod_crop", "match_channels", "evaluate_gaussian8", "format_table",
            "default_data_dirs", "add_evaluate_arguments", "run_evaluate"]
 
 #: sigma range (HR pixels) of the 8 Gaussian8 kernels per scale
@@ -56,7 +58,6 @@ SIGMA_RANGES: dict[int, tuple[float, float]] = {2: (0.80, 1.60), 3: (1.35, 2.40)
 KERNEL_SIZE = 21
 N_KERNELS = 8
 METHODS = ("dan", "non_blind", "bicubic")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def gaussian8_sigmas(scale: int) -> np.ndarray:
@@ -78,7 +79,7 @@ def list_images(image_dir: str | os.PathLike, max_images: int | None = None) -> 
     return files[:max_images] if max_images else files
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_benchmark_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as float64 in [0, 1]: ``(H, W)`` gray or ``(H, W, 3)`` RGB (alpha dropped).
 
     8- and 16-bit integers are divided by 255 / 65535; floats are clipped to [0, 1].
@@ -129,18 +130,6 @@ def match_channels(img: np.ndarray, channels: int) -> np.ndarray:
     return img
 
 
-def _resolve_torch_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(device)
-    except RuntimeError as e:
-        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'") from e
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
-    return d
-
-
 def _hwc_to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
     a = img[..., None] if img.ndim == 2 else img
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
@@ -159,7 +148,7 @@ class _ModelRunner:
         self.gray = model.in_channels == 1
         self.whole_image = whole_image
         self.device_name, self.precision = device, precision
-        self.torch_device = _resolve_torch_device(device)
+        self.torch_device = resolve_device(device)
         self.engine = None
         if not whole_image:
             from ..engine import super_resolve
@@ -294,7 +283,7 @@ def evaluate_gaussian8(model, image_dir: str | os.PathLike, scale: int | None = 
     t0 = time.perf_counter()
     total, done = len(files) * len(sigmas), 0
     for f in files:
-        hr = mod_crop(match_channels(read_image(f), ch), scale)
+        hr = mod_crop(match_channels(read_benchmark_image(f), ch), scale)
         if min(hr.shape[:2]) < 2 * scale + 11:
             raise InputError(f"{f.name} is too small ({hr.shape[:2]}) for SSIM after the border crop")
         for sigma, k in zip(sigmas, kernels, strict=True):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.devices import resolve_device
 from ..imaging.degradations import degrade_torch, imresize_torch
 from ..model.checkpoint import DanModel, create_model, load_checkpoint, save_checkpoint
 from ..model.kernels import random_gaussian_kernels
@@ -143,16 +144,6 @@ def remap_code_input(dst: torch.nn.Module, src: torch.nn.Module) -> None:
         w.copy_((w[..., 0, 0] @ m)[..., None, None])
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 def _psnr(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
     a = a[..., border:-border, border:-border].clamp(0, 1)
     b = b[..., border:-border, border:-border]
@@ -171,7 +162,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = _device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch shapes: pick the fastest kernels
         use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and (
