@@ -140,7 +140,7 @@ def _tensor_to_hwc(t: torch.Tensor, gray: bool) -> np.ndarray:
     return a[..., 0] if gray else a
 
 
-class _ModelRunner:
+class _ModelUnderTest:
     """The blind and non-blind results of one model on one LR image (float64 [0, 1] HWC)."""
 
     def __init__(self, model, whole_image: bool, device: str, precision: str):
@@ -275,7 +275,7 @@ def evaluate_gaussian8(model, image_dir: str | os.PathLike, scale: int | None = 
     scale = int(scale)
     sigmas = gaussian8_sigmas(scale)
     files = list_images(image_dir, max_images)
-    runner = None if m is None else _ModelRunner(m, whole_image, device, precision)
+    tested = None if m is None else _ModelUnderTest(m, whole_image, device, precision)
     methods = ["bicubic"] if m is None else (["dan", "non_blind", "bicubic"] if non_blind
                                                else ["dan", "bicubic"])
     kernels = [gaussian_kernel(KERNEL_SIZE, float(s)).astype(np.float64) for s in sigmas]
@@ -291,18 +291,18 @@ def evaluate_gaussian8(model, image_dir: str | os.PathLike, scale: int | None = 
             rec: dict[str, Any] = {"image": f.stem, "sigma": round(float(sigma), 4),
                                    "psnr": {}, "ssim": {}}
             rec["psnr"]["bicubic"], rec["ssim"]["bicubic"] = _score(imresize(lr, scale), hr, scale)
-            if runner is not None:
-                sr, k_est = runner.blind(lr)
+            if tested is not None:
+                sr, k_est = tested.blind(lr)
                 rec["psnr"]["dan"], rec["ssim"]["dan"] = _score(sr, hr, scale)
                 rec["kernel"] = kernel_errors(k_est, k)
                 if non_blind:
                     rec["psnr"]["non_blind"], rec["ssim"]["non_blind"] = \
-                        _score(runner.non_blind(lr, k), hr, scale)
+                        _score(tested.non_blind(lr, k), hr, scale)
             records.append(rec)
             done += 1
             if progress is not None:
                 progress(done, total, f"{f.stem} sigma {sigma:.2f}")
-    has_kernel = runner is not None
+    has_kernel = tested is not None
     per_image = [{"image": f.stem, **_aggregate([r for r in records if r["image"] == f.stem],
                                                  methods, has_kernel)} for f in files]
     per_sigma = [{"sigma": round(float(s), 4),
@@ -320,7 +320,7 @@ def evaluate_gaussian8(model, image_dir: str | os.PathLike, scale: int | None = 
                                 if ch == 3 else "PSNR / SSIM on 255 * gray (peak 255)"),
                      "channels": ch, "output": "uint8-quantised"},
         "model": model_info,
-        "inference": None if runner is None else runner.inference,
+        "inference": None if tested is None else tested.inference,
         "dataset": Path(image_dir).name, "image_dir": str(image_dir),
         "methods": methods, "records": records, "per_image": per_image, "per_sigma": per_sigma,
         "mean": _aggregate(records, methods, has_kernel),
