@@ -236,9 +236,11 @@ class DanWidget(QWidget):
         """Offer an already loaded model (from a checkpoint or a script) and select it."""
         src = getattr(model, "source", None)
         name = Path(str(src)).name if src and Path(str(src)).suffix else model.name
-        label, labels, n = _model_label(name, model.scale, model.in_channels), {t for t, _ in self._models}, 2
+        labels = {t for t, _ in self._models}
+        label, n = _model_label(name, model.scale, model.in_channels), 1
         while label in labels:  # magicgui merges items of equal text
-            label, n = _model_label(f"{name} [{n}]", model.scale, model.in_channels), n + 1
+            tag = "loaded" if n == 1 else f"loaded {n}"
+            label, n = _model_label(f"{name}, {tag}", model.scale, model.in_channels), n + 1
         self._models.append((label, ("model", model)))
         self._select_model(("model", model))
         if self.status_box.value == NO_MODELS:
