@@ -208,7 +208,8 @@ def test_benchmark_scripts_run_quick_on_a_checkpoint(image_dir, tmp_path, capsys
     import json
 
     records = json.loads((tmp_path / "micro.json").read_text())["results"][0]
-    assert records["model"] == "tiny-gray" and len(records["rows"]) == 4  # 2 specimens x 2 noises
+    # a checkpoint file is labelled by its name and path, so two versions of a model stay apart
+    assert records["model"] == f"tiny-gray ({ckpt})" and len(records["rows"]) == 4  # 2 x 2 noises
     row = records["rows"][0]
     assert {"image", "fwhm", "noise", "bicubic", "rl", "dan_blind", "dan_true",
             "fwhm_error", "consistency"} <= set(row)
@@ -216,7 +217,7 @@ def test_benchmark_scripts_run_quick_on_a_checkpoint(image_dir, tmp_path, capsys
     text = doc.read_text()
     # both sections, each once, under the shared conventions
     assert text.startswith("# Quality") and text.count("## Gaussian8 benchmark") == 1
-    assert text.count("## Fluorescence microscopy") == 1 and "**tiny-gray** (x2" in text
+    assert text.count("## Fluorescence microscopy") == 1 and f"**tiny-gray ({ckpt})** (x2" in text
     # re-running replaces the section instead of appending a second one
     assert quality.main(["--quick", "--model", str(ckpt), "--data", str(image_dir),
                          "--output", str(doc)]) == 0
