@@ -13,6 +13,9 @@ own:
 - ``global-openvino`` (with ``--openvino``): global mode with ``runtime="openvino"`` (the
   network's conversion, about a second once per process, is done in the warm-up, as PyTorch's
   first-call costs are);
+- ``global-itN`` (with ``--iterations N``): global mode with ``iterations=N`` rounds of the
+  estimation loop instead of the model's default (fewer rounds: faster, approximate;
+  ``benchmarks/iterations.py`` measures what they cost in quality);
 - ``convs``: every convolution of the Restorer alone, on inputs of the shapes the Restorer gives it
   at this size, timed one by one and summed: the practical limit of a Restorer pass (what its
   convolutions cost without anything between them).
@@ -171,14 +174,16 @@ def one(method: str, size: int, precision: str, model_name: str | None = None) -
 
             tile = auto_tile_size(model.network, 1, memory_budget(dev),
                                   auto_overlap(model.network), full_loop=False)
+            its = int(method[len("global-it"):]) if method.startswith("global-it") else "auto"
             r = napari_dan.super_resolve(img, model, kernel_mode=mode, tile_size=tile,
-                                         precision=precision, device="cpu",
+                                         precision=precision, device="cpu", iterations=its,
                                          compiled=method == "global-compiled",
                                          runtime="openvino" if method == "global-openvino"
                                          else "torch")
             info = {"tile": r.metadata["tile_size"], "overlap": r.metadata["tile_overlap"],
                     "tiles": r.metadata["tiles"],
-                    "estimate_s": r.metadata["timing"]["estimate_s"]}
+                    "estimate_s": r.metadata["timing"]["estimate_s"],
+                    "iterations": r.metadata["iterations"]}
         dt = time.perf_counter() - t0
     return {"model": model.name, "method": method, "size": size, "seconds": dt,
             "px_per_s": size * size / dt, "peak_rss_mb": rss_mb(), "added_mb": rss_mb() - base,
@@ -246,6 +251,8 @@ def run_speed(args) -> list[dict]:
                 methods.insert(2, "global-compiled")
             if args.openvino:
                 methods.insert(2, "global-openvino")
+            if args.iterations:
+                methods.insert(2, f"global-it{args.iterations}")
             if args.methods:
                 methods = [m for m in methods if m in args.methods]
             for method in methods:
@@ -363,6 +370,9 @@ def markdown(rows: list[dict], quality: dict | None, args, model_desc: str,
         parts = []
         if g and r:
             parts.append(f"super_resolve / Restorer pass {g['seconds'] / r['seconds']:.2f}")
+        for (m_, meth, sz), gi in got.items():
+            if (m_, sz) == (model, size) and meth.startswith("global-it") and r:
+                parts.append(f"{meth} / Restorer pass {gi['seconds'] / r['seconds']:.2f}")
         go = got.get((model, "global-openvino", size))
         if go and g:
             parts.append(f"openvino super_resolve / torch super_resolve "
@@ -419,9 +429,11 @@ def main(argv=None) -> None:
                          "includes compiling)")
     ap.add_argument("--methods", nargs="*",
                     help="only these methods (restorer, global, global-openvino, "
-                         "global-compiled, per-tile, convs)")
+                         "global-compiled, global-itN, per-tile, convs)")
     ap.add_argument("--openvino", action="store_true",
                     help="also time global mode with runtime='openvino' (conversion included)")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="also time global mode with this many estimation rounds")
     ap.add_argument("--contention", action="store_true",
                     help="also time 1, 2 and auto threads, idle and with one core busy")
     ap.add_argument("--sigmas", type=int, default=2,

@@ -92,6 +92,15 @@ def test_kernel_modes_write_every_kernel(tmp_path, rng, tiny_ckpt, mode, n_kerne
     assert k.shape == (n_kernels, 21, 21) and len(info["kernels"]) == n_kernels
     assert info["kernel_mode"] == mode
     assert all("fwhm" in d and "center" in d for d in info["kernels"])
+    # the summary gives the kernels' spread, not only their mean kernel's width
+    fw = [d["fwhm"] for d in info["kernels"]]
+    assert info["kernel_fwhm"]["count"] == n_kernels
+    assert info["kernel_fwhm"]["min"] == pytest.approx(min(fw), rel=1e-6)
+    summary = run_batch([src], tmp_path / "o2", tiny_ckpt, kernel_mode=mode, tile_size=16,
+                        quiet=True)
+    what = "planes" if mode == "per-plane" else "tiles"
+    assert f"px over {n_kernels} {what} (median" in summary.text()
+    assert f"{min(fw):.2f}-{max(fw):.2f} px" in summary.text()
 
 
 def test_skip_overwrite_and_never_touch_inputs(tmp_path, rng, tiny_ckpt):

@@ -72,6 +72,9 @@ class FileResult:
     fwhm_physical: float | None = None
     unit: str | None = None
     consistency: float | None = None  # relative residual of the consistency check
+    #: per-plane / per-tile runs: FWHM (HR px) of the kernels, {"what", "count", "min",
+    #: "median", "max"} (the engine's ``metadata["kernel_fwhm"]``)
+    fwhm_spread: dict | None = None
     message: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -101,9 +104,15 @@ class BatchSummary:
         lines = [f"{done} file(s) super-resolved, {skipped} skipped (output exists), "
                  f"{failed} failed; {self.planes} plane(s) in {self.seconds:.1f} s"
                  + (f" with {self.model}" if self.model else "")]
-        fw = [r.fwhm for r in self.results if r.status == "done" and r.fwhm is not None]
+        done_ = [r for r in self.results if r.status == "done" and r.fwhm is not None]
+        fw = [r.fwhm for r in done_]
         if fw:
-            if len(fw) == 1:
+            sp = done_[0].fwhm_spread if len(fw) == 1 else None
+            if sp:
+                lines.append(f"kernel FWHM {sp['min']:.2f}-{sp['max']:.2f} px over "
+                             f"{sp['count']} {sp['what']} (median {sp['median']:.2f}; their mean "
+                             f"kernel {fw[0]:.2f}) (output grid)")
+            elif len(fw) == 1:
                 lines.append(f"kernel FWHM {fw[0]:.2f} px (output grid)")
             else:
                 lines.append(f"kernel FWHM {np.mean(fw):.2f} px mean, {min(fw):.2f}-"
@@ -314,7 +323,7 @@ def _kernel_info(res, model: DanModel, src: Path, mode: str, meta, hr_px, unit,
     if psf_note:
         info["psf"] = psf_note
     for k in ("channels", "normalisation", "device", "precision", "runtime", "tile_size",
-              "tile_overlap", "consistency", "spots"):
+              "tile_overlap", "consistency", "spots", "iterations", "kernel_fwhm"):
         if k in res.metadata:
             info[k] = res.metadata[k]
     return info
@@ -449,7 +458,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                       "options": {"scale": s, "kernel_mode": opts.kernel_mode,
                                   "psf": ("spots" if _is_spots(psf) else file_fingerprint(psf)
                                           if psf is not None else None),
-                                  "channel_axis": ch},
+                                  "channel_axis": ch, "iterations": opts.iterations},
                       "run": {"tile_size": opts.tile_size, "tile_overlap": opts.tile_overlap,
                               "precision": opts.precision, "device": opts.device,
                               "runtime": opts.runtime, "napari_dan": __version__}}
@@ -482,6 +491,15 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
             result.status, result.planes = "done", layout.n_blocks
             result.fwhm, result.fwhm_physical, result.unit = st.fwhm, st.fwhm_physical, unit
             result.message = st.summary()
+            spread = res.metadata.get("kernel_fwhm") or {}
+            if spread.get("count", 1) > 1:
+                result.fwhm_spread = {k: spread[k] for k in ("what", "count", "min", "median",
+                                                             "max")}
+                result.message += (f" (mean of {spread['count']} {spread['what']}: FWHM "
+                                   f"{spread['min']:.2f}-{spread['max']:.2f} px, median "
+                                   f"{spread['median']:.2f})")
+            if spread.get("warning"):
+                result.warnings.append(f"{src.name}: {spread['warning']}")
             cons = res.metadata.get("consistency")
             if cons:
                 result.consistency = cons["relative_residual"]

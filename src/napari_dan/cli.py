@@ -46,6 +46,7 @@ def _whole(minimum: int, what: str, auto: bool = False):
 _tile_size = _whole(16, "LR pixels", auto=True)
 _tile_overlap = _whole(0, "LR pixels", auto=True)
 _threads = _whole(1, "CPU threads", auto=True)
+_iterations = _whole(1, "estimation rounds", auto=True)
 _series = _whole(0, "a series number")
 _positive = _whole(1, "a count")
 
@@ -73,7 +74,7 @@ def _cmd_super_resolve(args: argparse.Namespace) -> int:
     options = SROptions(kernel_mode=args.kernel_mode, tile_size=args.tile_size,
                         tile_overlap=args.tile_overlap, device=args.device,
                         precision=args.precision, threads=args.threads, runtime=args.runtime,
-                        compiled=args.compile)
+                        compiled=args.compile, iterations=args.iterations)
     summary = run_batch(args.inputs, args.output_dir, model, options, psf=args.psf,
                         channel_axis=args.channel_axis, series=args.series,
                         overwrite=args.overwrite, scheduler=args.scheduler,
@@ -161,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto (default), cpu, cuda, cuda:N or mps")
     sr.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
                     help="network precision (default: auto)")
+    sr.add_argument("--iterations", type=_iterations, default="auto", metavar="N",
+                    help="rounds of DAN's estimation loop before restoring with the last "
+                         "kernel: auto (default: 4 for napari-dan's models, 3 for the authors' "
+                         "checkpoints, as released) or fewer, faster and approximate "
+                         "(docs/benchmarks.md)")
     sr.add_argument("--threads", type=_threads, default="auto", metavar="N",
                     help="CPU threads: a number, or auto (default): the cores other processes "
                          "leave idle, measured before every plane, at most OMP_NUM_THREADS")

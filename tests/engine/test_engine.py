@@ -110,25 +110,98 @@ def test_tiled_equals_untiled_bundled_model():
 
 
 def test_single_patch_global_matches_plain_forward():
+    # loop - 1 rounds restore exactly the network's own output, and the kernel reported is the
+    # one whose code restored it (the second-to-last of the network's kernels); that is what
+    # "auto" means for the authors' checkpoints
+    from dataclasses import replace
+
     img = textured(64, 80, seed=5)
     m = calibrated(tiny_model(seed=3), img)
-    r = napari_dan.super_resolve(img, m, **FP32)
+    official = replace(m, info={"format": "official"})
     plain = np.clip(np.rint(plain_forward(m, img / 255.0) * 255), 0, 255)
-    assert agreement(r.image, plain, 1) == 1.0
     with torch.inference_mode():
-        _, k = m.network(torch.from_numpy(img / 255.0).float()[None, None])
-    np.testing.assert_allclose(r.kernel, k[0].numpy() / k[0].numpy().sum(), atol=1e-6)
+        _, ks, _ = m.network.forward_all(torch.from_numpy(img / 255.0).float()[None, None])
+    k = ks[-2][0].numpy()
+    for model, settings in ((m, {"iterations": m.network.loop - 1}), (official, {})):
+        r = napari_dan.super_resolve(img, model, **settings, **FP32)
+        assert r.metadata["iterations"] == m.network.loop - 1
+        assert agreement(r.image, plain, 1) == 1.0
+        np.testing.assert_allclose(r.kernel, k / k.sum(), atol=1e-6)
+    # napari-dan's models restore with the loop's last kernel by default
+    assert napari_dan.super_resolve(img, m, **FP32).metadata["iterations"] == m.network.loop
 
 
-def test_whole_plane_estimate_is_reused(monkeypatch):
+class _WiderEachRound(torch.nn.Module):
+    """An Estimator whose Gaussian kernel widens with every call since ``calls`` was reset, so
+    each round of the loop has its own kernel and code."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        yy, xx = torch.meshgrid(torch.arange(size) - size // 2, torch.arange(size) - size // 2,
+                                indexing="ij")
+        self.register_buffer("r2", (yy * yy + xx * xx).float().reshape(1, -1))
+        self.calls = 0
+
+    def forward(self, sr, lr):
+        self.calls += 1
+        sigma = 0.4 + 0.5 * self.calls
+        k = torch.exp(-self.r2 / (2 * sigma * sigma)).expand(sr.shape[0], -1)
+        return k / k.sum(1, keepdim=True)
+
+
+def test_rounds_run_once_each():
+    # a plane that is its own estimation patch: `iterations` Restorer and Estimator passes for
+    # the estimate, then one Restorer pass for the image; no extra round for the kernel
+    m = tiny_model(seed=3, loop=4)
+    img = textured(60, 70, seed=1)
+    net = m.network
+    net.Estimator = est = _WiderEachRound(net.kernel_size)  # every round's kernel differs
+    napari_dan.super_resolve(img, m, **FP32)  # the overlap probe runs the Restorer once per model
+    calls = {"R": 0, "E": 0}
+    hr, he = (net.Restorer.register_forward_hook(lambda *a: calls.__setitem__("R", calls["R"] + 1)),
+              net.Estimator.register_forward_hook(lambda *a: calls.__setitem__("E", calls["E"] + 1)))
+    try:
+        for n in (1, 2, 3, 4):
+            calls.update(R=0, E=0)
+            est.calls = 0
+            r = napari_dan.super_resolve(img, m, iterations=n, **FP32)
+            assert calls == {"R": n + 1, "E": n} and r.metadata["iterations"] == n
+            assert r.metadata["steps"] == 2
+    finally:
+        hr.remove()
+        he.remove()
+    # `n` rounds restore with the n-th code: n = 3 is the network's own output (loop 4)
+    est.calls = 0
+    with torch.inference_mode():
+        srs, ks, codes = net.forward_all(torch.from_numpy(img / 255.0).float()[None, None])
+    k1, k3 = (ks[i][0].numpy() / ks[i][0].numpy().sum() for i in (0, 2))
+    assert np.abs(k1 - k3).max() > 1e-3 and np.abs(codes[0] - codes[2]).max() > 1e-3
+    for n in (1, 3):
+        est.calls = 0
+        r = napari_dan.super_resolve(img, m, iterations=n, **FP32)
+        with torch.inference_mode():
+            sr = net.restore(torch.from_numpy(img / 255.0).float()[None, None], codes[n - 1])
+        ref = np.clip(np.rint(sr[0, 0].numpy() * 255), 0, 255)
+        assert agreement(r.image, ref, 1) == 1.0
+        np.testing.assert_allclose(r.kernel, ks[n - 1][0].numpy() / ks[n - 1][0].numpy().sum(),
+                                   atol=1e-6)
+    plain = np.clip(np.rint(srs[-1][0, 0].numpy() * 255), 0, 255)
+    est.calls = 0
+    assert agreement(napari_dan.super_resolve(img, m, iterations=3, **FP32).image, plain,
+                     1) == 1.0
+
+
+@pytest.mark.parametrize("bad", [0, 5, -1, 2.5, True, "all", None])
+def test_bad_iterations_are_refused(bad):
+    m = tiny_model(loop=4)
+    with pytest.raises(InputError, match="iterations must be 'auto' or an int from 1 to 4"):
+        napari_dan.super_resolve(textured(32, 32), m, iterations=bad, **FP32)
+
+
+def test_whole_plane_and_tiled_restorations_agree():
     m = tiny_model(seed=3)
     img = textured(60, 70, seed=1)
-    calls = []
-    real = restoration.run_tile
-    monkeypatch.setattr(restoration, "run_tile", lambda *a: calls.append(1) or real(*a))
     r = napari_dan.super_resolve(img, m, **FP32)
-    assert r.metadata["steps"] == 2 and calls == []  # the loop's own SR image was used
-    # the same pixels as restoring the plane with the combined code (two tiles)
     t = napari_dan.super_resolve(img, m, tile_size=40, **FP32)
     assert agreement(r.image, t.image) >= 0.999
 
@@ -452,11 +525,11 @@ def test_oom_halves_tiles_then_reports(monkeypatch):
     real = restoration.run_tile
     sizes = []
 
-    def fake(runner, x, code):
+    def fake(runner, x, code, *rounds):
         sizes.append(max(x.shape[-2:]))
         if max(x.shape[-2:]) > 40:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return real(runner, x, code)
+        return real(runner, x, code, *rounds)
 
     monkeypatch.setattr(restoration, "run_tile", fake)
     psf = gaussian_kernel(21, 1.2)  # no estimation: every network call is a tile
@@ -467,14 +540,14 @@ def test_oom_halves_tiles_then_reports(monkeypatch):
     ref = napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
     assert agreement(r.image, ref.image) >= 0.999
 
-    def always(runner, x, code):
+    def always(runner, x, code, *rounds):
         raise RuntimeError("CUDA error: out of memory")
 
     monkeypatch.setattr(restoration, "run_tile", always)
     with pytest.raises(devices.OutOfMemory, match="even with"):
         napari_dan.super_resolve(img, m, tile_size=128, kernel=psf, **FP32)
 
-    def other(runner, x, code):
+    def other(runner, x, code, *rounds):
         raise RuntimeError("something else")
 
     monkeypatch.setattr(restoration, "run_tile", other)
@@ -594,3 +667,57 @@ def test_microscopy_models_stretch_8bit_input_photo_models_do_not():
     b = napari_dan.super_resolve(img, micro, **FP32).metadata["normalisation"]
     assert a["method"] == "uint8/255" and a["high"] == [255.0]
     assert b["method"].startswith("percentiles") and b["high"][0] <= 40
+
+
+# ---------------------------------------------------------------- kernel range report
+
+
+def _with_training(model, **config):
+    from dataclasses import replace
+
+    return replace(model, info={"provenance": {"config": config}})
+
+
+def test_trained_range_comes_from_the_training_record():
+    m = tiny_model()
+    assert m.trained_fwhm_range is None  # no record (like the authors' checkpoints)
+    micro = _with_training(m, data_kind="microscopy", psf_fwhm_range=[1.6, 10.5])
+    assert micro.sampling == "bin" and micro.trained_fwhm_range == (1.6, 10.5)
+    photo = _with_training(m, sigma_range=[0.2, 3.0])
+    lo, hi = photo.trained_fwhm_range
+    assert lo == pytest.approx(0.471, abs=1e-3) and hi == pytest.approx(7.064, abs=1e-3)
+
+
+def test_kernel_report_flags_both_ends_of_the_trained_range():
+    from napari_dan.engine.result import kernel_report
+    from napari_dan.model.kernels import kernel_stats
+
+    micro = _with_training(tiny_model(), data_kind="microscopy", psf_fwhm_range=[1.6, 10.5])
+    ks = np.stack([gaussian_kernel(21, s) for s in (0.6, 1.5, 1.7, 3.9)])
+    fw = [kernel_stats(k).fwhm for k in ks]
+    assert fw[0] < 2.0 < fw[1] < fw[2] < 8.9 < fw[3]  # 1.25 x 1.6 and 0.85 x 10.5
+    r = kernel_report(ks, micro, "planes")
+    assert (r["count"], r["near_narrow_end"], r["near_wide_end"]) == (4, 1, 1)
+    assert r["min"] == pytest.approx(fw[0]) and r["max"] == pytest.approx(fw[3])
+    assert r["median"] == pytest.approx(np.median(fw))
+    assert "1 of 4 planes reach the wide end" in r["warning"] and "narrow end" in r["warning"]
+    assert kernel_report(ks[1:3], micro)["warning"] is None
+    one = kernel_report(ks[3:], micro)
+    assert one["warning"].startswith("the estimate reaches the wide end")
+    # a photo model: a narrow kernel means a sharp image, no warning; no range, no verdict
+    photo = _with_training(tiny_model(), sigma_range=[0.2, 3.0])
+    assert kernel_report(ks[:1], photo)["warning"] is None
+    assert "warning" not in kernel_report(ks, tiny_model())
+
+
+def test_per_plane_runs_report_their_kernels_spread():
+    m = tiny_model(seed=2)
+    stack = np.stack([textured(40, 44, seed=s) for s in range(3)])
+    r = napari_dan.super_resolve(stack, m, kernel_mode="per-plane", **FP32)
+    spread = r.metadata["kernel_fwhm"]
+    assert spread["count"] == 3 and spread["what"] == "planes"
+    assert spread["min"] <= spread["median"] <= spread["max"]
+    g = napari_dan.super_resolve(stack, m, **FP32).metadata["kernel_fwhm"]
+    assert g["count"] == 1 and g["what"] == "kernels"
+    assert "kernel_fwhm" not in napari_dan.super_resolve(
+        stack[0], m, kernel=gaussian_kernel(21, 1.0), **FP32).metadata

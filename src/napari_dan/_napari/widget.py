@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch  # noqa: F401  (before Qt: PyTorch imported after Qt has crashed on some machines)
 from magicgui.widgets import (
     CheckBox,
@@ -463,12 +462,14 @@ class DanWidget(QWidget):
         px, unit = physical_pixel(request, model.scale)
         st = kernel_stats(result.kernel, px, unit)
         lines = [f"Kernel ({model.name}, HR grid): {st.summary()}"]
-        if len(result.kernels) > 1:
-            fwhm = np.array([kernel_stats(k).fwhm for k in result.kernels])
-            what = "tiles" if request.options.kernel_mode == "per-tile" else "planes"
-            lines.append(f"{len(fwhm)} {what}: FWHM {fwhm.min():.2f} to {fwhm.max():.2f} px "
-                         f"(the line above is their mean kernel)")
         meta = result.metadata
+        spread = meta.get("kernel_fwhm") or {}
+        if spread.get("count", 1) > 1:
+            lines.append(f"{spread['count']} {spread['what']}: FWHM {spread['min']:.2f} to "
+                         f"{spread['max']:.2f} px, median {spread['median']:.2f} (the line "
+                         "above is their mean kernel)")
+        if spread.get("warning"):
+            lines.append("Note: " + spread["warning"][0].upper() + spread["warning"][1:])
         if meta.get("spots"):
             lines[0] = f"Kernel used ({model.name}, HR grid): {st.summary()}"
             lines.insert(0, _spots_line(meta["spots"], px, unit))

@@ -170,7 +170,7 @@ def super_resolve(image, model, options: SROptions | None = None, *,
                   **settings) -> SRResult:
     """Super-resolve an image of any size, dtype and dimensionality with a DAN model.
 
-    The settings (``channel_axis`` to ``residual`` below) are given as keywords, or as one
+    The settings (``channel_axis`` to ``iterations`` below) are given as keywords, or as one
     :class:`~napari_dan.engine.options.SROptions` (``options``; keywords then replace its fields),
     which is what the widget, the CLI and the dask runner pass.
 
@@ -223,6 +223,14 @@ def super_resolve(image, model, options: SROptions | None = None, *,
     residual : bool
         Also return the residual map of the consistency check (``SRResult.residual``); the
         relative residual per plane is always in ``metadata["consistency"]``.
+    iterations : int or "auto"
+        Rounds of the DAN loop (Restorer, then Estimator) on the estimation patches (or tiles)
+        before the image is restored with the last round's kernel, which is the kernel
+        reported. "auto" (default): the model's ``loop`` (4) for napari-dan's models; ``loop -
+        1`` (3) for the authors' checkpoints, which restores exactly the image of their released
+        forward pass (``iterations=loop - 1`` does that for any model). 1 to ``loop`` otherwise:
+        fewer rounds are faster and approximate (docs/benchmarks.md measures both).
+        ``metadata["iterations"]`` says how many ran.
 
     Returns
     -------

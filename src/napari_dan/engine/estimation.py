@@ -1,4 +1,4 @@
-"""Kernel estimation: the full DAN loop on the most textured patches (global: of up to four
+"""Kernel estimation: the DAN loop on the most textured patches (global: of up to four
 planes; per-plane: of one), their codes combined into one (:mod:`.kernels`)."""
 
 from __future__ import annotations
@@ -30,23 +30,20 @@ __all__ = ["estimate_kernel", "n_estimation", "sample_leads", "estimate_global"]
 
 
 def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
-    """Full loop on the most textured patches of ``planes`` (lead -> (B, C, H, W) units)."""
+    """``plan.iterations`` rounds of the DAN loop on the most textured patches of ``planes``
+    (lead -> (B, C, H, W) network units); their last kernels and codes combined."""
     patches = select_patches(planes)
     codes, kernels = [], []
     for p in patches:
         prog.check()
         x = planes[p.lead][..., p.y0:p.y1, p.x0:p.x1]
-        sr, kernel, code = plan.runner.loop(x)
+        kernel, code = plan.runner.estimate(x, plan.iterations)
         codes.append(code)
         kernels.append(kernel)
         prog.done += 1
         yield prog.done, prog.total
     code, kernel = combine(codes, kernels)
-    est = KernelEstimate(code, kernel, "estimated", patches)
-    p = patches[0]
-    if len(patches) == 1 and (p.y1 - p.y0, p.x1 - p.x0) == planes[p.lead].shape[-2:]:
-        est.whole_sr = sr
-    return est
+    return KernelEstimate(code, kernel, "estimated", patches)
 
 
 def n_estimation(layout: Layout, n_planes: int) -> int:

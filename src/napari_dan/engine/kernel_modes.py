@@ -9,11 +9,14 @@
 - ``per-tile``: the full loop on every tile (handled by the engine's tile loop).
 - user kernel: projected onto the model's PCA basis; the Estimator is skipped.
 
-Which code: the network's own output is ``sr_L = R(lr, code_{L-1})`` with the kernel ``k_L``
-estimated from it. The engine restores with ``code_{L-1}`` (the code behind the loop's final
-SR image), so on a single patch covering the image it reproduces ``network(lr)`` exactly, and
-reports ``k_L`` (the kernel ``network(lr)`` returns; for DANv1 the decoded code). Several patches:
-the mean of their codes and the mean of their kernels (a mean of kernels is still a kernel).
+Which code: ``n = iterations`` rounds of the loop (``sr_i = R(lr, code_{i-1})``, ``k_i =
+E(sr_i, lr)``, ``code_i`` = ``k_i``'s code) run on each patch, and the image is restored with
+``code_n``; the kernel reported is ``k_n`` (for DANv1 the decoded code), so the kernel shown is
+the one the image was restored with. The network's own output is ``sr_L = R(lr, code_{L-1})``:
+``iterations = L - 1`` reproduces it exactly on a patch covering the image (the default for the
+authors' checkpoints; napari-dan's models default to ``L``, see
+:func:`.plan.default_iterations`). Several patches: the mean of their codes and the mean of
+their kernels (a mean of kernels is still a kernel).
 Texture score: mean squared finite difference (gradient energy) of the normalised patch.
 """
 
@@ -59,9 +62,6 @@ class KernelEstimate:
     source: str
     patches: list[Patch] = field(default_factory=list)
     projection_error: float | None = None
-    # the loop's SR image when the only patch was a whole plane: restoring that plane again
-    # with the same code would recompute exactly this, so the engine reuses it
-    whole_sr: np.ndarray | None = field(default=None, repr=False)
 
 
 def candidate_patches(h: int, w: int, patch: int | None = None,

@@ -50,13 +50,10 @@ def lazy_super_resolve(plan: Plan, prog: Progress) -> Generator:
             hwc = read_plane_hwc(plan, lead)
             x = to_batch(hwc, lay, plan.norm_of(lead, hwc))
             e = yield from estimate_kernel(plan, {lead: x}, prog)
-            e.whole_sr = None  # blocks are computed later, in any order: keep only the code
             estimates[lead] = e
             parts.append(PlaneResult(lead, None, [e.kernel], [lead],
                                      estimate_s=time.perf_counter() - t0,
                                      norm=plan.norm_of(lead, hwc) if plan.per_plane_norm else None))
-    if plan.estimate is not None:
-        plan.estimate.whole_sr = None
 
     chunks = {a: 1 for a in lay.lead_axes}
     for a in range(len(lay.shape)):

@@ -12,6 +12,13 @@ The kernel vocabulary, everywhere:
 * ``kernel``: a *known* PSF instead (non-blind): a 2D array on the output grid, or ``"spots"``
   (measured from isolated spots of the image). With a known kernel the mode is moot and the
   result's ``metadata["mode"]`` says ``"user kernel"``.
+
+``iterations``: how many rounds of the DAN loop (Restorer, then Estimator) run before the image
+is restored with the last round's kernel, the kernel the result reports. ``"auto"``: the
+network's ``loop`` (4) for napari-dan's models, ``loop - 1`` (3) for the authors' checkpoints,
+which restores exactly the image their released forward pass returns
+(:func:`.plan.default_iterations` says why); fewer rounds are faster and approximate
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ class SROptions:
     runtime : "torch" or "openvino" (:mod:`.runtime`)
     compiled : bool
     residual : bool (keep the consistency check's residual map)
+    iterations : int or "auto" (estimation rounds before the image is restored)
     """
 
     channel_axis: int | None = None
@@ -58,6 +66,7 @@ class SROptions:
     runtime: str = "torch"
     compiled: bool = False
     residual: bool = False
+    iterations: int | str = "auto"
 
     @classmethod
     def build(cls, options: SROptions | None = None, **settings) -> SROptions:

@@ -34,7 +34,8 @@ from .tiling import auto_overlap, auto_tile_size, make_tiles
 
 __all__ = ["NetworkRunner", "run_tile", "to_batch", "from_batch", "upsample_alpha",
            "resolve_model", "as_array", "check_tile_args", "is_dask", "Plan", "PlaneResult",
-           "read_plane_hwc", "spot_kernel", "spot_psf", "decide"]
+           "read_plane_hwc", "spot_kernel", "spot_psf", "default_iterations", "resolve_iterations",
+           "decide"]
 
 
 class NetworkRunner:
@@ -60,47 +61,50 @@ class NetworkRunner:
         # NHWC input makes the convolutions pick their faster channels_last kernels (CPU too)
         return t.contiguous(memory_format=torch.channels_last)
 
-    def loop(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Full DAN loop: last SR, last kernel (B, k, k), and the code that produced the last SR."""
+    def estimate(self, x: np.ndarray, rounds: int) -> tuple[np.ndarray, np.ndarray]:
+        """``rounds`` rounds of the DAN loop on the batch ``x``: the last round's kernel
+        (B, k, k) and its code (B, L), the code the image is then restored with."""
         if self.ov is not None:
             restorer, estimator = self.ov.parts(self.precision)
             with torch.inference_mode():
                 t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-                out = self.net.forward_all(t, restorer=restorer, estimator=estimator)
-                return self._loop_result(t, *out)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            t = self._tensor(x)
-            return self._loop_result(t, *self.net.forward_all(t))
-
-    def _loop_result(self, t, srs, kernels, codes):
-        code = codes[-2] if len(codes) > 1 else self.net.initial_code(t.shape[0])
+                _, kernels, codes = self.net.forward_all(t, restorer=restorer,
+                                                         estimator=estimator, rounds=rounds)
+        else:
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                _, kernels, codes = self.net.forward_all(self._tensor(x), rounds=rounds)
         kernel = kernels[-1].float().cpu().numpy()
         if not np.all(np.isfinite(kernel)) or not np.all(np.clip(kernel, 0, None).reshape(
                 kernel.shape[0], -1).sum(1) > 0):
             raise DanError("the network produced no usable kernel on this image (NaN, Inf or "
                            f"nothing positive, in {self.precision.name}); "
                            "try precision='fp32', or check the image's values")
-        return srs[-1].float().cpu().numpy(), kernel, code.float().cpu().numpy()
+        return kernel, codes[-1].float().cpu().numpy()
 
     def restore(self, x: np.ndarray, code: np.ndarray) -> np.ndarray:
-        c = np.asarray(code, np.float32).reshape(1, -1)
+        """The Restorer on the batch ``x`` with one code (L,) for every entry, or one per entry
+        (B, L)."""
+        c = np.array(code, np.float32).reshape(-1, np.shape(code)[-1])
+        if c.shape[0] != x.shape[0]:
+            c = np.repeat(c, x.shape[0], axis=0)
         if self.ov is not None:
-            return self.ov.restore(x, np.repeat(c, x.shape[0], axis=0), self.precision)
+            return self.ov.restore(x, c, self.precision)
         with torch.inference_mode(), autocast(self.device, self.precision):
             t = self._tensor(x)
-            c = torch.from_numpy(c).to(self.device).expand(t.shape[0], -1)
+            c = torch.from_numpy(c).to(self.device)
             sr = self.compiled(t, c) if self.compiled is not None else self.net.restore(t, c)
             return sr.float().cpu().numpy()
 
 
-def run_tile(runner: NetworkRunner, x: np.ndarray, code: np.ndarray | None):
-    """One tile: the Restorer with a fixed code, or the full loop when ``code`` is None.
+def run_tile(runner: NetworkRunner, x: np.ndarray, code: np.ndarray | None, rounds: int):
+    """One tile: the Restorer with a fixed code, or with the code of ``rounds`` rounds of the
+    DAN loop on the tile itself when ``code`` is None.
 
-    Returns (sr, kernel or None). Module level so tests can inject failures (e.g. an OOM).
+    Returns (sr, kernel (B, k, k) or None). Module level so tests can inject failures (an OOM).
     """
     if code is None:
-        sr, kernel, _ = runner.loop(x)
-        return sr, kernel
+        kernel, code = runner.estimate(x, rounds)
+        return runner.restore(x, code), kernel
     return runner.restore(x, code), None
 
 
@@ -194,6 +198,8 @@ class Plan:
     estimate : KernelEstimate or None
         The code every tile is restored with: global (once estimated) or the user kernel; None in
         per-plane and per-tile mode, where each plane or tile gets its own.
+    iterations : int
+        Rounds of the DAN loop before a kernel's code is used (``SROptions.iterations``).
 
     A plan pickles without its model, input array and network runner, so it can be sent to
     other processes; there :meth:`attach` gives it a model again.
@@ -209,6 +215,7 @@ class Plan:
     overlap: int
     overlap_note: str
     estimate: KernelEstimate | None = None
+    iterations: int = 3
     requested_device: str = "auto"
     requested_precision: str = "auto"
     requested_runtime: str = "torch"
@@ -241,9 +248,6 @@ class Plan:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.update(model=None, source=None, runner=None)
-        if self.estimate is not None and self.estimate.whole_sr is not None:
-            # a whole HR plane kept for reuse here; not worth shipping
-            state["estimate"] = replace(self.estimate, whole_sr=None)
         return state
 
     @property
@@ -385,6 +389,35 @@ def spot_psf(image, model, channel_axis: int | None = None) -> tuple[np.ndarray,
     return spot_kernel(image, layout, model)
 
 
+def default_iterations(model: DanModel) -> int:
+    """What ``iterations="auto"`` means for ``model``.
+
+    The authors' checkpoints: ``loop - 1``, so the image is the one their released forward pass
+    returns (``R(lr, code_{L-1})``). Models trained by napari-dan: ``loop``, the image restored
+    with the loop's last kernel, the kernel reported (the same estimation cost: the last round
+    ran anyway to report that kernel). Their Restorer learned mostly from true kernels, and
+    side by side the last kernel restores better images: +1.5 dB mean on the microscopy fields
+    for dan-x2-fluo, whose loop alternates between better and worse kernels from round to round
+    (docs/benchmarks.md, ``benchmarks/iterations.py``)."""
+    loop = int(model.network.loop)
+    if model.info.get("format") == "official":
+        return max(1, loop - 1)
+    return loop
+
+
+def resolve_iterations(iterations, model: DanModel) -> int:
+    """``SROptions.iterations`` as a number of rounds: "auto" is :func:`default_iterations`,
+    else an int from 1 to ``loop`` (the rounds the network was trained to unroll)."""
+    loop = int(model.network.loop)
+    if isinstance(iterations, str) and iterations == "auto":
+        return default_iterations(model)
+    if isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) \
+            and 1 <= iterations <= loop:
+        return int(iterations)
+    raise InputError(f"iterations must be 'auto' or an int from 1 to {loop} (this model unrolls "
+                     f"{loop} rounds), got {iterations!r}")
+
+
 def decide(image, model, opts: SROptions) -> Plan:
     """The plan without any kernel estimation (that needs progress reporting of its own)."""
     started = time.perf_counter()
@@ -397,6 +430,7 @@ def decide(image, model, opts: SROptions) -> Plan:
         raise InputError(f"unknown kernel_mode {kernel_mode!r}; use one of "
                          f"{', '.join(KERNEL_MODES)}")
     check_tile_args(tile_size, tile_overlap)
+    iterations = resolve_iterations(opts.iterations, model)
     layout = analyse(image, opts.channel_axis, model.in_channels, model.scale)
     user = spots = None
     if isinstance(kernel, str):
@@ -435,6 +469,7 @@ def decide(image, model, opts: SROptions) -> Plan:
         overlap = max(0, (tile - 8) // 2)
         note += f"; reduced to {overlap} to fit tile_size {tile}"
     return Plan(model, layout, dev, prec, norm, mode, tile, overlap, note, estimate=user,
+                iterations=iterations,
                 requested_device=str(device), requested_precision=str(precision),
                 requested_runtime=str(opts.runtime),
                 spots=spots, started=started, source=image, runner=runner)

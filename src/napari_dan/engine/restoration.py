@@ -54,7 +54,7 @@ def restore_tiles(plan: Plan, x: np.ndarray, code: np.ndarray | None,
     tile_kernels = []
     for t in tiles:
         prog.check()
-        sr, kernel = run_tile(plan.runner, x[..., t.y0:t.y1, t.x0:t.x1], code)
+        sr, kernel = run_tile(plan.runner, x[..., t.y0:t.y1, t.x0:t.x1], code, plan.iterations)
         acc.add(t, sr.reshape(-1, *sr.shape[-2:]))
         if kernel is not None:
             k = kernel.mean(0)
@@ -140,17 +140,8 @@ def restore_plane_iter(plan: Plan, lead: tuple, plane, prog: Progress, *,
         res.centres.append(lead)
     code = None if plan.mode == "per-tile" else est.code
     t0 = time.perf_counter()
-    whole = est.whole_sr if est is not None and plan.mode != "user kernel" else None
-    if whole is not None and est.patches[0].lead == lead and plan.tile >= max(x.shape[-2:]):
-        # one tile = the whole plane = the estimation patch: the loop already produced it
-        hr, tiles, tks = whole, make_tiles(lay.height, lay.width, plan.tile, plan.overlap), []
-        prog.done += 1
-        yield prog.done, prog.total
-    else:
-        hr, tiles, tks = yield from restore_with_retry(
-            plan, x, code, prog, on_retry or (lambda n: None), lead, res.retries)
-    if est is not None:
-        est.whole_sr = None  # used at most once; frees the memory
+    hr, tiles, tks = yield from restore_with_retry(
+        plan, x, code, prog, on_retry or (lambda n: None), lead, res.retries)
     res.tiles = len(tiles)
     for t, k in zip(tiles, tks, strict=False):  # tks is empty unless per-tile
         res.kernels.append(k)

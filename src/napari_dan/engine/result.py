@@ -19,7 +19,11 @@ from .plan import (
     PlaneResult,
 )
 
-__all__ = ["SRResult", "finish", "model_info"]
+__all__ = ["SRResult", "finish", "model_info", "kernel_report", "EDGE_LOW", "EDGE_HIGH"]
+
+#: an estimated FWHM within this factor of the narrowest trained kernel, or above this share of
+#: the widest, is "at the edge" of what the model knows (see :func:`kernel_report`)
+EDGE_LOW, EDGE_HIGH = 1.25, 0.85
 
 
 @dataclass
@@ -44,7 +48,9 @@ class SRResult:
     metadata : dict
         model, mode, device, precision, tiles, channel handling, normalisation, timing, the
         consistency check (``metadata["consistency"]``: relative residual, overall and per
-        plane) and, for ``kernel="spots"``, the spot measurement (``metadata["spots"]``).
+        plane), the estimated kernels' FWHM against the model's trained range
+        (``metadata["kernel_fwhm"]``, :func:`kernel_report`) and, for ``kernel="spots"``, the
+        spot measurement (``metadata["spots"]``).
     residual : numpy.ndarray or None
         With ``residual=True``: the input minus the SR image seen through its kernel and
         sampled back (:mod:`napari_dan.imaging.consistency`), float32, the input's shape and
@@ -58,6 +64,46 @@ class SRResult:
     kernel_stats: KernelStats
     metadata: dict = field(default_factory=dict)
     residual: np.ndarray | None = None
+
+
+def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels") -> dict:
+    """FWHM (output-grid px, Gaussian fit) of estimated kernels against the range the model was
+    trained on (:attr:`DanModel.trained_fwhm_range`).
+
+    Returns ``count``, ``min``, ``median``, ``max``; with a known range also ``trained_range``,
+    ``near_narrow_end`` / ``near_wide_end`` (how many kernels are within ``EDGE_LOW`` x the
+    narrowest trained FWHM, or above ``EDGE_HIGH`` x the widest) and ``warning`` (a sentence for
+    people, or None). Near the wide end the true PSF may be wider than the model can report;
+    near the narrow end the estimate of a microscopy model says little (typical of nearly empty
+    or noisy planes; for a photo model a kernel there just means a sharp image: no warning).
+    """
+    fw = np.array([kernel_stats(k).fwhm for k in kernels], np.float64)
+    out: dict[str, Any] = {"what": what, "count": int(fw.size), "min": float(fw.min()),
+                           "median": float(np.median(fw)), "max": float(fw.max())}
+    rng = model.trained_fwhm_range
+    if rng is None:
+        return out
+    lo, hi = rng
+    narrow, wide = int(np.sum(fw <= EDGE_LOW * lo)), int(np.sum(fw >= EDGE_HIGH * hi))
+    out.update(trained_range=[lo, hi], near_narrow_end=narrow, near_wide_end=wide, warning=None)
+    one = fw.size == 1
+    rng_text = f"the PSFs {model.name} was trained on (FWHM {lo:.1f}-{hi:.1f} px on the output grid)"
+    parts = []
+    if wide:
+        parts.append(("the estimate" if one else f"{wide} of {fw.size} {what}") +
+                     f" reach{'es' if one else ''} the wide end of {rng_text}: the true PSF may "
+                     "be wider than the model can report")
+    micro = model.sampling == "bin"
+    if narrow and micro:
+        parts.append(("the estimate" if one else f"{narrow} of {fw.size} {what}") +
+                     f" {'is' if one else 'are'} at the narrow end of " +
+                     ("that range" if wide else rng_text) +
+                     f": on a nearly empty, flat or noisy {'image' if one else what[:-1]} the "
+                     "estimate says little")
+    if parts:
+        out["warning"] = "; ".join(parts) + (" (a PSF can be measured from beads or puncta: "
+                                             "kernel='spots', CLI --psf spots)" if micro else "")
+    return out
 
 
 def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRResult:
@@ -108,6 +154,11 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
     est = plan.estimate
     if est is not None and est.patches and plan.mode == "global":
         meta["estimation_patches"] = [vars(p) for p in est.patches]
+    if plan.mode != "user kernel":
+        meta["iterations"] = plan.iterations
+        meta["kernel_fwhm"] = kernel_report(kernels, plan.model, "tiles" if plan.mode ==
+                                            "per-tile" else "planes" if len(kernels) > 1
+                                            else "kernels")
     if plan.mode == "user kernel":
         meta["kernel_projection_error"] = est.projection_error
         meta["kernel_source"] = "spots" if plan.spots else "user"

@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import CheckpointError, clean_message
 from .danv1 import DANv1
 from .danv2 import DANv2
-from .kernels import default_kernel_mean
+from .kernels import FWHM_PER_SIGMA, default_kernel_mean
 
 __all__ = ["DanModel", "load_checkpoint", "save_checkpoint", "build_network", "infer_hyperparameters",
            "check_hyperparameters", "create_model", "state_fingerprint", "FORMAT_NAME",
@@ -89,6 +89,25 @@ class DanModel:
     @property
     def iterations(self) -> int:
         return int(self.network.loop)
+
+    @property
+    def trained_fwhm_range(self) -> tuple[float, float] | None:
+        """FWHM (output-grid pixels) of the narrowest and widest kernels the model was trained
+        on, from its training record: the PSF range of a microscopy model, 2.3548 x the Gaussian
+        sigma range of the others; None when the checkpoint has no record (the authors')."""
+        cfg = (self.info.get("provenance") or {}).get("config") or {}
+        if not isinstance(cfg, dict):
+            return None
+        try:
+            if self.sampling == "bin" and cfg.get("psf_fwhm_range"):
+                lo, hi = cfg["psf_fwhm_range"]
+                return float(lo), float(hi)
+            if cfg.get("sigma_range"):
+                lo, hi = cfg["sigma_range"]
+                return FWHM_PER_SIGMA * float(lo), FWHM_PER_SIGMA * float(hi)
+        except (TypeError, ValueError):
+            return None
+        return None
 
     @property
     def pca_basis(self) -> np.ndarray:

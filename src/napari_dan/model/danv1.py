@@ -114,14 +114,15 @@ class DANv1(DANBase):
         return self.Estimator(sr, lr)
 
     def forward_all(self, lr: torch.Tensor, code: torch.Tensor | None = None, *,
-                    restorer=None, estimator=None):
-        """Every iteration: lists of SR, kernel (B,k,k) and code (B,L); ``restorer(lr, code)``
-        and ``estimator(sr, lr)`` replace the modules when given (as in DANv2)."""
+                    restorer=None, estimator=None, rounds: int | None = None):
+        """Every iteration: lists of SR, kernel (B,k,k) and code (B,L), ``rounds`` iterations
+        (default ``loop``); ``restorer(lr, code)`` and ``estimator(sr, lr)`` replace the modules
+        when given (as in DANv2)."""
         restorer = self.Restorer if restorer is None else restorer
         estimator = self.Estimator if estimator is None else estimator
         code = self.initial_code(lr.shape[0]) if code is None else code
         srs, kernels, codes = [], [], []
-        for _ in range(self.loop):
+        for _ in range(self.loop if rounds is None else rounds):
             sr = restorer(lr, code.detach())
             code = estimator(sr.detach(), lr)
             srs.append(sr)

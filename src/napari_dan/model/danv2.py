@@ -209,8 +209,9 @@ class DANv2(DANBase):
         return k.reshape(k.shape[0], self.kernel_size, self.kernel_size)
 
     def forward_all(self, lr: torch.Tensor, code: torch.Tensor | None = None, *,
-                    restorer=None, estimator=None):
-        """Every iteration: lists of SR (B,C,sH,sW), kernel (B,k,k) and code (B,L).
+                    restorer=None, estimator=None, rounds: int | None = None):
+        """Every iteration: lists of SR (B,C,sH,sW), kernel (B,k,k) and code (B,L); ``rounds``
+        iterations (default: the network's ``loop``).
 
         ``restorer(lr, code)`` and ``estimator(sr, lr)`` replace the modules when given (the
         engine passes the same networks compiled by another runtime)."""
@@ -218,7 +219,7 @@ class DANv2(DANBase):
         estimator = self.Estimator if estimator is None else estimator
         code = self.initial_code(lr.shape[0]) if code is None else code
         srs, kernels, codes = [], [], []
-        for _ in range(self.loop):
+        for _ in range(self.loop if rounds is None else rounds):
             sr = restorer(lr, code.detach())
             k = estimator(sr.detach(), lr)
             kernel = k.reshape(k.shape[0], self.kernel_size, self.kernel_size)
