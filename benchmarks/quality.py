@@ -9,6 +9,14 @@ Run (full, rewrites the Gaussian8 section of docs/quality.md)::
 
     nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/quality.py
 
+Runs made in parallel (one thread each), published together afterwards::
+
+    env OMP_NUM_THREADS=1 python benchmarks/quality.py --model dan-x2-rgb dan-x4-rgb \
+        --output /tmp/a.md --json /tmp/a.json &
+    env OMP_NUM_THREADS=1 python benchmarks/quality.py --model dan-x2-gray dan-x4-gray \
+        --output /tmp/b.md --json /tmp/b.json
+    python benchmarks/quality.py --merge /tmp/a.json /tmp/b.json --json docs/quality-gaussian8.json
+
 Re-measure only some models and keep the other rows of an earlier run (each row says when and
 where it was measured)::
 
@@ -198,8 +206,17 @@ def markdown(results: list[dict], *, quick: bool, max_images: int | None, second
         lines += [f"**Partial run: only the first {max_images} images of each set** (not comparable "
                   "with the paper's set means).", ""]
     lines += [f"Command: `{command_line()}`  ", f"Date: {date}; {seconds / 60:.1f} min on {machine()}.  ",
-              f"DAN inference: {', '.join(inference)}.", "",
-              "| model | scale | channels | set | DAN (blind) PSNR / SSIM | true kernel | bicubic | "
+              f"DAN inference: {', '.join(inference)}.", ""]
+    runs = {}
+    for r in results:
+        st = r.get("measured") or {}
+        if st.get("command") and not r.get("carried_over") and st["command"] != command_line():
+            runs.setdefault((st["command"], st.get("date", "")), []).append(_key(r)[0])
+    if runs:  # --merge: say which run measured which rows
+        lines += ["Rows measured by: " + "; ".join(
+            f"`{c}` ({d}: {', '.join(dict.fromkeys(v))})" for (c, d), v in runs.items()) +
+            " (the minutes above are their sum).", ""]
+    lines += ["| model | scale | channels | set | DAN (blind) PSNR / SSIM | true kernel | bicubic | "
               "paper DANv2 | DAN > bicubic (images) | abs sigma error (px) | kernel L1 | seconds |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [summary_rows(r) for r in results]
@@ -244,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", help=f"markdown file to update (default {DOC.relative_to(ROOT)}; "
                    "with --quick: stdout); '-' for stdout")
     p.add_argument("--json", metavar="PATH", help="every number as JSON")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="measure nothing: publish the rows of earlier --json outputs together "
+                   "(e.g. of runs made in parallel), each with the command that measured it")
     p.add_argument("--keep", metavar="JSON",
                    help="an earlier --json file: its rows for models not run now are kept (and "
                    "marked as carried over) in the markdown and the JSON")
@@ -272,6 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kept = json.loads(Path(args.keep).read_text()) if args.keep else []
     t0 = time.perf_counter()
+    if args.merge:
+        from napari_dan.training.evaluate import _json_safe
+
+        merged = [r for path in args.merge for r in json.loads(Path(path).read_text())]
+        md = markdown(merged, quick=args.quick, max_images=max_images,
+                      seconds=sum(r["seconds"] for r in merged))
+        publish(md, output, "gaussian8", "benchmarks/quality.py", args.json, _json_safe(merged))
+        return 0
     results = []
     jobs = []
     for name in models:

@@ -42,10 +42,12 @@ def _fields(rng):
     return out
 
 
-def widget_screenshot(model_name: str) -> None:
+def widget_screenshot(model_name: str, per_plane: bool = False) -> None:
     """docs/images/widget_fluorescence.png: the real bead stack (Bead_Image1_crop, binned 2x2,
     in-focus planes, 0.0899 µm pixels) after a blind run with the residual map: DAN's kernel and
-    the PSF from spots side by side. Needs a display (xvfb-run -a)."""
+    the PSF from spots side by side. ``per_plane``: docs/images/widget_per_plane.png instead, the
+    whole stack at its own sampling (41 planes), one kernel per plane, the whole stack: the
+    kernels' spread and the trained-range note. Needs a display (xvfb-run -a)."""
     import time
 
     import napari
@@ -57,16 +59,20 @@ def widget_screenshot(model_name: str) -> None:
     from napari_dan.model import load_model
 
     stack = tifffile.imread(ROOT.parent / "shared" / "data" / "microscopy" / "Bead_Image1_crop.tif")
-    img = bin_pixels(stack[20:29].astype(np.float32), 2).astype(np.float32)
+    img = stack if per_plane else bin_pixels(stack[20:29].astype(np.float32), 2).astype(np.float32)
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 900)
-    layer = viewer.add_image(img, name="beads", scale=(0.125, 0.0899, 0.0899),
-                             units=("µm", "µm", "µm"))
+    viewer.window.resize(1400, 1000 if per_plane else 900)
+    px = 1 / 44.460534 if per_plane else 0.0899  # per plane: the file's own pixel size
+    layer = viewer.add_image(img, name="beads", scale=(0.125, px, px), units=("µm", "µm", "µm"))
     w = DanWidget(viewer)
     viewer.window.add_dock_widget(w, area="right", name="Blind super-resolution (DAN)")
     w.add_model(load_model(model_name))
-    viewer.dims.set_point(0, 0.125 * 4)
-    w.residual_check.setChecked(True)
+    viewer.dims.set_point(0, 0.125 * (22 if per_plane else 4))
+    if per_plane:
+        w.mode_combo.setCurrentText("per plane")
+        w.scope_box.value = "whole stack"
+    else:
+        w.residual_check.setChecked(True)
     w.run(layer)
     app = QApplication.instance()
     while w.is_running:
@@ -77,7 +83,8 @@ def widget_screenshot(model_name: str) -> None:
         ly.visible = ly.name in ("beads DAN x2", "beads kernel", "beads PSF from spots")
     viewer.reset_view()
     app.processEvents()
-    viewer.screenshot(str(OUT / "widget_fluorescence.png"), canvas_only=False)
+    viewer.screenshot(str(OUT / ("widget_per_plane.png" if per_plane else
+                                 "widget_fluorescence.png")), canvas_only=False)
     print(w.kernel_label.text())
     viewer.close()
 
@@ -88,7 +95,12 @@ def main(argv=None) -> int:
                    help="models to show, in column order (names or checkpoint files); the "
                    "last one is used for the widget screenshot")
     p.add_argument("--widget", action="store_true", help="also the widget screenshot (display)")
+    p.add_argument("--widget-per-plane", action="store_true",
+                   help="only the per-plane widget screenshot of the whole bead stack (display)")
     a = p.parse_args(argv)
+    if a.widget_per_plane:
+        widget_screenshot(a.models[-1], per_plane=True)
+        return 0
     if a.widget:
         widget_screenshot(a.models[-1])
     from skimage import io

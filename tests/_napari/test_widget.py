@@ -388,6 +388,19 @@ def test_spots_psf_and_residual_layers(setup, qtbot):
     assert w.kernel_label.text().startswith("PSF from")
 
 
+def test_spots_wider_than_the_trained_range_are_flagged(setup, qtbot):
+    from dataclasses import replace
+
+    record = {"provenance": {"config": {"data_kind": "microscopy", "psf_fwhm_range": [1.0, 3.0]}}}
+    viewer, w = setup(replace(tiny_model(in_nc=1, scale=2), info=record))
+    viewer.add_image(_bead_layer_data(), name="beads")
+    _run(w, qtbot)
+    text = w.kernel_label.text()
+    assert "Note: the spots PSF (" in text and "up to 3.0 px" in text
+    spread = w.last_result[2].metadata["kernel_fwhm"]
+    assert spread["trained_range"] == [1.0, 3.0] and spread["count"] == 1
+
+
 def test_no_spots_is_said_not_failed(setup, qtbot):
     viewer, w = setup(tiny_model(in_nc=1, scale=2))
     viewer.add_image(_image(), name="texture")

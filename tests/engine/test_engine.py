@@ -721,3 +721,13 @@ def test_per_plane_runs_report_their_kernels_spread():
     assert g["count"] == 1 and g["what"] == "kernels"
     assert "kernel_fwhm" not in napari_dan.super_resolve(
         stack[0], m, kernel=gaussian_kernel(21, 1.0), **FP32).metadata
+
+
+def test_spots_wider_than_the_trained_range_get_a_note():
+    from napari_dan.engine.result import spots_range_note
+
+    micro = _with_training(tiny_model(), data_kind="microscopy", psf_fwhm_range=[1.6, 10.5])
+    assert spots_range_note(8.3, micro) is None
+    note = spots_range_note(16.0, micro)
+    assert "(16.0 px)" in note and "up to 10.5 px" in note
+    assert spots_range_note(16.0, tiny_model()) is None  # no training record: no verdict

@@ -24,7 +24,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QGroupBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QGroupBox, QSizePolicy, QVBoxLayout, QWidget
 
 from ..engine.devices import available_devices
 from ..errors import Cancelled, DanError
@@ -57,6 +57,24 @@ def _spots_line(spots: dict, px: float | None, unit: str | None) -> str:
     if px:
         text += f" = {g['fwhm_px'] * px:.4g} {unit or ''}".rstrip()
     return text + f", angle {g['angle_deg']:.0f} deg"
+
+
+def _range_notes(spread: dict) -> list[str]:
+    """Short notes from the engine's ``metadata["kernel_fwhm"]`` (its ``warning`` is the long
+    form, for the CLI and logs)."""
+    lo, hi = spread["trained_range"]
+    n, what, out = spread["count"], spread["what"], []
+    if spread["near_wide_end"]:
+        k = spread["near_wide_end"]
+        out.append(f"Note: {'the estimate is' if n == 1 else f'{k} of {n} {what} are'} at the "
+                   f"wide end of the model's PSF range ({lo:.1f}-{hi:.1f} px): the PSF may be "
+                   "wider than it can report")
+    if spread["near_narrow_end"] and "narrow end" in spread["warning"]:
+        k = spread["near_narrow_end"]
+        out.append(f"Note: {'the estimate is' if n == 1 else f'{k} of {n} {what} are'} at the "
+                   f"narrow end of the model's PSF range ({lo:.1f}-{hi:.1f} px): on nearly "
+                   "empty or noisy images the estimate means little")
+    return out
 
 
 def _model_label(name: str, scale: int, in_channels: int) -> str:
@@ -147,6 +165,9 @@ class DanWidget(QWidget):
         self.progress_box.native.setFormat("%v / %m")
         for label in (self.model_info_box, self.status_box, self.kernel_box):
             label.native.setWordWrap(True)
+        for label in (self.status_box, self.kernel_box):
+            # wrap at the width the dock gives: a long result text must not widen the dock
+            label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.kernel_box.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         # the Qt widgets under the magicgui ones (tests and scripts drive these)
@@ -469,13 +490,15 @@ class DanWidget(QWidget):
                          f"{spread['max']:.2f} px, median {spread['median']:.2f} (the line "
                          "above is their mean kernel)")
         if spread.get("warning"):
-            lines.append("Note: " + spread["warning"][0].upper() + spread["warning"][1:])
+            lines += _range_notes(spread)
         if meta.get("spots"):
             lines[0] = f"Kernel used ({model.name}, HR grid): {st.summary()}"
             lines.insert(0, _spots_line(meta["spots"], px, unit))
         spots = meta.get("spots_comparison") or {}
         if "kernel" in spots:
             lines.append(_spots_line(spots, px, unit))
+            if spots.get("range_note"):
+                lines.append("Note: " + spots["range_note"])
         elif "unavailable" in spots:
             lines.append("PSF from spots: none measured (no isolated beads or puncta)")
         cons = meta.get("consistency")

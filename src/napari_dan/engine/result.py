@@ -19,7 +19,8 @@ from .plan import (
     PlaneResult,
 )
 
-__all__ = ["SRResult", "finish", "model_info", "kernel_report", "EDGE_LOW", "EDGE_HIGH"]
+__all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_range_note", "EDGE_LOW",
+           "EDGE_HIGH"]
 
 #: an estimated FWHM within this factor of the narrowest trained kernel, or above this share of
 #: the widest, is "at the edge" of what the model knows (see :func:`kernel_report`)
@@ -87,7 +88,7 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels") -
     narrow, wide = int(np.sum(fw <= EDGE_LOW * lo)), int(np.sum(fw >= EDGE_HIGH * hi))
     out.update(trained_range=[lo, hi], near_narrow_end=narrow, near_wide_end=wide, warning=None)
     one = fw.size == 1
-    rng_text = f"the PSFs {model.name} was trained on (FWHM {lo:.1f}-{hi:.1f} px on the output grid)"
+    rng_text = f"the PSFs {model.name} was trained on (FWHM {lo:.1f}-{hi:.1f} px, output grid)"
     parts = []
     if wide:
         parts.append(("the estimate" if one else f"{wide} of {fw.size} {what}") +
@@ -101,9 +102,20 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels") -
                      f": on a nearly empty, flat or noisy {'image' if one else what[:-1]} the "
                      "estimate says little")
     if parts:
-        out["warning"] = "; ".join(parts) + (" (a PSF can be measured from beads or puncta: "
+        out["warning"] = "; ".join(parts) + (" (a PSF measured from beads or puncta: "
                                              "kernel='spots', CLI --psf spots)" if micro else "")
     return out
+
+
+def spots_range_note(spots_fwhm: float, model: DanModel) -> str | None:
+    """A sentence when a PSF measured from spots (FWHM in output-grid px) is wider than every PSF
+    ``model`` was trained on, so that its blind estimate cannot follow it; else None."""
+    rng = model.trained_fwhm_range
+    if rng is None or not spots_fwhm > rng[1]:
+        return None
+    return (f"the spots PSF ({spots_fwhm:.1f} px) is wider than any PSF {model.name} was "
+            f"trained on (up to {rng[1]:.1f} px): the blind estimate cannot follow it; use the "
+            "spots PSF (non-blind)")
 
 
 def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRResult:
