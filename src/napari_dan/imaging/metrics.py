@@ -145,7 +145,8 @@ def kernel_errors(estimated: np.ndarray, true: np.ndarray) -> dict[str, float]:
     Both kernels are normalised to sum 1 (the estimate is brought to the true kernel's size by
     centre crop / zero pad first). The width of each is its round-equivalent sigma
     ``sqrt(sigma_major * sigma_minor)`` from :func:`~napari_dan.model.kernels.kernel_stats`
-    (second moments of the kernel as sampled, so truncation affects both alike).
+    (a 2D Gaussian fit since session 7; second moments before, which is why Gaussian8 tables
+    of 2026-11-26 give other sigma errors for the same kernels: compare their L1 column).
 
     Returns
     -------

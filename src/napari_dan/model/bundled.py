@@ -17,9 +17,11 @@ __all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "GREY_MODEL", "list_models", "load_mo
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "dan-x4-rgb"
-#: what the widget offers first for a grey (non-RGB) layer. Not the fluorescence models yet: blind,
-#: on real images used as specimens they over-sharpen (docs/models.md, the fluorescence card)
-GREY_MODEL = "dan-x2-gray"
+#: what the widget offers first for a grey (non-RGB) layer: the x2 fluorescence model, since it
+#: restores with its last kernel (session 10) the best grey model on the microscopy benchmark on
+#: average, with a PSF estimate that means something (docs/models.md, the fluorescence card);
+#: dan-x2-gray stays better on smooth real specimens and grey photographs
+GREY_MODEL = "dan-x2-fluo"
 
 
 CHECKSUMS = WEIGHTS_DIR / "SHA256SUMS"
