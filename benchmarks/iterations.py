@@ -21,6 +21,7 @@ Run (writes the tables to stdout; docs/benchmarks.md quotes them)::
 
     OMP_NUM_THREADS=2 python benchmarks/iterations.py --images 5 --every 2
     OMP_NUM_THREADS=2 python benchmarks/iterations.py --models dan-x2-fluo --quick
+    OMP_NUM_THREADS=2 python benchmarks/iterations.py --images 5 --every 2 --variants 4 settled
 """
 
 from __future__ import annotations
@@ -96,14 +97,15 @@ def kernel_error(kind: str, est: np.ndarray, true: np.ndarray) -> float:
     return abs(kernel_stats(est).fwhm - t) / t
 
 
-def run(name: str, quick: bool, log, images: int | None = None, every: int = 1) -> dict:
+def run(name: str, quick: bool, log, images: int | None = None, every: int = 1,
+        variants: list | None = None) -> dict:
     from napari_dan import load_model, super_resolve
 
     model = load_model(name)
     kind = "microscopy" if model.sampling == "bin" else "gaussian8"
     cases = microscopy_cases(model, quick) if kind == "microscopy" else \
         gaussian8_cases(model, quick, images, every)
-    rounds = list(range(1, int(model.network.loop) + 1))
+    rounds = variants or list(range(1, int(model.network.loop) + 1))
     default = max(1, int(model.network.loop) - 1)
     rows = []
     for case, lr, true, score in cases:
@@ -112,20 +114,22 @@ def run(name: str, quick: bool, log, images: int | None = None, every: int = 1) 
             r = super_resolve(lr, model, precision="fp32", device="cpu", iterations=n)
             row[n] = {"psnr": score(r.image), "kernel": kernel_error(kind, r.kernel, true),
                       "estimate_s": r.metadata["timing"]["estimate_s"],
-                      "total_s": r.metadata["timing"]["total_s"]}
+                      "total_s": r.metadata["timing"]["total_s"],
+                      "rounds": (r.metadata.get("settled") or {}).get("rounds_run")}
         rows.append(row)
         log(f"{name} {case}: " + "  ".join(
-            f"n={n} {row[n]['psnr']:.2f} dB k {row[n]['kernel']:.3f}" for n in rounds))
+            f"n={n} {row[n]['psnr']:.2f} dB k {row[n]['kernel']:.3f}"
+            + (f" rounds {row[n]['rounds']}" if row[n]["rounds"] else "") for n in rounds))
     return {"model": name, "kind": kind, "rounds": rounds, "default": default, "rows": rows}
 
 
 def markdown(res: dict) -> str:
     kind = res["kind"]
     unit = "sigma error, absolute (HR px)" if kind == "gaussian8" else "FWHM error"
-    d = res["default"]
+    d = res["default"] if res["default"] in res["rounds"] else res["rounds"][0]
     what = "Gaussian8, Set5 + Set14" if kind == "gaussian8" else "microscopy fields"
-    lines = [f"**{res['model']}** ({what}, {len(res['rows'])} images; n = {d} is the "
-             "network's own result)\n",
+    lines = [f"**{res['model']}** ({what}, {len(res['rows'])} images; the reference is n = {d}"
+             f"{', the network' + chr(39) + 's own result' if d == res['default'] else ''})\n",
              f"| iterations | mean PSNR (dB) | PSNR - n = {d} (dB) mean / worst | "
              f"{'mean' if kind == 'gaussian8' else 'median'} {unit} "
              "| estimation (s, sum) | total (s, sum) |",
@@ -137,7 +141,9 @@ def markdown(res: dict) -> str:
         fmt = "{:.1%}" if kind == "microscopy" else "{:.3f}"
         est = sum(r[n]["estimate_s"] for r in res["rows"])
         tot = sum(r[n]["total_s"] for r in res["rows"])
-        lines.append(f"| {n}{' (own result)' if n == d else ''} | {ps.mean():.3f} | "
+        settled = [k for r in res["rows"] for k in (r[n]["rounds"] or [])]
+        note = f" (rounds run: mean {np.mean(settled):.2f})" if settled else ""
+        lines.append(f"| {n}{note} | {ps.mean():.3f} | "
                      f"{(ps - base).mean():+.3f} / {(ps - base).min():+.3f} | "
                      f"{fmt.format(ks.mean() if kind == 'gaussian8' else float(np.median(ks)))} | "
                      f"{est:.1f} | {tot:.1f} |")
@@ -151,14 +157,18 @@ def main(argv=None) -> int:
                     help="two images per set / two specimens, two kernels each")
     ap.add_argument("--images", type=int, default=None,
                     help="Gaussian8: the first N images of each set (default: all)")
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="iterations values to compare (default: 1 .. loop); e.g. 4 settled")
     ap.add_argument("--every", type=int, default=1,
                     help="Gaussian8: every K-th of the 8 kernels (default: all)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     print(f"`{command_line()}`\n\n{machine()}\n", flush=True)
     for m in args.models:
+        variants = [v if v == "settled" else int(v) for v in args.variants] \
+            if args.variants else None
         res = run(m, args.quick, lambda s: print(s, file=sys.stderr, flush=True), args.images,
-                  args.every)
+                  args.every, variants)
         print(markdown(res), flush=True)
     print(f"{time.perf_counter() - t0:.0f} s in all")
     return 0

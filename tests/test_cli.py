@@ -65,6 +65,23 @@ def test_runtime_option_reaches_the_engine(tmp_path, tiny_ckpt, capsys):
         assert info["runtime"].split()[0] == runtime
 
 
+def test_iterations_reach_the_engine_and_the_kernel_file(tmp_path, tiny_ckpt, capsys):
+    from napari_dan.io import read_kernels
+
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "a.tif", np.random.default_rng(1).integers(0, 255, (24, 24),
+                                                                     dtype=np.uint8))
+    for value, rounds in (("1", 1), ("settled", 2), ("auto", 2)):  # the tiny model unrolls 2
+        rc = cli.main(["super-resolve", str(d), "-o", str(tmp_path / value), "-m",
+                       str(tiny_ckpt), "--iterations", value, "--precision", "fp32", "-q"])
+        assert rc == 0, capsys.readouterr().err
+        _, info = read_kernels(tmp_path / value / "a_x2_kernel.tif")
+        assert info["iterations"] == rounds
+        assert info["produced_by"]["options"]["iterations"] == (int(value) if value.isdigit()
+                                                                else value)
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     for argv in (["super-resolve", "x.tif"],  # no --output-dir
                  ["super-resolve", "x.tif", "-o", "d", "--tile-size", "8"],
@@ -73,6 +90,8 @@ def test_usage_errors_exit_2(tmp_path, capsys):
                  ["super-resolve", "x.tif", "-o", "d", "--threads", "0"],
                  ["super-resolve", "x.tif", "-o", "d", "--runtime", "onnx"],
                  ["super-resolve", "x.tif", "-o", "d", "--series", "-1"],
+                 ["super-resolve", "x.tif", "-o", "d", "--iterations", "0"],
+                 ["super-resolve", "x.tif", "-o", "d", "--iterations", "some"],
                  []):
         with pytest.raises(SystemExit) as e:
             cli.main(argv)

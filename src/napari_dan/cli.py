@@ -46,7 +46,12 @@ def _whole(minimum: int, what: str, auto: bool = False):
 _tile_size = _whole(16, "LR pixels", auto=True)
 _tile_overlap = _whole(0, "LR pixels", auto=True)
 _threads = _whole(1, "CPU threads", auto=True)
-_iterations = _whole(1, "estimation rounds", auto=True)
+_rounds = _whole(1, "estimation rounds", auto=True)
+
+
+def _iterations(v: str) -> int | str:
+    """--iterations: auto, settled or a whole number of rounds."""
+    return v if v == "settled" else _rounds(v)
 _series = _whole(0, "a series number")
 _positive = _whole(1, "a count")
 
@@ -165,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--iterations", type=_iterations, default="auto", metavar="N",
                     help="rounds of DAN's estimation loop before restoring with the last "
                          "kernel: auto (default: 4 for napari-dan's models, 3 for the authors' "
-                         "checkpoints, as released) or fewer, faster and approximate "
+                         "checkpoints, as released); settled (as many at most, stopping once "
+                         "the kernel stops moving); or fewer: faster and approximate "
                          "(docs/benchmarks.md)")
     sr.add_argument("--threads", type=_threads, default="auto", metavar="N",
                     help="CPU threads: a number, or auto (default): the cores other processes "

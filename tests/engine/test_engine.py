@@ -191,10 +191,28 @@ def test_rounds_run_once_each():
                      1) == 1.0
 
 
+def test_settled_rounds_stop_when_the_kernel_stops_moving():
+    img = textured(60, 70, seed=1)
+    m = tiny_model(seed=3, loop=4)  # a random Estimator: the kernel hardly moves after round 1
+    r = napari_dan.super_resolve(img, m, iterations="settled", **FP32)
+    assert r.metadata["settled"]["rounds_run"] == [2]
+    two = napari_dan.super_resolve(img, m, iterations=2, **FP32)
+    np.testing.assert_array_equal(r.image, two.image)  # the same rounds, the same result
+    m.network.Estimator = est = _WiderEachRound(m.network.kernel_size)  # it never settles
+    est.calls = 0
+    r = napari_dan.super_resolve(img, m, iterations="settled", **FP32)
+    assert r.metadata["settled"]["rounds_run"] == [4] and r.metadata["iterations"] == 4
+    stack = np.stack([img, img[::-1]])
+    per = napari_dan.super_resolve(stack, tiny_model(seed=3, loop=4), kernel_mode="per-plane",
+                                   iterations="settled", **FP32)
+    assert per.metadata["settled"]["rounds_run"] == [2, 2]
+    assert "settled" not in napari_dan.super_resolve(img, m, **FP32).metadata
+
+
 @pytest.mark.parametrize("bad", [0, 5, -1, 2.5, True, "all", None])
 def test_bad_iterations_are_refused(bad):
     m = tiny_model(loop=4)
-    with pytest.raises(InputError, match="iterations must be 'auto' or an int from 1 to 4"):
+    with pytest.raises(InputError, match="iterations must be 'auto', 'settled' or an int from 1 to 4"):
         napari_dan.super_resolve(textured(32, 32), m, iterations=bad, **FP32)
 
 

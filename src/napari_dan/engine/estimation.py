@@ -33,17 +33,18 @@ def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
     """``plan.iterations`` rounds of the DAN loop on the most textured patches of ``planes``
     (lead -> (B, C, H, W) network units); their last kernels and codes combined."""
     patches = select_patches(planes)
-    codes, kernels = [], []
+    codes, kernels, rounds = [], [], []
     for p in patches:
         prog.check()
         x = planes[p.lead][..., p.y0:p.y1, p.x0:p.x1]
-        kernel, code = plan.runner.estimate(x, plan.iterations)
+        kernel, code, n = plan.runner.estimate(x, plan.iterations, plan.settle)
         codes.append(code)
         kernels.append(kernel)
+        rounds.append(n)
         prog.done += 1
         yield prog.done, prog.total
     code, kernel = combine(codes, kernels)
-    return KernelEstimate(code, kernel, "estimated", patches)
+    return KernelEstimate(code, kernel, "estimated", patches, rounds=rounds)
 
 
 def n_estimation(layout: Layout, n_planes: int) -> int:

@@ -62,6 +62,7 @@ class KernelEstimate:
     source: str
     patches: list[Patch] = field(default_factory=list)
     projection_error: float | None = None
+    rounds: list[int] = field(default_factory=list)  # rounds of the loop run, per patch
 
 
 def candidate_patches(h: int, w: int, patch: int | None = None,

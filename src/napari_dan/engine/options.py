@@ -18,7 +18,9 @@ is restored with the last round's kernel, the kernel the result reports. ``"auto
 network's ``loop`` (4) for napari-dan's models, ``loop - 1`` (3) for the authors' checkpoints,
 which restores exactly the image their released forward pass returns
 (:func:`.plan.default_iterations` says why); fewer rounds are faster and approximate
-(docs/benchmarks.md).
+(docs/benchmarks.md). ``"settled"``: as many rounds as "auto" at most, but a patch (or tile)
+stops after the first round, from the second on, that moved its kernel by less than
+``plan.SETTLED_L1`` (faster where the loop has settled; approximate).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class SROptions:
     runtime : "torch" or "openvino" (:mod:`.runtime`)
     compiled : bool
     residual : bool (keep the consistency check's residual map)
-    iterations : int or "auto" (estimation rounds before the image is restored)
+    iterations : int, "auto" or "settled" (estimation rounds before the image is restored)
     """
 
     channel_axis: int | None = None

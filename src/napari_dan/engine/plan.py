@@ -7,6 +7,7 @@ makes the network calls on numpy batches; :class:`PlaneResult` is what restoring
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -61,25 +62,40 @@ class NetworkRunner:
         # NHWC input makes the convolutions pick their faster channels_last kernels (CPU too)
         return t.contiguous(memory_format=torch.channels_last)
 
-    def estimate(self, x: np.ndarray, rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    def estimate(self, x: np.ndarray, rounds: int, settle: float | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
         """``rounds`` rounds of the DAN loop on the batch ``x``: the last round's kernel
-        (B, k, k) and its code (B, L), the code the image is then restored with."""
+        (B, k, k), its code (B, L), the code the image is then restored with, and the rounds
+        run. ``settle``: stop after a round (the second or later) that moved every kernel of the
+        batch by less than this L1 distance (normalised kernels; 0 = equal, 2 = disjoint)."""
+        parts = {}
         if self.ov is not None:
-            restorer, estimator = self.ov.parts(self.precision)
-            with torch.inference_mode():
-                t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-                _, kernels, codes = self.net.forward_all(t, restorer=restorer,
-                                                         estimator=estimator, rounds=rounds)
-        else:
-            with torch.inference_mode(), autocast(self.device, self.precision):
-                _, kernels, codes = self.net.forward_all(self._tensor(x), rounds=rounds)
-        kernel = kernels[-1].float().cpu().numpy()
+            parts = dict(zip(("restorer", "estimator"), self.ov.parts(self.precision),
+                             strict=True))
+        with torch.inference_mode(), autocast(self.device, self.precision) if self.ov is None \
+                else contextlib.nullcontext():
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if self.ov is not None \
+                else self._tensor(x)
+            if settle is None:
+                _, kernels, codes = self.net.forward_all(t, rounds=rounds, **parts)
+                k, code, done = kernels[-1], codes[-1], rounds
+            else:
+                code, prev, done = None, None, 0
+                while done < rounds:
+                    _, kernels, codes = self.net.forward_all(t, code, rounds=1, **parts)
+                    k, code, done = kernels[-1], codes[-1], done + 1
+                    flat = k.float().reshape(k.shape[0], -1)
+                    flat = flat / flat.sum(1, keepdim=True).clamp_min(1e-12)
+                    if prev is not None and float((flat - prev).abs().sum(1).max()) < settle:
+                        break
+                    prev = flat
+        kernel = k.float().cpu().numpy()
         if not np.all(np.isfinite(kernel)) or not np.all(np.clip(kernel, 0, None).reshape(
                 kernel.shape[0], -1).sum(1) > 0):
             raise DanError("the network produced no usable kernel on this image (NaN, Inf or "
                            f"nothing positive, in {self.precision.name}); "
                            "try precision='fp32', or check the image's values")
-        return kernel, codes[-1].float().cpu().numpy()
+        return kernel, code.float().cpu().numpy(), done
 
     def restore(self, x: np.ndarray, code: np.ndarray) -> np.ndarray:
         """The Restorer on the batch ``x`` with one code (L,) for every entry, or one per entry
@@ -96,14 +112,16 @@ class NetworkRunner:
             return sr.float().cpu().numpy()
 
 
-def run_tile(runner: NetworkRunner, x: np.ndarray, code: np.ndarray | None, rounds: int):
+def run_tile(runner: NetworkRunner, x: np.ndarray, code: np.ndarray | None, rounds: int,
+             settle: float | None = None):
     """One tile: the Restorer with a fixed code, or with the code of ``rounds`` rounds of the
-    DAN loop on the tile itself when ``code`` is None.
+    DAN loop on the tile itself when ``code`` is None (``settle``: see
+    :meth:`NetworkRunner.estimate`).
 
     Returns (sr, kernel (B, k, k) or None). Module level so tests can inject failures (an OOM).
     """
     if code is None:
-        kernel, code = runner.estimate(x, rounds)
+        kernel, code, _ = runner.estimate(x, rounds, settle)
         return runner.restore(x, code), kernel
     return runner.restore(x, code), None
 
@@ -199,7 +217,9 @@ class Plan:
         The code every tile is restored with: global (once estimated) or the user kernel; None in
         per-plane and per-tile mode, where each plane or tile gets its own.
     iterations : int
-        Rounds of the DAN loop before a kernel's code is used (``SROptions.iterations``).
+        Rounds of the DAN loop before a kernel's code is used (``SROptions.iterations``); with
+        ``settle`` (``iterations="settled"``) at most that many, stopping once the kernel
+        moves less than ``settle`` in a round.
 
     A plan pickles without its model, input array and network runner, so it can be sent to
     other processes; there :meth:`attach` gives it a model again.
@@ -216,6 +236,7 @@ class Plan:
     overlap_note: str
     estimate: KernelEstimate | None = None
     iterations: int = 3
+    settle: float | None = None
     requested_device: str = "auto"
     requested_precision: str = "auto"
     requested_runtime: str = "torch"
@@ -342,6 +363,7 @@ class PlaneResult:
     consistency: float | None = None
     residual: np.ndarray | None = None
     norm: Normalisation | None = None
+    rounds: list = field(default_factory=list)  # per-plane mode: rounds run per patch
 
 
 def read_plane_hwc(plan: Plan, lead: tuple[int, ...], plane=None) -> np.ndarray:
@@ -405,17 +427,24 @@ def default_iterations(model: DanModel) -> int:
     return loop
 
 
-def resolve_iterations(iterations, model: DanModel) -> int:
-    """``SROptions.iterations`` as a number of rounds: "auto" is :func:`default_iterations`,
-    else an int from 1 to ``loop`` (the rounds the network was trained to unroll)."""
+#: ``iterations="settled"``: stop once a round moves the kernel by less than this (L1 distance of
+#: the normalised kernels, 0..2); measured in docs/benchmarks.md
+SETTLED_L1 = 0.05
+
+
+def resolve_iterations(iterations, model: DanModel) -> tuple[int, float | None]:
+    """``SROptions.iterations`` as (most rounds, settle threshold or None): "auto" is
+    :func:`default_iterations`; "settled" the same number of rounds at most, stopping after the
+    first round (from the second on) that moved the kernel by less than ``SETTLED_L1``; else an
+    int from 1 to ``loop`` (the rounds the network was trained to unroll)."""
     loop = int(model.network.loop)
-    if isinstance(iterations, str) and iterations == "auto":
-        return default_iterations(model)
+    if isinstance(iterations, str) and iterations in ("auto", "settled"):
+        return default_iterations(model), (SETTLED_L1 if iterations == "settled" else None)
     if isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) \
             and 1 <= iterations <= loop:
-        return int(iterations)
-    raise InputError(f"iterations must be 'auto' or an int from 1 to {loop} (this model unrolls "
-                     f"{loop} rounds), got {iterations!r}")
+        return int(iterations), None
+    raise InputError(f"iterations must be 'auto', 'settled' or an int from 1 to {loop} (this "
+                     f"model unrolls {loop} rounds), got {iterations!r}")
 
 
 def decide(image, model, opts: SROptions) -> Plan:
@@ -430,7 +459,7 @@ def decide(image, model, opts: SROptions) -> Plan:
         raise InputError(f"unknown kernel_mode {kernel_mode!r}; use one of "
                          f"{', '.join(KERNEL_MODES)}")
     check_tile_args(tile_size, tile_overlap)
-    iterations = resolve_iterations(opts.iterations, model)
+    iterations, settle = resolve_iterations(opts.iterations, model)
     layout = analyse(image, opts.channel_axis, model.in_channels, model.scale)
     user = spots = None
     if isinstance(kernel, str):
@@ -469,7 +498,7 @@ def decide(image, model, opts: SROptions) -> Plan:
         overlap = max(0, (tile - 8) // 2)
         note += f"; reduced to {overlap} to fit tile_size {tile}"
     return Plan(model, layout, dev, prec, norm, mode, tile, overlap, note, estimate=user,
-                iterations=iterations,
+                iterations=iterations, settle=settle,
                 requested_device=str(device), requested_precision=str(precision),
                 requested_runtime=str(opts.runtime),
                 spots=spots, started=started, source=image, runner=runner)

@@ -54,7 +54,8 @@ def restore_tiles(plan: Plan, x: np.ndarray, code: np.ndarray | None,
     tile_kernels = []
     for t in tiles:
         prog.check()
-        sr, kernel = run_tile(plan.runner, x[..., t.y0:t.y1, t.x0:t.x1], code, plan.iterations)
+        sr, kernel = run_tile(plan.runner, x[..., t.y0:t.y1, t.x0:t.x1], code, plan.iterations,
+                              plan.settle)
         acc.add(t, sr.reshape(-1, *sr.shape[-2:]))
         if kernel is not None:
             k = kernel.mean(0)
@@ -136,6 +137,7 @@ def restore_plane_iter(plan: Plan, lead: tuple, plane, prog: Progress, *,
             estimate = yield from estimate_kernel(plan, {lead: x}, prog)
             res.estimate_s = time.perf_counter() - t0
         est = estimate
+        res.rounds = list(est.rounds)
         res.kernels.append(est.kernel)
         res.centres.append(lead)
     code = None if plan.mode == "per-tile" else est.code

@@ -168,6 +168,9 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
         meta["estimation_patches"] = [vars(p) for p in est.patches]
     if plan.mode != "user kernel":
         meta["iterations"] = plan.iterations
+        if plan.settle is not None:
+            run = (est.rounds if est is not None else []) + [n for p in planes for n in p.rounds]
+            meta["settled"] = {"l1_threshold": plan.settle, "rounds_run": run}
         meta["kernel_fwhm"] = kernel_report(kernels, plan.model, "tiles" if plan.mode ==
                                             "per-tile" else "planes" if len(kernels) > 1
                                             else "kernels")
