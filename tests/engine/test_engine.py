@@ -206,7 +206,14 @@ def test_settled_rounds_stop_when_the_kernel_stops_moving():
     per = napari_dan.super_resolve(stack, tiny_model(seed=3, loop=4), kernel_mode="per-plane",
                                    iterations="settled", **FP32)
     assert per.metadata["settled"]["rounds_run"] == [2, 2]
-    assert "settled" not in napari_dan.super_resolve(img, m, **FP32).metadata
+    assert "settled" not in napari_dan.super_resolve(img, m, iterations=4, **FP32).metadata
+    # "auto" settles for napari-dan's models, never for the authors' checkpoints (as released)
+    from dataclasses import replace
+
+    est.calls = 0
+    assert napari_dan.super_resolve(img, m, **FP32).metadata["settled"]["rounds_run"] == [4]
+    official = replace(m, info={"format": "official"})
+    assert "settled" not in napari_dan.super_resolve(img, official, **FP32).metadata
 
 
 @pytest.mark.parametrize("bad", [0, 5, -1, 2.5, True, "all", None])

@@ -226,13 +226,14 @@ def super_resolve(image, model, options: SROptions | None = None, *,
     iterations : int or "auto"
         Rounds of the DAN loop (Restorer, then Estimator) on the estimation patches (or tiles)
         before the image is restored with the last round's kernel, which is the kernel
-        reported. "auto" (default): the model's ``loop`` (4) for napari-dan's models; ``loop -
-        1`` (3) for the authors' checkpoints, which restores exactly the image of their released
-        forward pass (``iterations=loop - 1`` does that for any model). "settled": as many
-        rounds at most, each patch (or tile) stopping after the first round from the second on
-        that moved its kernel by less than ``engine.plan.SETTLED_L1`` (L1 of the normalised
-        kernels; ``metadata["settled"]`` lists the rounds run). 1 to ``loop``: fewer rounds.
-        Both are faster and approximate (docs/benchmarks.md measures them).
+        reported. "settled": at most the model's ``loop`` (4) rounds for napari-dan's models
+        (``loop - 1`` for the authors' checkpoints), each patch (or tile) stopping after the
+        first round from the second on that moved its kernel by less than
+        ``engine.plan.SETTLED_L1`` (L1 of the normalised kernels; ``metadata["settled"]`` lists
+        the rounds run). "auto" (default): "settled" for napari-dan's models; exactly ``loop -
+        1`` rounds for the authors' checkpoints, which restores the image of their released
+        forward pass (``iterations=loop - 1`` does that for any model). 1 to ``loop``: that many
+        rounds (fewer are faster and approximate; docs/benchmarks.md measures every choice).
         ``metadata["iterations"]`` says how many rounds at most.
 
     Returns

@@ -14,13 +14,13 @@ The kernel vocabulary, everywhere:
   result's ``metadata["mode"]`` says ``"user kernel"``.
 
 ``iterations``: how many rounds of the DAN loop (Restorer, then Estimator) run before the image
-is restored with the last round's kernel, the kernel the result reports. ``"auto"``: the
-network's ``loop`` (4) for napari-dan's models, ``loop - 1`` (3) for the authors' checkpoints,
-which restores exactly the image their released forward pass returns
-(:func:`.plan.default_iterations` says why); fewer rounds are faster and approximate
-(docs/benchmarks.md). ``"settled"``: as many rounds as "auto" at most, but a patch (or tile)
-stops after the first round, from the second on, that moved its kernel by less than
-``plan.SETTLED_L1`` (faster where the loop has settled; approximate).
+is restored with the last round's kernel, the kernel the result reports. ``"settled"``: at most
+the network's ``loop`` (4) rounds for napari-dan's models (``loop - 1`` for the authors'
+checkpoints; :func:`.plan.default_iterations` says why), a patch (or tile) stopping after the
+first round, from the second on, that moved its kernel by less than ``plan.SETTLED_L1``.
+``"auto"`` (default): "settled" for napari-dan's models, exactly ``loop - 1`` rounds for the
+authors' checkpoints (the image their released forward pass returns). An int: that many rounds
+(``loop`` for napari-dan's models: all of them, the reference "settled" was measured against).
 """
 
 from __future__ import annotations
