@@ -169,10 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="network precision (default: auto)")
     sr.add_argument("--iterations", type=_iterations, default="auto", metavar="N",
                     help="rounds of DAN's estimation loop before restoring with the last "
-                         "kernel: auto (default: 4 for napari-dan's models, 3 for the authors' "
-                         "checkpoints, as released); settled (as many at most, stopping once "
-                         "the kernel stops moving); or fewer: faster and approximate "
-                         "(docs/benchmarks.md)")
+                         "kernel: auto (default: up to 4, stopping once the kernel stops moving, "
+                         "for napari-dan's models; 3 for the authors' checkpoints, as released), "
+                         "settled, or a number (docs/benchmarks.md)")
     sr.add_argument("--threads", type=_threads, default="auto", metavar="N",
                     help="CPU threads: a number, or auto (default): the cores other processes "
                          "leave idle, measured before every plane, at most OMP_NUM_THREADS")
