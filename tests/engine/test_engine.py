@@ -725,10 +725,10 @@ def test_kernel_report_flags_both_ends_of_the_trained_range():
     assert (r["count"], r["near_narrow_end"], r["near_wide_end"]) == (4, 1, 1)
     assert r["min"] == pytest.approx(fw[0]) and r["max"] == pytest.approx(fw[3])
     assert r["median"] == pytest.approx(np.median(fw))
-    assert "1 of 4 planes reach the wide end" in r["warning"] and "narrow end" in r["warning"]
+    assert "1 of 4 planes are at the wide end" in r["warning"] and "narrow end" in r["warning"]
     assert kernel_report(ks[1:3], micro)["warning"] is None
     one = kernel_report(ks[3:], micro)
-    assert one["warning"].startswith("the estimate reaches the wide end")
+    assert one["warning"].startswith("the estimate is at the wide end")
     # a photo model: a narrow kernel means a sharp image, no warning; no range, no verdict
     photo = _with_training(tiny_model(), sigma_range=[0.2, 3.0])
     assert kernel_report(ks[:1], photo)["warning"] is None

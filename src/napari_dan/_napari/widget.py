@@ -59,24 +59,6 @@ def _spots_line(spots: dict, px: float | None, unit: str | None) -> str:
     return text + f", angle {g['angle_deg']:.0f} deg"
 
 
-def _range_notes(spread: dict) -> list[str]:
-    """Short notes from the engine's ``metadata["kernel_fwhm"]`` (its ``warning`` is the long
-    form, for the CLI and logs)."""
-    lo, hi = spread["trained_range"]
-    n, what, out = spread["count"], spread["what"], []
-    if spread["near_wide_end"]:
-        k = spread["near_wide_end"]
-        out.append(f"Note: {'the estimate is' if n == 1 else f'{k} of {n} {what} are'} at the "
-                   f"wide end of the model's PSF range ({lo:.1f}-{hi:.1f} px): the PSF may be "
-                   "wider than it can report")
-    if spread["near_narrow_end"] and "narrow end" in spread["warning"]:
-        k = spread["near_narrow_end"]
-        out.append(f"Note: {'the estimate is' if n == 1 else f'{k} of {n} {what} are'} at the "
-                   f"narrow end of the model's PSF range ({lo:.1f}-{hi:.1f} px): on nearly "
-                   "empty or noisy images the estimate means little")
-    return out
-
-
 def _model_label(name: str, scale: int, in_channels: int) -> str:
     return f"{name}  (x{scale}, {_channels(in_channels)})"
 
@@ -490,7 +472,7 @@ class DanWidget(QWidget):
                          f"{spread['max']:.2f} px, median {spread['median']:.2f} (the line "
                          "above is their mean kernel)")
         if spread.get("warning"):
-            lines += _range_notes(spread)
+            lines.append("Note: " + spread["warning"])
         if meta.get("spots"):
             lines[0] = f"Kernel used ({model.name}, HR grid): {st.summary()}"
             lines.insert(0, _spots_line(meta["spots"], px, unit))

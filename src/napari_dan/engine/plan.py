@@ -76,14 +76,11 @@ class NetworkRunner:
                 else contextlib.nullcontext():
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if self.ov is not None \
                 else self._tensor(x)
-            if settle is None:
-                _, kernels, codes = self.net.forward_all(t, rounds=rounds, **parts)
-                k, code, done = kernels[-1], codes[-1], rounds
-            else:
-                code, prev, done = None, None, 0
-                while done < rounds:
-                    _, kernels, codes = self.net.forward_all(t, code, rounds=1, **parts)
-                    k, code, done = kernels[-1], codes[-1], done + 1
+            code, prev, done = None, None, 0
+            while done < rounds:  # one round at a time: the same as forward_all(rounds=...)
+                _, kernels, codes = self.net.forward_all(t, code, rounds=1, **parts)
+                k, code, done = kernels[-1], codes[-1], done + 1
+                if settle is not None:
                     flat = k.float().reshape(k.shape[0], -1)
                     flat = flat / flat.sum(1, keepdim=True).clamp_min(1e-12)
                     if prev is not None and float((flat - prev).abs().sum(1).max()) < settle:
@@ -411,8 +408,13 @@ def spot_psf(image, model, channel_axis: int | None = None) -> tuple[np.ndarray,
     return spot_kernel(image, layout, model)
 
 
+def _released(model: DanModel) -> bool:
+    """True for the authors' checkpoints (their image is reproduced exactly)."""
+    return model.info.get("format") == "official"
+
+
 def default_iterations(model: DanModel) -> int:
-    """What ``iterations="auto"`` means for ``model``.
+    """The most rounds ``iterations="auto"`` (and "settled") runs for ``model``.
 
     The authors' checkpoints: ``loop - 1``, so the image is the one their released forward pass
     returns (``R(lr, code_{L-1})``). Models trained by napari-dan: ``loop``, the image restored
@@ -422,9 +424,7 @@ def default_iterations(model: DanModel) -> int:
     for dan-x2-fluo, whose loop alternates between better and worse kernels from round to round
     (docs/benchmarks.md, ``benchmarks/iterations.py``)."""
     loop = int(model.network.loop)
-    if model.info.get("format") == "official":
-        return max(1, loop - 1)
-    return loop
+    return max(1, loop - 1) if _released(model) else loop
 
 
 #: ``iterations="settled"``: stop once a round moves the kernel by less than this (L1 distance of
@@ -437,12 +437,11 @@ def resolve_iterations(iterations, model: DanModel) -> tuple[int, float | None]:
     :func:`default_iterations` rounds at most, stopping after the first round (from the second
     on) that moved the kernel by less than ``SETTLED_L1``; "auto" is "settled" for napari-dan's
     models (side by side it changed no model's mean PSNR by more than 0.004 dB and cut the
-    estimation by 16-48%, docs/benchmarks.md) and exactly ``loop - 1`` rounds for the authors'
+    estimation by 16-47%, docs/benchmarks.md) and exactly ``loop - 1`` rounds for the authors'
     checkpoints (their released image); an int from 1 to ``loop`` is that many rounds."""
     loop = int(model.network.loop)
     if isinstance(iterations, str) and iterations in ("auto", "settled"):
-        official = model.info.get("format") == "official"
-        settle = None if iterations == "auto" and official else SETTLED_L1
+        settle = None if iterations == "auto" and _released(model) else SETTLED_L1
         return default_iterations(model), settle
     if isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool) \
             and 1 <= iterations <= loop:

@@ -88,22 +88,19 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels") -
     narrow, wide = int(np.sum(fw <= EDGE_LOW * lo)), int(np.sum(fw >= EDGE_HIGH * hi))
     out.update(trained_range=[lo, hi], near_narrow_end=narrow, near_wide_end=wide, warning=None)
     one = fw.size == 1
-    rng_text = f"the PSFs {model.name} was trained on (FWHM {lo:.1f}-{hi:.1f} px, output grid)"
+    rng_text = f"of the model's PSF range ({lo:.1f}-{hi:.1f} px)"
     parts = []
     if wide:
-        parts.append(("the estimate" if one else f"{wide} of {fw.size} {what}") +
-                     f" reach{'es' if one else ''} the wide end of {rng_text}: the true PSF may "
-                     "be wider than the model can report")
+        parts.append(("the estimate is" if one else f"{wide} of {fw.size} {what} are") +
+                     f" at the wide end {rng_text}: the PSF may be wider than it can report")
     micro = model.sampling == "bin"
     if narrow and micro:
-        parts.append(("the estimate" if one else f"{narrow} of {fw.size} {what}") +
-                     f" {'is' if one else 'are'} at the narrow end of " +
-                     ("that range" if wide else rng_text) +
-                     f": on a nearly empty, flat or noisy {'image' if one else what[:-1]} the "
-                     "estimate says little")
+        parts.append(("the estimate is" if one else f"{narrow} of {fw.size} {what} are") +
+                     f" at the narrow end {rng_text}: on nearly empty or noisy "
+                     f"{'images' if one else what} the estimate means little")
     if parts:
-        out["warning"] = "; ".join(parts) + (" (a PSF measured from beads or puncta: "
-                                             "kernel='spots', CLI --psf spots)" if micro else "")
+        out["warning"] = "; ".join(parts) + ("; a PSF measured from isolated spots is the "
+                                             "better reference" if micro else "")
     return out
 
 
