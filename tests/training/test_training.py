@@ -293,3 +293,52 @@ def test_microscopy_training_with_real_specimens_runs(tmp_path):
     assert np.isfinite(float(tr.train_step()["loss_sr"]))
     with pytest.raises(ValueError, match="needs data"):
         Trainer(TrainConfig(**{**cfg.__dict__, "data": []}), tmp_path / "run2", log=logs.append)
+
+
+def test_width_error_is_the_relative_error_of_the_second_moment():
+    from napari_dan.training.train import width_error
+
+    k1 = torch.from_numpy(gaussian_kernel(21, 1.5)).reshape(1, -1).float()
+    k2 = torch.from_numpy(gaussian_kernel(21, 3.0)).reshape(1, -1).float()
+    # sigma doubled: second moment x4 (to the truncation of the 21x21 window)
+    assert float(width_error(k2, k1)) == pytest.approx(3.0, rel=0.05)
+    assert float(width_error(k1, k2)) == pytest.approx(0.75, rel=0.05)
+    assert float(width_error(k1, k1)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_matched_loop_stage_supervises_every_round_and_the_last_code(tiny_data, tmp_path):
+    """stage2='matched': the Estimator is supervised on all ``loop`` rounds, the image is
+    restored with the last round's code (one Restorer pass more than released), and the width
+    loss is logged."""
+    from napari_dan.training.train import Trainer
+
+    calls = {"restore": 0, "estimate": 0}
+    tr = Trainer(_cfg(tiny_data, steps=4, restorer_frac=0.0, stage2="matched", width_weight=0.1,
+                      loop=3), tmp_path / "m", log=lambda m: None)
+    for name in calls:
+        orig = getattr(tr.net, name)
+
+        def counted(*a, _orig=orig, _name=name, **kw):
+            calls[_name] += 1
+            return _orig(*a, **kw)
+        setattr(tr.net, name, counted)
+    est0 = {k: v.clone() for k, v in tr.net.Estimator.state_dict().items()}
+    out = tr.train_step()
+    assert out["stage"] == 2 and float(out["loss_w"]) > 0
+    assert calls == {"restore": 4, "estimate": 3}
+    assert any(not torch.equal(v, est0[k]) for k, v in tr.net.Estimator.state_dict().items())
+    # released: loop-1 rounds without gradients, then one restore and one supervised estimate
+    tr2 = Trainer(_cfg(tiny_data, steps=4, restorer_frac=0.0, loop=3), tmp_path / "r",
+                  log=lambda m: None)
+    calls = {"restore": 0, "estimate": 0}
+    for name in calls:
+        orig = getattr(tr2.net, name)
+
+        def counted2(*a, _orig=orig, _name=name, **kw):
+            calls[_name] += 1
+            return _orig(*a, **kw)
+        setattr(tr2.net, name, counted2)
+    out = tr2.train_step()
+    assert calls == {"restore": 3, "estimate": 3} and float(out["loss_w"]) == 0
+    with pytest.raises(ValueError, match="stage2"):
+        Trainer(_cfg(tiny_data, stage2="both"), tmp_path / "x", log=lambda m: None)

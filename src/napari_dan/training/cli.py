@@ -49,6 +49,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-fraction", dest="real_fraction", type=float,
                    help="microscopy models: share of training fields whose specimen is a crop of "
                    "--data (real images) instead of a synthetic one")
+    p.add_argument("--stage2", choices=("released", "matched"),
+                   help="the loop stage: 'released' restores with round n-1's code and supervises "
+                   "round n's kernel; 'matched' restores with round n's code (as the engine runs "
+                   "our models) and supervises every round's kernel")
+    p.add_argument("--width-weight", dest="width_weight", type=float,
+                   help="weight of a loss on the kernel's width (relative error of its second "
+                   "moment; 0: none)")
     p.add_argument("--restorer-frac", dest="restorer_frac", type=float,
                    help="fraction of steps in stage 1 (Restorer on true kernel codes)")
     st = p.add_mutually_exclusive_group()

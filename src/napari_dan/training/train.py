@@ -5,8 +5,17 @@ Schedule (fractions of ``steps``):
 1. ``restorer_frac``: the Restorer learns with the TRUE kernel codes (one pass instead of four),
    while the Estimator learns to read the kernel from SR images the Restorer made with codes
    between the Dirac's and the true one (what it sees during the unrolled loop).
-2. the rest: the whole unrolled loop as released (iterations 1..n-1 without gradients, the last
-   one supervised: L1(SR, HR) + L1(kernel, true kernel)), so each part adapts to the other's errors.
+2. the rest: the whole unrolled loop, so each part adapts to the other's errors. ``stage2``
+   "released": as released (iterations 1..n-1 without gradients, the last one supervised:
+   L1(SR, HR) + L1(kernel, true kernel); the image comes from round n-1's code). "matched": as the
+   engine runs our models (the image restored with round n's code, engine.plan): n rounds of
+   Restorer (no gradients) and Estimator (supervised on every round, so it learns to read the
+   kernel from every state of the loop, not only the last), then the image restored with the last
+   round's code and supervised.
+
+``width_weight`` adds a loss on the kernel's width: the relative error of its second moment
+(the FWHM error the benchmarks measure, to first order half of it), which the L1 of the kernel
+weighs little once two kernels barely overlap.
 
 With ``budget_minutes`` the run is bounded by training time instead of (or as well as) steps:
 the schedule's progress is whichever of ``step / steps`` and ``elapsed / budget`` is further, so
@@ -36,7 +45,8 @@ from ..model.checkpoint import DanModel, create_model, load_checkpoint, save_che
 from ..model.kernels import random_gaussian_kernels
 from .data import PatchSampler, SpecimenImages, find_images, read_image
 
-__all__ = ["TrainConfig", "train", "transfer_weights", "remap_code_input", "cpu_has_bf16"]
+__all__ = ["TrainConfig", "train", "transfer_weights", "remap_code_input", "cpu_has_bf16",
+           "width_error"]
 
 
 @dataclass
@@ -94,6 +104,10 @@ class TrainConfig:
     est_attention: int = 0          # 1: the Estimator pools with learned spatial weights
     real_fraction: float = 0.0      # microscopy: share of fields whose specimen is a real image
     real_zoom: tuple[float, float] = (1.0, 2.0)  # ... zoomed out by a factor in this range
+    #: stage 2: "released" (image from round n-1's code, kernel loss on round n) or "matched"
+    #: (image from round n's code, kernel loss on every round), see the module docstring
+    stage2: str = "released"
+    width_weight: float = 0.0       # weight of the kernel-width (second moment) loss
 
 
 def cpu_has_bf16() -> bool:
@@ -144,6 +158,17 @@ def remap_code_input(dst: torch.nn.Module, src: torch.nn.Module) -> None:
         w.copy_((w[..., 0, 0] @ m)[..., None, None])
 
 
+def width_error(k: torch.Tensor, k_true: torch.Tensor) -> torch.Tensor:
+    """|m2(k) / m2(k_true) - 1| per kernel, m2 the second moment about the kernel's centre pixel
+    (both (B, K*K), square kernels, sums 1): the relative error of the squared width, about twice
+    the relative FWHM error for small errors."""
+    side = math.isqrt(k.shape[1])
+    r = torch.arange(side, dtype=torch.float32, device=k.device) - (side - 1) / 2
+    r2 = (r[:, None] ** 2 + r[None, :] ** 2).reshape(1, -1)
+    m2, m2t = (k * r2).sum(1), (k_true * r2).sum(1)
+    return (m2 / m2t.clamp_min(1e-3) - 1).abs()
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
     a = a[..., border:-border, border:-border].clamp(0, 1)
     b = b[..., border:-border, border:-border]
@@ -168,6 +193,8 @@ class Trainer:
         use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and (
             self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_bf16())))
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
+        if cfg.stage2 not in ("released", "matched"):
+            raise ValueError(f"stage2 must be 'released' or 'matched', got {cfg.stage2!r}")
         if cfg.data_kind not in ("images", "microscopy"):
             raise ValueError(f"data_kind must be 'images' or 'microscopy', got {cfg.data_kind!r}")
         hp = dict(in_nc=cfg.in_nc, nf=cfg.nf, nb=cfg.nb, ng=cfg.ng, scale=cfg.scale,
@@ -326,6 +353,14 @@ class Trainer:
                     t = torch.rand(b, 1, device=self.device) * 1.2
                     mix = net.initial_code(b) + t * (true_code - net.initial_code(b))
                     sr_e = net.restore(lr, mix)
+            elif stage == 2 and cfg.stage2 == "matched":
+                code, kernels = net.initial_code(b), []
+                for _ in range(cfg.loop):
+                    with torch.no_grad():
+                        s_ = net.restore(lr, code)
+                    kernels.append(net.estimate(s_, lr))
+                    code = net.encode(kernels[-1].detach().float())
+                sr = net.restore(lr, code)
             elif stage == 2:
                 with torch.no_grad():
                     code = net.initial_code(b)
@@ -334,13 +369,17 @@ class Trainer:
                         code = net.encode(net.estimate(s_, lr).float())
                 sr = net.restore(lr, code.detach())
                 sr_e = sr.detach()
-            kernel = net.estimate(sr_e, lr) if sr_e is not None else None
+            if not (stage == 2 and cfg.stage2 == "matched"):
+                kernels = [net.estimate(sr_e, lr)] if sr_e is not None else []
         loss_sr = (sr.float() - hr).abs().mean()
-        if kernel is not None:
-            loss_k = (kernel.float().reshape(b, -1) - ks.reshape(b, -1)).abs().sum(1).mean()
-        else:
-            loss_k = torch.zeros((), device=sr.device)
-        loss = loss_sr + 0.1 * loss_k
+        loss_k = torch.zeros((), device=sr.device)
+        loss_w = torch.zeros((), device=sr.device)
+        for kernel in kernels:
+            kf = kernel.float().reshape(b, -1)
+            loss_k = loss_k + (kf - ks.reshape(b, -1)).abs().sum(1).mean() / len(kernels)
+            if cfg.width_weight:
+                loss_w = loss_w + width_error(kf, ks.reshape(b, -1)).mean() / len(kernels)
+        loss = loss_sr + 0.1 * loss_k + cfg.width_weight * loss_w
         for g in self.opt.param_groups:
             g["lr"] = self._lr_at()
         self.opt.zero_grad(set_to_none=True)
@@ -348,7 +387,8 @@ class Trainer:
         self.opt.step()
         self.step += 1
         # tensors, not floats: reading them (a device sync) waits until the log line
-        return {"loss_sr": loss_sr.detach(), "loss_k": loss_k.detach(), "stage": stage}
+        return {"loss_sr": loss_sr.detach(), "loss_k": loss_k.detach(),
+                "loss_w": loss_w.detach(), "stage": stage}
 
     @torch.no_grad()
     def _validate_microscopy(self) -> dict:
@@ -483,6 +523,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
             rec = {"step": tr.step,
                    "loss_sr": float(torch.stack([a["loss_sr"] for a in acc]).mean()),
                    "loss_k": float(torch.stack([a["loss_k"] for a in acc]).mean()),
+                   **({"loss_w": float(torch.stack([a["loss_w"] for a in acc]).mean())}
+                      if cfg.width_weight else {}),
                    "stage": acc[-1]["stage"], "lr": tr._lr_at(),
                    "hours": round(tr.elapsed / 3600, 4)}
             acc = []
