@@ -380,6 +380,10 @@ def test_spots_psf_and_residual_layers(setup, qtbot):
     text = w.kernel_label.text()
     assert "PSF from" in text and "isolated spots" in text and "Consistency residual" in text
     assert "µm" in text.split("PSF from")[1]
+    # the two are compared: a note exactly when they differ by more than 1.25x either way
+    meta = w.last_result[2].metadata
+    ratio = meta["spots_comparison"]["output_grid"]["fwhm_px"] / meta["kernel_fwhm"]["median"]
+    assert ("x the blind estimate" in text) == (not 0.8 <= ratio <= 1.25)
     # non-blind from the spots: the kernel used is the measured one
     _run(w, qtbot, mode="PSF from spots (non-blind)")
     kernel = w.last_layers[1]

@@ -748,11 +748,17 @@ def test_per_plane_runs_report_their_kernels_spread():
         stack[0], m, kernel=gaussian_kernel(21, 1.0), **FP32).metadata
 
 
-def test_spots_wider_than_the_trained_range_get_a_note():
-    from napari_dan.engine.result import spots_range_note
+def test_spots_wider_than_the_trained_range_or_far_from_the_blind_estimate_get_a_note():
+    from napari_dan.engine.result import spots_note
 
     micro = _with_training(tiny_model(), data_kind="microscopy", psf_fwhm_range=[1.6, 10.5])
-    assert spots_range_note(8.3, micro) is None
-    note = spots_range_note(16.0, micro)
+    assert spots_note(8.3, micro) is None
+    note = spots_note(16.0, micro, blind_fwhm=7.9)
     assert "(16.0 px)" in note and "up to 10.5 px" in note
-    assert spots_range_note(16.0, tiny_model()) is None  # no training record: no verdict
+    assert spots_note(16.0, tiny_model()) is None  # no training record, no blind: no verdict
+    # within the range: a note only when the two disagree by more than 1.25x either way
+    assert spots_note(8.3, micro, blind_fwhm=7.5) is None
+    assert spots_note(8.3, micro, blind_fwhm=10.0) is None
+    note = spots_note(8.3, micro, blind_fwhm=5.1)
+    assert "1.63x the blind estimate (5.1 px)" in note and "--psf spots" in note
+    assert "0.50x" in spots_note(4.0, tiny_model(), blind_fwhm=8.0)

@@ -479,8 +479,8 @@ class DanWidget(QWidget):
         spots = meta.get("spots_comparison") or {}
         if "kernel" in spots:
             lines.append(_spots_line(spots, px, unit))
-            if spots.get("range_note"):
-                lines.append("Note: " + spots["range_note"])
+            if spots.get("note"):
+                lines.append("Note: " + spots["note"])
         elif "unavailable" in spots:
             lines.append("PSF from spots: none measured (no isolated beads or puncta)")
         cons = meta.get("consistency")

@@ -19,7 +19,7 @@ from .plan import (
     PlaneResult,
 )
 
-__all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_range_note", "EDGE_LOW",
+__all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_note", "SPOTS_DISAGREE", "EDGE_LOW",
            "EDGE_HIGH"]
 
 #: an estimated FWHM within this factor of the narrowest trained kernel, or above this share of
@@ -104,15 +104,29 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels") -
     return out
 
 
-def spots_range_note(spots_fwhm: float, model: DanModel) -> str | None:
-    """A sentence when a PSF measured from spots (FWHM in output-grid px) is wider than every PSF
-    ``model`` was trained on, so that its blind estimate cannot follow it; else None."""
+#: a blind estimate and a spots PSF whose FWHMs differ by more than this factor get a note
+SPOTS_DISAGREE = 1.25
+
+
+def spots_note(spots_fwhm: float, model: DanModel, blind_fwhm: float | None = None) -> str | None:
+    """A sentence when a PSF measured from spots (FWHM in output-grid px) cannot be compared
+    with ``model``'s blind estimate as equals, else None: when it is wider than every PSF the
+    model was trained on (the blind estimate cannot follow it), or when the two FWHMs differ by
+    more than ``SPOTS_DISAGREE`` x (a blind estimator can count part of a spot's width as the
+    specimen's, e.g. large beads or a flat-topped PSF, docs/models.md)."""
     rng = model.trained_fwhm_range
-    if rng is None or not spots_fwhm > rng[1]:
+    if rng is not None and spots_fwhm > rng[1]:
+        return (f"the spots PSF ({spots_fwhm:.1f} px) is wider than any PSF {model.name} was "
+                f"trained on (up to {rng[1]:.1f} px): the blind estimate cannot follow it; use the "
+                "spots PSF (non-blind)")
+    if blind_fwhm is None or not blind_fwhm > 0 or not spots_fwhm > 0:
         return None
-    return (f"the spots PSF ({spots_fwhm:.1f} px) is wider than any PSF {model.name} was "
-            f"trained on (up to {rng[1]:.1f} px): the blind estimate cannot follow it; use the "
-            "spots PSF (non-blind)")
+    ratio = spots_fwhm / blind_fwhm
+    if 1 / SPOTS_DISAGREE <= ratio <= SPOTS_DISAGREE:
+        return None
+    return (f"the spots PSF ({spots_fwhm:.1f} px) is {ratio:.2f}x the blind estimate "
+            f"({blind_fwhm:.1f} px): for beads and puncta the spots PSF is the measurement; "
+            "to restore with it, choose the kernel 'PSF from spots' (CLI: --psf spots)")
 
 
 def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRResult:
