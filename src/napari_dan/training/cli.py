@@ -54,8 +54,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    "round n's kernel; 'matched' restores with round n's code (as the engine runs "
                    "our models) and supervises every round's kernel")
     p.add_argument("--width-weight", dest="width_weight", type=float,
-                   help="weight of a loss on the kernel's width (relative error of its second "
-                   "moment; 0: none)")
+                   help="weight of a loss on the kernel's width (|log| of the ratio of its second "
+                   "moment to the true kernel's; 0: none)")
     p.add_argument("--restorer-frac", dest="restorer_frac", type=float,
                    help="fraction of steps in stage 1 (Restorer on true kernel codes)")
     st = p.add_mutually_exclusive_group()
