@@ -95,14 +95,18 @@ def main(argv=None) -> int:
                    help="models to show, in column order (names or checkpoint files); the "
                    "last one is used for the widget screenshot")
     p.add_argument("--widget", action="store_true", help="also the widget screenshot (display)")
+    p.add_argument("--widget-only", action="store_true",
+                   help="only the widget screenshot (display), not the comparison figures")
     p.add_argument("--widget-per-plane", action="store_true",
                    help="only the per-plane widget screenshot of the whole bead stack (display)")
     a = p.parse_args(argv)
     if a.widget_per_plane:
         widget_screenshot(a.models[-1], per_plane=True)
         return 0
-    if a.widget:
+    if a.widget or a.widget_only:
         widget_screenshot(a.models[-1])
+    if a.widget_only:
+        return 0
     from skimage import io
 
     from napari_dan import load_model, super_resolve
