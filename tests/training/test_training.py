@@ -308,22 +308,28 @@ def test_width_error_is_the_log_ratio_of_the_second_moments():
     assert float(width_error(k1, k1)) == pytest.approx(0.0, abs=1e-6)
 
 
+def _count_passes(net) -> dict:
+    """Wrap ``net.restore`` and ``net.estimate`` to count their calls (the returned dict)."""
+    calls = {"restore": 0, "estimate": 0}
+    for name in calls:
+        orig = getattr(net, name)
+
+        def counted(*a, _orig=orig, _name=name, **kw):
+            calls[_name] += 1
+            return _orig(*a, **kw)
+        setattr(net, name, counted)
+    return calls
+
+
 def test_matched_loop_stage_supervises_every_round_and_the_last_code(tiny_data, tmp_path):
     """stage2='matched': the Estimator is supervised on all ``loop`` rounds, the image is
     restored with the last round's code (one Restorer pass more than released), and the width
     loss is logged."""
     from napari_dan.training.train import Trainer
 
-    calls = {"restore": 0, "estimate": 0}
     tr = Trainer(_cfg(tiny_data, steps=4, restorer_frac=0.0, stage2="matched", width_weight=0.1,
                       loop=3), tmp_path / "m", log=lambda m: None)
-    for name in calls:
-        orig = getattr(tr.net, name)
-
-        def counted(*a, _orig=orig, _name=name, **kw):
-            calls[_name] += 1
-            return _orig(*a, **kw)
-        setattr(tr.net, name, counted)
+    calls = _count_passes(tr.net)
     est0 = {k: v.clone() for k, v in tr.net.Estimator.state_dict().items()}
     out = tr.train_step()
     assert out["stage"] == 2 and float(out["loss_w"]) > 0
@@ -332,14 +338,7 @@ def test_matched_loop_stage_supervises_every_round_and_the_last_code(tiny_data, 
     # released: loop-1 rounds without gradients, then one restore and one supervised estimate
     tr2 = Trainer(_cfg(tiny_data, steps=4, restorer_frac=0.0, loop=3), tmp_path / "r",
                   log=lambda m: None)
-    calls = {"restore": 0, "estimate": 0}
-    for name in calls:
-        orig = getattr(tr2.net, name)
-
-        def counted2(*a, _orig=orig, _name=name, **kw):
-            calls[_name] += 1
-            return _orig(*a, **kw)
-        setattr(tr2.net, name, counted2)
+    calls = _count_passes(tr2.net)
     out = tr2.train_step()
     assert calls == {"restore": 3, "estimate": 3} and float(out["loss_w"]) == 0
     with pytest.raises(ValueError, match="stage2"):

@@ -346,10 +346,10 @@ class Trainer:
         b = hr.shape[0]
         true_code = net.encode(ks.reshape(b, -1))
         stage = 1 if self.progress() < cfg.restorer_frac else 2
+        sr_e, kernels = None, []  # the Estimator's input (one supervised estimate), or its kernels
         with self._autocast():
             if stage == 1:
                 sr = net.restore(lr, true_code)
-                sr_e = None
             if stage == 1 and cfg.stage1_estimator:
                 # the Estimator sees SR images made with codes between the Dirac's and the truth
                 with torch.no_grad():
@@ -357,7 +357,7 @@ class Trainer:
                     mix = net.initial_code(b) + t * (true_code - net.initial_code(b))
                     sr_e = net.restore(lr, mix)
             elif stage == 2 and cfg.stage2 == "matched":
-                code, kernels = net.initial_code(b), []
+                code = net.initial_code(b)
                 for _ in range(cfg.loop):
                     with torch.no_grad():
                         s_ = net.restore(lr, code)
@@ -372,8 +372,8 @@ class Trainer:
                         code = net.encode(net.estimate(s_, lr).float())
                 sr = net.restore(lr, code.detach())
                 sr_e = sr.detach()
-            if not (stage == 2 and cfg.stage2 == "matched"):
-                kernels = [net.estimate(sr_e, lr)] if sr_e is not None else []
+            if sr_e is not None:
+                kernels = [net.estimate(sr_e, lr)]
         loss_sr = (sr.float() - hr).abs().mean()
         loss_k = torch.zeros((), device=sr.device)
         loss_w = torch.zeros((), device=sr.device)
