@@ -119,9 +119,9 @@ def main(argv=None) -> int:
     from napari_dan.model.kernels import kernel_stats
 
     args = sys.argv[1:] if argv is None else argv
-    if not args:
+    if not args or args[0] in ("-h", "--help"):
         print(__doc__)
-        return 2
+        return 0 if args else 2
     with tempfile.TemporaryDirectory() as tmp:
         for arg in args:
             label, model = training_check._load(arg, Path(tmp))
