@@ -4,7 +4,10 @@ Every field goes through the forward model the microscopy models are judged by
 (``napari_dan.imaging.microscope``): a specimen on the HR grid, blurred by a widefield PSF
 (Gibson-Lanni via psfmodels; Gaussian without it) of FWHM 2.5, 5 or 8.5 HR pixels, integrated over
 camera pixels ``scale`` x ``scale`` HR pixels, Poisson noise at 1,000 / 200 / 50 photons at the
-brightest structure (or none), read noise 1.5 e-, offset 100, 16-bit counts. The target is the
+brightest structure of the specimen before the optics (or none; the recorded peak is lower, the
+more so the smaller the structure and the wider the PSF: per 1,000 photons the beads' brightest
+pixel records 44-126 photons over a background of 20, the filaments' 197-469), read noise 1.5 e-,
+offset 100, 16-bit counts. The target is the
 specimen seen through a Gaussian of FWHM 1.5 HR px (the HR grid's resolution limit).
 
 Specimens: synthetic beads, filaments and nuclei (``napari_dan.imaging.specimens``, seeded), and
