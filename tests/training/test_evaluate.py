@@ -214,6 +214,10 @@ def test_benchmark_scripts_run_quick_on_a_checkpoint(image_dir, tmp_path, capsys
     assert {"image", "fwhm", "noise", "bicubic", "rl", "dan_blind", "dan_true",
             "fwhm_error", "consistency"} <= set(row)
     assert row["bicubic"] > 10 and np.isfinite(row["dan_blind"])
+    # the side-by-side summary reads the same JSON
+    summ = _benchmark("compare_microscopy").summary(records)
+    assert summ["fields_1db"].endswith("/4") and np.isfinite(summ["dan_blind"])
+    assert summ["fwhm_all"] == pytest.approx(np.median([r["fwhm_error"] for r in records["rows"]]))
     text = doc.read_text()
     # both sections, each once, under the shared conventions
     assert text.startswith("# Quality") and text.count("## Gaussian8 benchmark") == 1
@@ -233,3 +237,26 @@ def test_speed_benchmark_runs_quick_on_a_checkpoint(tmp_path, capsys):
     for method in ("restorer", "global", "per-tile", "convs"):
         assert f"| tiny-gray | 48x48 | {method} |" in out
     assert "super_resolve / Restorer pass" in out and "convolutions alone / Restorer pass" in out
+
+
+def test_psf_oracle_recovers_a_width_between_its_candidates():
+    """The oracle fits only the PSF width with everything else known: off the candidate grid,
+    clean it lands within 1%, and the fit follows the truth rather than a fixed candidate."""
+    oracle = _benchmark("psf_oracle")
+    micro = _benchmark("microscopy")
+    from napari_dan.imaging.camera import bin_pixels
+    from napari_dan.imaging.degradations import blur
+    from napari_dan.imaging.specimens import beads
+
+    spec = beads((96, 96), 1 / 150, np.random.default_rng(3))
+    spec = spec / spec.max() + 0.02
+    models = np.stack([bin_pixels(blur(spec, micro.psf_for(float(c))), 2)
+                       for c in oracle.CANDIDATES]) * 10000.0 + micro.OFFSET
+    fits = []
+    for true in (3.3, 6.1):
+        lr, _ = micro.observe(spec, micro.psf_for(true), 2, None, np.random.default_rng(0))
+        fits.append(oracle.fit_width(lr, models, noisy=False))
+        assert fits[-1] == pytest.approx(true, rel=0.01)
+        lr, _ = micro.observe(spec, micro.psf_for(true), 2, 1000.0, np.random.default_rng(0))
+        noisy_models = models / 10.0 + 0.9 * micro.OFFSET  # 1,000 photons: a tenth of the signal
+        assert oracle.fit_width(lr, noisy_models, noisy=True) == pytest.approx(true, rel=0.1)
