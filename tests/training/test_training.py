@@ -306,6 +306,11 @@ def test_width_error_is_the_log_ratio_of_the_second_moments():
     assert float(width_error(k2, k1)) == pytest.approx(math.log(4), rel=0.05)
     assert float(width_error(k1, k2)) == pytest.approx(float(width_error(k2, k1)), rel=1e-5)
     assert float(width_error(k1, k1)) == pytest.approx(0.0, abs=1e-6)
+    # session 11's relative form, kept for its recipe: 3 for too wide, 0.75 for too narrow
+    assert float(width_error(k2, k1, "relative")) == pytest.approx(3.0, rel=0.07)
+    assert float(width_error(k1, k2, "relative")) == pytest.approx(0.75, rel=0.02)
+    with pytest.raises(ValueError, match="width_form"):
+        width_error(k1, k2, "square")
 
 
 def _count_passes(net) -> dict:

@@ -108,6 +108,9 @@ class TrainConfig:
     #: (image from round n's code, kernel loss on every round), see the module docstring
     stage2: str = "released"
     width_weight: float = 0.0       # weight of the kernel-width (second moment) loss
+    #: "log": |log(m2 / m2_true)|; "relative": |m2 / m2_true - 1| (session 11's, biased narrow;
+    #: kept so the recipe of the stage trained with it reproduces)
+    width_form: str = "log"
 
 
 def cpu_has_bf16() -> bool:
@@ -158,17 +161,22 @@ def remap_code_input(dst: torch.nn.Module, src: torch.nn.Module) -> None:
         w.copy_((w[..., 0, 0] @ m)[..., None, None])
 
 
-def width_error(k: torch.Tensor, k_true: torch.Tensor) -> torch.Tensor:
+def width_error(k: torch.Tensor, k_true: torch.Tensor, form: str = "log") -> torch.Tensor:
     """|log(m2(k) / m2(k_true))| per kernel, m2 the second moment about the kernel's centre pixel
     (both (B, K*K), square kernels, sums 1): twice the log of the FWHM ratio, for small errors the
     relative FWHM error x 2. Symmetric in the ratio, so an uncertain estimate is not pushed
     towards narrow kernels (the relative error |m2 / m2_true - 1| of commit dfcecb3, which the
     session-11 experiment used, is bounded by 1 below and unbounded above, and was: its x4 run
-    read 25% narrow, docs/models.md)."""
+    read 25% narrow, docs/models.md). ``form="relative"`` is that error, for reproducing the
+    stage trained with it."""
     side = math.isqrt(k.shape[1])
     r = torch.arange(side, dtype=torch.float32, device=k.device) - (side - 1) / 2
     r2 = (r[:, None] ** 2 + r[None, :] ** 2).reshape(1, -1)
     m2, m2t = (k * r2).sum(1), (k_true * r2).sum(1)
+    if form == "relative":
+        return (m2 / m2t.clamp_min(1e-3) - 1).abs()
+    if form != "log":
+        raise ValueError(f"width_form must be 'log' or 'relative', got {form!r}")
     return (torch.log(m2.clamp_min(1e-3)) - torch.log(m2t.clamp_min(1e-3))).abs()
 
 
@@ -198,6 +206,8 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
         if cfg.stage2 not in ("released", "matched"):
             raise ValueError(f"stage2 must be 'released' or 'matched', got {cfg.stage2!r}")
+        if cfg.width_form not in ("log", "relative"):
+            raise ValueError(f"width_form must be 'log' or 'relative', got {cfg.width_form!r}")
         if cfg.data_kind not in ("images", "microscopy"):
             raise ValueError(f"data_kind must be 'images' or 'microscopy', got {cfg.data_kind!r}")
         hp = dict(in_nc=cfg.in_nc, nf=cfg.nf, nb=cfg.nb, ng=cfg.ng, scale=cfg.scale,
@@ -381,7 +391,8 @@ class Trainer:
             kf = kernel.float().reshape(b, -1)
             loss_k = loss_k + (kf - ks.reshape(b, -1)).abs().sum(1).mean() / len(kernels)
             if cfg.width_weight:
-                loss_w = loss_w + width_error(kf, ks.reshape(b, -1)).mean() / len(kernels)
+                loss_w = loss_w + width_error(kf, ks.reshape(b, -1),
+                                              cfg.width_form).mean() / len(kernels)
         loss = loss_sr + 0.1 * loss_k + cfg.width_weight * loss_w
         for g in self.opt.param_groups:
             g["lr"] = self._lr_at()
