@@ -70,16 +70,21 @@ RECIPES: dict[str, dict] = {
 # images), zoomed out 1.5-2x so that their own blur (cells3d is a confocal recording) falls to
 # about the HR target's 1.5 px and the PSF label stays the whole blur: both at once on the CPU,
 # one thread each, Adam lr 1e-4 with cosine decay to 1e-5 over a 70-minute training-time budget,
-# the whole unrolled loop from the start. ``steps`` is the count each budget reached.
-# Logs: docs/training-logs/ (dan-x2-fluo-synthetic.txt is the synthetic run, dan-x2-fluo-real.txt the
-# continuation, dan-x2-fluo-real-try1.txt an abandoned first try with half the fields real at
-# 1-2x zoom).
+# the whole unrolled loop from the start (the "-real" recipes; bundled in sessions 9-11). Then
+# (session 11) the loop trained as the engine runs it (``stage2="matched"``) with a loss on the
+# kernel's width in its first, relative form (the "-matched" recipes, 110-minute budget), and
+# (session 12) continued with the symmetric log form (the bundled models, 100-minute budget).
+# ``steps`` is the count each budget reached. Logs: docs/training-logs/ (dan-x2-fluo-synthetic.txt
+# is the synthetic run, dan-x2-fluo-real.txt the continuation, dan-x2-fluo-real-try1.txt an
+# abandoned first try with half the fields real at 1-2x zoom, dan-x2-fluo-matched-s11.txt and
+# dan-x2-fluo-s12.txt the last two).
 _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=True,
               photons_range=(30.0, 30000.0), clean_fraction=0.2, psf_fwhm_range=(1.6, 10.5),
               lr=2e-4, restorer_frac=0.3, stage1_estimator=True, val_every=100,
               checkpoint_every=25, val_images=4)
 _REAL = dict(data=[_shared("train"), _shared("microscopy", "nuclei3d_cells3d.tif")],
              real_fraction=0.35, real_zoom=(1.5, 2.0), lr=1e-4, restorer_frac=0.0)
+_MATCHED = dict(_REAL, stage2="matched", width_weight=0.1)
 RECIPES.update({
     "dan-x2-fluo-synthetic": dict(
         scale=2, lr_patch=48, batch=8, steps=4939, init_from="src/napari_dan/model/weights/dan-x2-gray.pt",
@@ -89,14 +94,34 @@ RECIPES.update({
         scale=4, lr_patch=32, batch=8, steps=4407, init_from="src/napari_dan/model/weights/dan-x4-gray.pt",
         **_MICRO,
         description="DANv2 x4 for fluorescence microscopy, first run: synthetic specimens only"),
-    "dan-x2-fluo": dict(
+    "dan-x2-fluo-real": dict(
         scale=2, lr_patch=48, batch=8, steps=3470,
         init_from="runs/dan-x2-fluo-synthetic/dan-x2-fluo-synthetic.pt", **{**_MICRO, **_REAL},
+        description="DANv2 x2 for fluorescence microscopy, second run: synthetic and real "
+                    "specimens"),
+    "dan-x4-fluo-real": dict(
+        scale=4, lr_patch=32, batch=8, steps=3407,
+        init_from="runs/dan-x4-fluo-synthetic/dan-x4-fluo-synthetic.pt", **{**_MICRO, **_REAL},
+        description="DANv2 x4 for fluorescence microscopy, second run: synthetic and real "
+                    "specimens"),
+    "dan-x2-fluo-matched": dict(
+        scale=2, lr_patch=48, batch=8, steps=5156,
+        init_from="runs/dan-x2-fluo-real/dan-x2-fluo-real.pt", **{**_MICRO, **_MATCHED},
+        width_form="relative",
+        description="DANv2 x2 for fluorescence microscopy, third run: the loop trained as it runs"),
+    "dan-x4-fluo-matched": dict(
+        scale=4, lr_patch=32, batch=8, steps=5214,
+        init_from="runs/dan-x4-fluo-real/dan-x4-fluo-real.pt", **{**_MICRO, **_MATCHED},
+        width_form="relative",
+        description="DANv2 x4 for fluorescence microscopy, third run: the loop trained as it runs"),
+    "dan-x2-fluo": dict(
+        scale=2, lr_patch=48, batch=8, steps=5661,
+        init_from="runs/dan-x2-fluo-matched/dan-x2-fluo-matched.pt", **{**_MICRO, **_MATCHED},
         description="DANv2 x2 for fluorescence microscopy: synthetic and real specimens through "
                     "microscope PSFs, camera pixel integration, Poisson-Gaussian noise"),
     "dan-x4-fluo": dict(
-        scale=4, lr_patch=32, batch=8, steps=3407,
-        init_from="runs/dan-x4-fluo-synthetic/dan-x4-fluo-synthetic.pt", **{**_MICRO, **_REAL},
+        scale=4, lr_patch=32, batch=8, steps=5638,
+        init_from="runs/dan-x4-fluo-matched/dan-x4-fluo-matched.pt", **{**_MICRO, **_MATCHED},
         description="DANv2 x4 for fluorescence microscopy: synthetic and real specimens through "
                     "microscope PSFs, camera pixel integration, Poisson-Gaussian noise"),
 })
