@@ -295,6 +295,23 @@ def test_microscopy_training_with_real_specimens_runs(tmp_path):
         Trainer(TrainConfig(**{**cfg.__dict__, "data": []}), tmp_path / "run2", log=logs.append)
 
 
+def test_specimen_kinds_choose_what_the_microscopy_fields_draw(tmp_path):
+    from napari_dan.training.train import TrainConfig, Trainer
+
+    base = dict(name="t", scale=2, in_nc=1, nf=8, nb=1, ng=1, est_nf=8, est_nb=1, code_len=4,
+                kernel_size=11, pca_samples=200, data_kind="microscopy", noise=True,
+                lr_patch=16, batch=2, steps=2, val_images=1, psf_fwhm_range=(1.6, 4.0))
+    tr = Trainer(TrainConfig(**base, specimen_kinds=("beads", "beads", "nuclei")),
+                 tmp_path / "run", log=lambda m: None)
+    assert tr.fields.kinds == ("beads", "beads", "nuclei")
+    from napari_dan.imaging.specimens import KINDS
+
+    assert Trainer(TrainConfig(**base), tmp_path / "run1", log=lambda m: None).fields.kinds == KINDS
+    with pytest.raises(ValueError, match="unknown specimen kinds"):
+        Trainer(TrainConfig(**base, specimen_kinds=("beads", "cells")), tmp_path / "run2",
+                log=lambda m: None)
+
+
 def test_width_error_is_the_log_ratio_of_the_second_moments():
     import math
 

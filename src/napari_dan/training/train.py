@@ -111,6 +111,9 @@ class TrainConfig:
     #: "log": |log(m2 / m2_true)|; "relative": |m2 / m2_true - 1| (session 11's, biased narrow;
     #: kept so the recipe of the stage trained with it reproduces)
     width_form: str = "log"
+    #: microscopy: the synthetic specimen kinds drawn, equally often each entry (repeat a kind
+    #: to draw it more often); empty: every kind of ``imaging.specimens.KINDS`` once
+    specimen_kinds: tuple[str, ...] = ()
 
 
 def cpu_has_bf16() -> bool:
@@ -208,6 +211,11 @@ class Trainer:
             raise ValueError(f"stage2 must be 'released' or 'matched', got {cfg.stage2!r}")
         if cfg.width_form not in ("log", "relative"):
             raise ValueError(f"width_form must be 'log' or 'relative', got {cfg.width_form!r}")
+        from ..imaging.specimens import KINDS
+
+        unknown = sorted(set(cfg.specimen_kinds) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown specimen kinds {unknown}; known: {', '.join(KINDS)}")
         if cfg.data_kind not in ("images", "microscopy"):
             raise ValueError(f"data_kind must be 'images' or 'microscopy', got {cfg.data_kind!r}")
         hp = dict(in_nc=cfg.in_nc, nf=cfg.nf, nb=cfg.nb, ng=cfg.ng, scale=cfg.scale,
@@ -250,6 +258,7 @@ class Trainer:
 
     def _load_microscopy(self) -> None:
         from ..imaging.microscope import MicroscopyFields, validation_fields
+        from ..imaging.specimens import KINDS
 
         cfg = self.cfg
         hr = cfg.lr_patch * cfg.scale
@@ -268,6 +277,7 @@ class Trainer:
                     f"zoomed out {cfg.real_zoom[0]:g}-{cfg.real_zoom[1]:g}x")
         self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, tuple(cfg.psf_fwhm_range),
                                        tuple(cfg.photons_range), cfg.clean_fraction,
+                                       kinds=tuple(cfg.specimen_kinds) or KINDS,
                                        images=images, real_fraction=cfg.real_fraction)
         self.val = validation_fields(max(1, cfg.val_images // 4), 96 if cfg.scale == 2 else 128,
                                      cfg.kernel_size, cfg.scale)
