@@ -365,3 +365,13 @@ def test_matched_loop_stage_supervises_every_round_and_the_last_code(tiny_data, 
     assert calls == {"restore": 3, "estimate": 3} and float(out["loss_w"]) == 0
     with pytest.raises(ValueError, match="stage2"):
         Trainer(_cfg(tiny_data, stage2="both"), tmp_path / "x", log=lambda m: None)
+
+
+def test_a_recipe_can_be_renamed():
+    """`napari-dan train --recipe dan-x4-rgb --name my-dan-x4` (docs/models.md) keeps the
+    recipe and renames the model; it used to fail with 'multiple values for argument name'."""
+    from napari_dan.training.recipes import recipe
+
+    cfg = recipe("dan-x4-fluo", name="my-x4", steps=10)
+    assert (cfg.name, cfg.scale, cfg.stage2, cfg.steps) == ("my-x4", 4, "matched", 10)
+    assert recipe("dan-x4-fluo").name == "dan-x4-fluo"

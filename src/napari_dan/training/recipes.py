@@ -127,8 +127,10 @@ RECIPES.update({
 })
 
 
-def recipe(name: str, **overrides) -> TrainConfig:
-    """The TrainConfig of a bundled model, with optional overrides."""
-    if name not in RECIPES:
-        raise KeyError(f"no recipe {name!r}; recipes: {', '.join(RECIPES)}")
-    return TrainConfig(name=name, **{**_COMPACT, "exclude": BENCHMARK_COPIES, **RECIPES[name], **overrides})
+def recipe(recipe_name: str, /, **overrides) -> TrainConfig:
+    """The TrainConfig of a bundled model, with optional overrides (``name=`` renames the
+    model: ``--recipe X --name Y``)."""
+    if recipe_name not in RECIPES:
+        raise KeyError(f"no recipe {recipe_name!r}; recipes: {', '.join(RECIPES)}")
+    return TrainConfig(**{"name": recipe_name, **_COMPACT, "exclude": BENCHMARK_COPIES,
+                          **RECIPES[recipe_name], **overrides})
