@@ -13,7 +13,18 @@ from napari_dan.imaging.camera import Camera, bin_pixels, bin_pixels_torch, expo
 from napari_dan.imaging.consistency import consistency, reproject
 from napari_dan.imaging.degradations import blur
 from napari_dan.imaging.microscope import MicroscopyFields, degrade_microscopy_torch
-from napari_dan.imaging.psf import airy_fwhm, confocal_psf, gaussian_psf, have_psfmodels, random_psfs, widefield_psf
+from napari_dan.imaging.psf import _half_max_width as half_max_width
+from napari_dan.imaging.psf import (
+    airy_fwhm,
+    bead_fwhm_factor,
+    bead_image,
+    bead_psf,
+    confocal_psf,
+    gaussian_psf,
+    have_psfmodels,
+    random_psfs,
+    widefield_psf,
+)
 from napari_dan.imaging.specimens import KINDS, beads, random_specimen
 from napari_dan.imaging.spots import measure_psf
 from napari_dan.model.kernels import fit_gaussian_2d, gaussian_kernel, kernel_stats
@@ -59,6 +70,49 @@ def test_random_psfs_cover_the_range():
     measured = np.array([kernel_stats(p).fwhm for p in ps[:40]])
     # the measured half-maximum widths follow the drawn ones (defocus and astigmatism widen)
     assert np.median(measured / w[:40]) == pytest.approx(1.0, abs=0.15)
+
+
+def test_bead_image_and_bead_psf():
+    # a point is a point; a bead's image sums to 1, is round and as wide as its diameter
+    assert bead_image(9, 0.0)[4, 4] == 1.0
+    b = bead_image(41, 16.0, profile=0.0)
+    assert b.sum() == pytest.approx(1.0)
+    assert np.allclose(b, b.T) and np.allclose(b, b[::-1])
+    row = b[20]
+    assert (row > 0.5 * row[20]).sum() == pytest.approx(16, abs=1)  # a flat disc: edge at r = 8
+    assert np.ptp(row[14:27]) < 1e-3 * row[20]
+    # the sphere's projection is brightest in the middle
+    s = bead_image(41, 16.0, profile=0.5)[20]
+    assert s[20] > 1.5 * s[27]
+    # convolved with a Gaussian: wider by the factor, and flat-topped compared with a Gaussian
+    g = gaussian_psf(41, 6.0)
+    for ratio in (0.5, 1.0, 2.0):
+        p = bead_psf(g, ratio * 6.0)
+        assert p.sum() == pytest.approx(1.0, abs=1e-5)
+        factor = bead_fwhm_factor(ratio)
+        assert 1.0 < factor < 1 + ratio
+        assert half_max_width(p) == pytest.approx(6.0 * factor, rel=0.03)
+    wide = bead_psf(gaussian_psf(41, 5.0), 9.0, profile=0.0)
+    same = gaussian_psf(41, kernel_stats(wide).fwhm)
+    # at 0.85 of the peak the bead-measured PSF is wider than the Gaussian of its FWHM
+    assert (wide[20] > 0.85 * wide[20, 20]).sum() > (same[20] > 0.85 * same[20, 20]).sum()
+
+
+def test_random_psfs_with_bead_measured_psfs():
+    a, wa = random_psfs(30, 21, (2.0, 10.0), rng=np.random.default_rng(3))
+    b, wb = random_psfs(30, 21, (2.0, 10.0), rng=np.random.default_rng(3), bead_fraction=0.0)
+    assert np.array_equal(a, b) and np.array_equal(wa, wb)  # fraction 0: the old draws exactly
+    c, wc = random_psfs(60, 21, (2.0, 10.0), rng=np.random.default_rng(3), bead_fraction=1.0,
+                        kinds=("gaussian",))
+    assert np.allclose(c.sum((1, 2)), 1, atol=1e-4)
+    # the bead-measured PSFs keep the drawn FWHM (half maximum, measured)
+    measured = np.array([half_max_width(p) for p in c])
+    inside = wc < 8  # the widest leave the 21 px kernel's support
+    assert np.median(measured[inside] / wc[inside]) == pytest.approx(1.0, abs=0.08)
+    with pytest.raises(ValueError):
+        random_psfs(2, 21, bead_fraction=1.5)
+    with pytest.raises(ValueError):
+        MicroscopyFields(32, 21, np.random.default_rng(0), bead_fraction=-0.1)
 
 
 def test_camera_binning_and_noise():

@@ -312,6 +312,33 @@ def test_specimen_kinds_choose_what_the_microscopy_fields_draw(tmp_path):
                 log=lambda m: None)
 
 
+def test_bead_psf_fraction_reaches_the_fields_and_trains(tmp_path):
+    from napari_dan import cli
+    from napari_dan.model.bundled import bundled_path
+    from napari_dan.training.train import TrainConfig, Trainer
+
+    base = dict(name="t", scale=2, in_nc=1, nf=8, nb=1, ng=1, est_nf=8, est_nb=1, code_len=4,
+                kernel_size=11, pca_samples=200, data_kind="microscopy", noise=True,
+                lr_patch=16, batch=2, steps=2, val_images=1, psf_fwhm_range=(1.6, 4.0))
+    tr = Trainer(TrainConfig(**base, bead_psf_fraction=1.0), tmp_path / "run", log=lambda m: None)
+    assert tr.fields.bead_fraction == 1.0
+    spec, psfs, *_ = tr.fields.draw(4)
+    assert psfs.shape == (4, 11, 11) and torch.allclose(psfs.sum((1, 2)), torch.ones(4), atol=1e-4)
+    # the CLI option lands in the run's config
+    # (a tiny network: the bundled weights it starts from do not fit and are skipped)
+    bundled = str(bundled_path("dan-x2-fluo"))
+    rc = cli.main(["train", "--recipe", "dan-x2-fluo", "--name", "t2", "--init-from", bundled,
+                     "--real-fraction", "0",
+                     "--nf", "8", "--nb", "1", "--ng", "1", "--est-nf", "8", "--est-nb", "1",
+                     "--code-len", "4", "--kernel-size", "11", "--pca-samples", "200",
+                     "--lr-patch", "16", "--batch", "2", "--steps", "1", "--val-every", "100",
+                     "--bead-psf-fraction", "0.5", "--run-dir", str(tmp_path / "cli")])
+    assert rc == 0
+    import json
+
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["bead_psf_fraction"] == 0.5
+
+
 def test_width_error_is_the_log_ratio_of_the_second_moments():
     import math
 

@@ -11,8 +11,11 @@ output pixel size is its FWHM in micrometres.
   an optional dependency, ``pip install psfmodels``). Astigmatism is modelled by stretching
   the in-focus PSF along one axis.
 * :func:`airy_fwhm`: the in-focus widefield FWHM, 0.51 lambda / NA (micrometres).
+* :func:`bead_psf`: a PSF as measured from beads of finite size (the PSF convolved with the
+  bead's image): flat-topped once the bead is about as wide as the PSF.
 * :func:`random_psfs`: the training distribution of the microscopy models (Gaussian, widefield
-  and confocal shapes, FWHM uniform in a range of HR pixels, mild defocus and astigmatism).
+  and confocal shapes, FWHM uniform in a range of HR pixels, mild defocus and astigmatism; on
+  request a share of bead-measured PSFs).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel
 
 __all__ = ["gaussian_psf", "widefield_psf", "confocal_psf", "airy_fwhm", "random_psfs",
-           "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
+           "bead_psf", "bead_fwhm_factor", "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
 
 #: FWHM range (HR pixels) of the microscopy models' training PSFs: the benchmark asks for 2-10 px,
 #: and the averaged PSF of the bead sample is about 8.7 px at its pixel size
@@ -143,9 +146,76 @@ def confocal_psf(size: int, pixel_size: float, na: float = 1.4, wavelength: floa
     return _stretch(p, astigmatism, astig_angle).astype(np.float32)
 
 
+def bead_image(size: int, diameter: float, profile: float = 0.5, supersample: int = 8) -> np.ndarray:
+    """The image of a bead of ``diameter`` pixels on a (size, size) grid, summing to 1.
+
+    ``profile`` sets its brightness across: 0.5 is a uniformly stained sphere projected along
+    the optical axis (brightness ~ sqrt(1 - (r/R)^2), as a widefield image integrates it), 0 a
+    flat disc (an optical section through the sphere); each pixel is the average of
+    ``supersample``^2 sub-pixels.
+    """
+    _check_size(size)
+    if diameter < 0:
+        raise ValueError(f"a bead's diameter must be >= 0, got {diameter}")
+    img = np.zeros((size, size))
+    c = size // 2
+    if diameter < 1e-6:
+        img[c, c] = 1.0
+        return img
+    r = diameter / 2
+    sub = (np.arange(size * supersample) + 0.5) / supersample - 0.5 - c
+    yy, xx = np.meshgrid(sub, sub, indexing="ij")
+    inside = np.clip(1.0 - (yy**2 + xx**2) / r**2, 0.0, None)
+    fine = inside ** profile * (inside > 0)
+    img = fine.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+    if img.sum() <= 0:  # a bead far smaller than a pixel
+        img[c, c] = 1.0
+    return img / img.sum()
+
+
+def _half_max_width(img: np.ndarray) -> float:
+    """FWHM of a centred, radially symmetric image along its central row (linear interpolation)."""
+    row = img[img.shape[0] // 2]
+    c = len(row) // 2
+    half = row[c] / 2
+    i = c
+    while i + 1 < len(row) and row[i + 1] > half:
+        i += 1
+    # row[i] > half >= row[i + 1]
+    frac = (row[i] - half) / (row[i] - row[i + 1])
+    return 2 * (i - c + frac)
+
+
+@lru_cache(maxsize=256)
+def bead_fwhm_factor(ratio: float, profile: float = 0.5) -> float:
+    """FWHM of a Gaussian PSF convolved with a bead of ``ratio`` times its FWHM, divided by the
+    PSF's FWHM (1 for a point; about 1.2 for ratio 1, profile 0.5)."""
+    from scipy.signal import fftconvolve
+
+    f = 12.0
+    size = int(2 * math.ceil(3 * f + ratio * f) + 1)
+    g = gaussian_kernel(size, f / FWHM_PER_SIGMA)
+    b = bead_image(size, ratio * f, profile, supersample=4)
+    return _half_max_width(fftconvolve(g, b, mode="same")) / f
+
+
+def bead_psf(psf: np.ndarray, diameter: float, profile: float = 0.5) -> np.ndarray:
+    """``psf`` as it is measured from beads of ``diameter`` pixels: convolved with the bead's
+    image (:func:`bead_image`), same size, normalised. This is what averaging the images of
+    isolated beads gives, and flat-topped once the bead is about as wide as the PSF."""
+    from scipy.signal import fftconvolve
+
+    psf = np.asarray(psf, np.float64)
+    out = fftconvolve(psf, bead_image(psf.shape[0], diameter, profile), mode="same")
+    out = np.clip(out, 0.0, None)
+    return (out / out.sum()).astype(np.float32)
+
+
 def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_FWHM_RANGE,
                 rng: np.random.Generator | None = None,
-                kinds: tuple[str, ...] = ("gaussian", "widefield", "confocal")) -> tuple[np.ndarray, np.ndarray]:
+                kinds: tuple[str, ...] = ("gaussian", "widefield", "confocal"),
+                bead_fraction: float = 0.0,
+                bead_ratio: tuple[float, float] = (0.5, 2.0)) -> tuple[np.ndarray, np.ndarray]:
     """Sample ``n`` PSFs of the microscopy training distribution.
 
     The target in-focus FWHM is uniform in ``fwhm_range`` (pixels); the shape is one of ``kinds``
@@ -154,6 +224,12 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
     in-focus FWHM lands on the target; a third of them are defocused by up to 0.35 of the depth of
     field. A quarter of all PSFs are astigmatic (stretch 1-1.3 at a random angle).
 
+    A ``bead_fraction`` of them are PSFs as measured from beads (:func:`bead_psf`): the PSF is
+    drawn narrower and convolved with a bead whose diameter is ``bead_ratio`` (uniform) times the
+    PSF's FWHM, profile between a flat disc and a projected sphere, so that the result's FWHM
+    is still the target (flat-topped for the larger beads). With ``bead_fraction`` 0 the draws
+    are exactly those of earlier versions (the generator is not consulted for it).
+
     Returns
     -------
     psfs : (n, size, size) float32
@@ -161,13 +237,21 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
         astigmatic PSF the geometric mean of its axes)
     """
     _check_size(size)
+    if not 0.0 <= bead_fraction <= 1.0:
+        raise ValueError(f"bead_fraction must be in [0, 1], got {bead_fraction}")
     rng = np.random.default_rng() if rng is None else rng
     lo, hi = fwhm_range
     kinds = tuple(k for k in kinds if k == "gaussian" or have_psfmodels()) or ("gaussian",)
     out = np.empty((n, size, size), np.float32)
     widths = np.empty(n, np.float32)
     for i in range(n):
-        target = rng.uniform(lo, hi)
+        final = target = rng.uniform(lo, hi)
+        bead = None
+        if bead_fraction > 0 and rng.random() < bead_fraction:
+            ratio = rng.uniform(*bead_ratio)
+            profile = float(rng.choice([0.0, 0.5]))
+            target = final / bead_fwhm_factor(round(ratio, 2), profile)
+            bead = (ratio * target, profile)
         kind = kinds[rng.integers(len(kinds))]
         astig = rng.uniform(1.0, 1.3) if rng.random() < 0.25 else 1.0
         angle = rng.uniform(-90, 90)
@@ -189,6 +273,8 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
             else:
                 p = confocal_psf(size, dxy, na, wl, wl - rng.uniform(0.02, 0.08), ni, dz,
                                  astig, angle)
+        if bead is not None:
+            p = bead_psf(p, *bead)
         out[i] = p
-        widths[i] = target
+        widths[i] = final
     return out, widths

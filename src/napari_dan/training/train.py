@@ -114,6 +114,9 @@ class TrainConfig:
     #: microscopy: the synthetic specimen kinds drawn, equally often each entry (repeat a kind
     #: to draw it more often); empty: every kind of ``imaging.specimens.KINDS`` once
     specimen_kinds: tuple[str, ...] = ()
+    #: microscopy: share of fields blurred (and labelled) by a PSF as measured from beads of
+    #: finite size (``imaging.psf.bead_psf``, flat-topped); the PCA basis is not drawn from them
+    bead_psf_fraction: float = 0.0
 
 
 def cpu_has_bf16() -> bool:
@@ -278,7 +281,8 @@ class Trainer:
         self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, tuple(cfg.psf_fwhm_range),
                                        tuple(cfg.photons_range), cfg.clean_fraction,
                                        kinds=tuple(cfg.specimen_kinds) or KINDS,
-                                       images=images, real_fraction=cfg.real_fraction)
+                                       images=images, real_fraction=cfg.real_fraction,
+                                       bead_fraction=cfg.bead_psf_fraction)
         self.val = validation_fields(max(1, cfg.val_images // 4), 96 if cfg.scale == 2 else 128,
                                      cfg.kernel_size, cfg.scale)
         self.log(f"microscopy fields {hr}x{hr}{real}, {len(self.val)} validation fields; "
