@@ -13,6 +13,9 @@ bead measurement calls the PSF):
 * ``averaged PSF stamped``: the in-focus plane of psf_avg_45cube.tif (the PSF averaged from those
   beads: Gaussian-fit FWHM 8.6 px, 10.2 x 7.5) placed at the four beads' positions of the
   in-focus plane, peak 150 counts + 1 (as the file), clean and with Poisson noise;
+* ``averaged PSF symmetrised`` / ``smoothed``: the stamped averaged PSF made symmetric (the mean
+  of its four mirror images) or smoothed by a Gaussian of sigma 1 or 2 px, clean: which of its
+  features (its asymmetry, its pixel-scale texture) the blind estimate reads as sharpness;
 * ``Gaussian 10 x 7.4``: points at random positions through an elliptical Gaussian PSF of the
   averaged PSF's fitted widths, and ``Gaussian 8.6`` a round one, 4 points, peak 150, Poisson;
 * ``disc D px through Gaussian 5 px``: 4 discs of diameter 6 or 9 px (large beads) seen through a
@@ -95,6 +98,13 @@ def fields(scale: int):
                 spec[int(y), int(x)] = 1.0
         return counts(blur(spec, psf), scale, rng)
 
+    from scipy.ndimage import gaussian_filter
+
+    sym = (pa + pa[::-1] + pa[:, ::-1] + pa[::-1, ::-1]) / 4
+    out["averaged PSF symmetrised, clean"] = [counts(stamp(sym, BEADS), scale, None)]
+    for sigma in (1, 2):
+        out[f"averaged PSF smoothed {sigma} px, clean"] = [
+            counts(stamp(gaussian_filter(pa, sigma), BEADS), scale, None)]
     out["Gaussian 10 x 7.4 (the fit's widths)"] = [points(gaussian(10.2, 7.5), s) for s in range(3)]
     out["Gaussian 8.6"] = [points(gaussian(8.6, 8.6), s) for s in range(3)]
     for d in (6, 9):
