@@ -73,11 +73,13 @@ RECIPES: dict[str, dict] = {
 # the whole unrolled loop from the start (the "-real" recipes; bundled in sessions 9-11). Then
 # (session 11) the loop trained as the engine runs it (``stage2="matched"``) with a loss on the
 # kernel's width in its first, relative form (the "-matched" recipes, 110-minute budget), and
-# (session 12) continued with the symmetric log form (the bundled models, 100-minute budget).
+# (session 12) continued with the symmetric log form (100-minute budget; bundled x2, and the
+# "dan-x4-fluo-width" stage). Then (session 13) x4 continued with three times the bead fields
+# and twice the puncta fields (``specimen_kinds``), Adam 5e-5 -> 1e-5, 100-minute budget.
 # ``steps`` is the count each budget reached. Logs: docs/training-logs/ (dan-x2-fluo-synthetic.txt
 # is the synthetic run, dan-x2-fluo-real.txt the continuation, dan-x2-fluo-real-try1.txt an
 # abandoned first try with half the fields real at 1-2x zoom, dan-x2-fluo-matched-s11.txt and
-# dan-x2-fluo-s12.txt the last two).
+# dan-x2-fluo-s12.txt the last two; dan-x4-fluo-s13.txt the x4 bead stage).
 _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=True,
               photons_range=(30.0, 30000.0), clean_fraction=0.2, psf_fwhm_range=(1.6, 10.5),
               lr=2e-4, restorer_frac=0.3, stage1_estimator=True, val_every=100,
@@ -119,9 +121,15 @@ RECIPES.update({
         init_from="runs/dan-x2-fluo-matched/dan-x2-fluo-matched.pt", **{**_MICRO, **_MATCHED},
         description="DANv2 x2 for fluorescence microscopy: synthetic and real specimens through "
                     "microscope PSFs, camera pixel integration, Poisson-Gaussian noise"),
-    "dan-x4-fluo": dict(
+    "dan-x4-fluo-width": dict(
         scale=4, lr_patch=32, batch=8, steps=5638,
         init_from="runs/dan-x4-fluo-matched/dan-x4-fluo-matched.pt", **{**_MICRO, **_MATCHED},
+        description="DANv2 x4 for fluorescence microscopy, fourth run: the symmetric width loss"),
+    "dan-x4-fluo": dict(
+        scale=4, lr_patch=32, batch=8, steps=4292,
+        init_from="runs/dan-x4-fluo-width/dan-x4-fluo-width.pt",
+        **{**_MICRO, **_MATCHED, "lr": 5e-5}, specimen_kinds=("beads", "beads", "beads", "puncta", "puncta", "filaments",
+                                 "actin", "rings", "membranes", "nuclei"),
         description="DANv2 x4 for fluorescence microscopy: synthetic and real specimens through "
                     "microscope PSFs, camera pixel integration, Poisson-Gaussian noise"),
 })
