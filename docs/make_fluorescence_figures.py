@@ -1,7 +1,7 @@
 """The fluorescence figures of docs/models.md: outputs at 1:1 (no smoothing) and kernels.
 
     env OMP_NUM_THREADS=2 python docs/make_fluorescence_figures.py \
-        [--models dan-x2-gray dan-x2-fluo ...] [--widget]
+        [--models dan-x2-gray dan-x2-fluo ...] [--widget] [--suffix _x4]
 
 Writes docs/images/fluorescence_compare.png: rows = specimens through the microscope model
 (filaments, beads, a flat background with saturated spots, and two real images of the
@@ -94,6 +94,9 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["dan-x2-gray", "dan-x2-fluo"],
                    help="models to show, in column order (names or checkpoint files); the "
                    "last one is used for the widget screenshot")
+    p.add_argument("--suffix", default="",
+                   help="written as fluorescence_compare<SUFFIX>.png and fluorescence_kernels"
+                   "<SUFFIX>.png (e.g. _x4 for x4 models)")
     p.add_argument("--widget", action="store_true", help="also the widget screenshot (display)")
     p.add_argument("--widget-only", action="store_true",
                    help="only the widget screenshot (display), not the comparison figures")
@@ -138,9 +141,9 @@ def main(argv=None) -> int:
         names.append(name)
     sep = lambda w: np.ones((6, w))  # noqa: E731
     img = np.concatenate(sum([[r, sep(r.shape[1])] for r in rows], [])[:-1], 0)
-    io.imsave(OUT / "fluorescence_compare.png", (img * 255).astype(np.uint8), check_contrast=False)
+    io.imsave(OUT / f"fluorescence_compare{a.suffix}.png", (img * 255).astype(np.uint8), check_contrast=False)
     kimg = np.concatenate(sum([[r, sep(r.shape[1])] for r in krows], [])[:-1], 0)
-    io.imsave(OUT / "fluorescence_kernels.png", (np.clip(kimg, 0, 1) * 255).astype(np.uint8),
+    io.imsave(OUT / f"fluorescence_kernels{a.suffix}.png", (np.clip(kimg, 0, 1) * 255).astype(np.uint8),
               check_contrast=False)
     print("rows:", ", ".join(names), "| columns: LR, bicubic, RL (20 it., true PSF),",
           ", ".join(f"{m} blind" for m in a.models) + ", HR target")
