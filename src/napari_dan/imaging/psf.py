@@ -28,7 +28,7 @@ import numpy as np
 from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel
 
 __all__ = ["gaussian_psf", "widefield_psf", "confocal_psf", "airy_fwhm", "random_psfs",
-           "bead_psf", "bead_fwhm_factor", "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
+           "bead_image", "bead_psf", "bead_fwhm_factor", "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
 
 #: FWHM range (HR pixels) of the microscopy models' training PSFs: the benchmark asks for 2-10 px,
 #: and the averaged PSF of the bead sample is about 8.7 px at its pixel size
@@ -226,7 +226,7 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
 
     A ``bead_fraction`` of them are PSFs as measured from beads (:func:`bead_psf`): the PSF is
     drawn narrower and convolved with a bead whose diameter is ``bead_ratio`` (uniform) times the
-    PSF's FWHM, profile between a flat disc and a projected sphere, so that the result's FWHM
+    PSF's FWHM, a flat disc or a projected sphere (equally often), so that the result's FWHM
     is still the target (flat-topped for the larger beads). With ``bead_fraction`` 0 the draws
     are exactly those of earlier versions (the generator is not consulted for it).
 

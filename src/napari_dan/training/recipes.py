@@ -128,8 +128,9 @@ RECIPES.update({
     "dan-x4-fluo": dict(
         scale=4, lr_patch=32, batch=8, steps=4292,
         init_from="runs/dan-x4-fluo-width/dan-x4-fluo-width.pt",
-        **{**_MICRO, **_MATCHED, "lr": 5e-5}, specimen_kinds=("beads", "beads", "beads", "puncta", "puncta", "filaments",
-                                 "actin", "rings", "membranes", "nuclei"),
+        **{**_MICRO, **_MATCHED, "lr": 5e-5},
+        specimen_kinds=("beads", "beads", "beads", "puncta", "puncta", "filaments", "actin",
+                        "rings", "membranes", "nuclei"),
         description="DANv2 x4 for fluorescence microscopy: synthetic and real specimens through "
                     "microscope PSFs, camera pixel integration, Poisson-Gaussian noise"),
 })
