@@ -22,6 +22,7 @@ from napari_dan.imaging.psf import (
     confocal_psf,
     gaussian_psf,
     have_psfmodels,
+    lumpy_psf,
     random_psfs,
     widefield_psf,
 )
@@ -114,6 +115,42 @@ def test_random_psfs_with_bead_measured_psfs():
     with pytest.raises(ValueError):
         MicroscopyFields(32, 21, np.random.default_rng(0), bead_fraction=-0.1)
 
+
+def test_lumpy_psf_is_irregular_centred_and_of_the_asked_width():
+    rng = np.random.default_rng(5)
+    offsets, ratios = [], []
+    for fwhm in (2.0, 4.5, 8.6):
+        for _ in range(6):
+            p = lumpy_psf(33, fwhm, rng)
+            assert p.shape == (33, 33) and p.dtype == np.float32 and p.min() >= 0
+            assert p.sum() == pytest.approx(1.0, abs=1e-4)
+            st = kernel_stats(p)
+            # the width the package reports (fitted Gaussian) is the one asked for
+            assert st.fwhm == pytest.approx(fwhm, rel=0.03)
+            assert st.anisotropy < 2.0
+            # centred: the centroid stays within a pixel of the kernel's centre ...
+            assert abs(st.centroid_y - 16) < 1.0 and abs(st.centroid_x - 16) < 1.0
+            # ... while the maximum need not be there
+            offsets.append(np.hypot(*(np.array(np.unravel_index(p.argmax(), p.shape)) - 16)))
+            ratios.append(st.anisotropy)
+    # irregular: some maxima off centre, some elongated, unlike a Gaussian of that width
+    assert max(offsets) >= 2 and max(ratios) > 1.2
+    with pytest.raises(ValueError):
+        lumpy_psf(32, 3.0, rng)
+
+
+def test_random_psfs_with_lumpy_psfs():
+    a, wa = random_psfs(30, 21, (2.0, 10.0), rng=np.random.default_rng(4))
+    b, wb = random_psfs(30, 21, (2.0, 10.0), rng=np.random.default_rng(4), lumpy_fraction=0.0)
+    assert np.array_equal(a, b) and np.array_equal(wa, wb)  # fraction 0: the old draws exactly
+    c, wc = random_psfs(20, 33, (2.0, 8.0), rng=np.random.default_rng(4), lumpy_fraction=1.0)
+    assert not np.array_equal(c[:len(a)], a[:len(c)])
+    measured = np.array([kernel_stats(p).fwhm for p in c])
+    assert np.allclose(measured / wc, 1.0, atol=0.05)
+    with pytest.raises(ValueError):
+        random_psfs(2, 21, lumpy_fraction=2.0)
+    with pytest.raises(ValueError):
+        MicroscopyFields(32, 21, np.random.default_rng(0), lumpy_fraction=-0.5)
 
 def test_camera_binning_and_noise():
     x = np.arange(16, dtype=float).reshape(4, 4)

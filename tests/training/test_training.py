@@ -312,7 +312,7 @@ def test_specimen_kinds_choose_what_the_microscopy_fields_draw(tmp_path):
                 log=lambda m: None)
 
 
-def test_bead_psf_fraction_reaches_the_fields_and_trains(tmp_path):
+def test_bead_and_lumpy_psf_fractions_reach_the_fields_and_train(tmp_path):
     from napari_dan import cli
     from napari_dan.model.bundled import bundled_path
     from napari_dan.training.train import TrainConfig, Trainer
@@ -324,6 +324,10 @@ def test_bead_psf_fraction_reaches_the_fields_and_trains(tmp_path):
     assert tr.fields.bead_fraction == 1.0
     spec, psfs, *_ = tr.fields.draw(4)
     assert psfs.shape == (4, 11, 11) and torch.allclose(psfs.sum((1, 2)), torch.ones(4), atol=1e-4)
+    tr = Trainer(TrainConfig(**base, lumpy_psf_fraction=1.0), tmp_path / "runl", log=lambda m: None)
+    assert tr.fields.lumpy_fraction == 1.0
+    out = tr.train_step()  # a step on irregular PSFs
+    assert np.isfinite(float(out["loss_sr"])) and np.isfinite(float(out["loss_k"]))
     # the CLI option lands in the run's config
     # (a tiny network: the bundled weights it starts from do not fit and are skipped)
     bundled = str(bundled_path("dan-x2-fluo"))
@@ -332,11 +336,13 @@ def test_bead_psf_fraction_reaches_the_fields_and_trains(tmp_path):
                      "--nf", "8", "--nb", "1", "--ng", "1", "--est-nf", "8", "--est-nb", "1",
                      "--code-len", "4", "--kernel-size", "11", "--pca-samples", "200",
                      "--lr-patch", "16", "--batch", "2", "--steps", "1", "--val-every", "100",
-                     "--bead-psf-fraction", "0.5", "--run-dir", str(tmp_path / "cli")])
+                     "--bead-psf-fraction", "0.5", "--lumpy-psf-fraction", "0.25",
+                     "--run-dir", str(tmp_path / "cli")])
     assert rc == 0
     import json
 
-    assert json.loads((tmp_path / "cli" / "config.json").read_text())["bead_psf_fraction"] == 0.5
+    config = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert config["bead_psf_fraction"] == 0.5 and config["lumpy_psf_fraction"] == 0.25
 
 
 def test_width_error_is_the_log_ratio_of_the_second_moments():

@@ -88,13 +88,14 @@ class MicroscopyFields:
 
     ``bead_fraction``: share of the fields whose PSF is one as measured from beads of finite
     size (:func:`.psf.bead_psf`; flat-topped for beads about as wide as the PSF), blurring the
-    field and labelling it alike.
+    field and labelling it alike. ``lumpy_fraction``: share of irregular PSFs
+    (:func:`.psf.lumpy_psf`: uneven lobes, maximum off centre, faint texture), likewise.
     """
 
     def __init__(self, size: int, kernel_size: int, rng: np.random.Generator,
                  fwhm_range=MICROSCOPY_FWHM_RANGE, photons_range=(30.0, 30000.0),
                  clean_fraction: float = 0.2, kinds=KINDS, images=None, real_fraction: float = 0.0,
-                 bead_fraction: float = 0.0):
+                 bead_fraction: float = 0.0, lumpy_fraction: float = 0.0):
         if not 0.0 <= real_fraction <= 1.0 or (real_fraction > 0 and images is None):
             raise ValueError(f"real_fraction must be in [0, 1] and needs images, got {real_fraction}")
         self.size, self.kernel_size, self.rng = size, kernel_size, rng
@@ -104,6 +105,9 @@ class MicroscopyFields:
         if not 0.0 <= bead_fraction <= 1.0:
             raise ValueError(f"bead_fraction must be in [0, 1], got {bead_fraction}")
         self.bead_fraction = float(bead_fraction)
+        if not 0.0 <= lumpy_fraction <= 1.0:
+            raise ValueError(f"lumpy_fraction must be in [0, 1], got {lumpy_fraction}")
+        self.lumpy_fraction = float(lumpy_fraction)
 
     def _specimen(self) -> np.ndarray:
         rng = self.rng
@@ -117,7 +121,8 @@ class MicroscopyFields:
         rng = self.rng
         spec = np.stack([self._specimen() for _ in range(n)])[:, None].astype(np.float32)
         psfs, _ = random_psfs(n, self.kernel_size, self.fwhm_range, rng,
-                              bead_fraction=self.bead_fraction)
+                              bead_fraction=self.bead_fraction,
+                              lumpy_fraction=self.lumpy_fraction)
         lo, hi = np.log(self.photons_range[0]), np.log(self.photons_range[1])
         photons = np.exp(rng.uniform(lo, hi, n))
         clean = rng.random(n) < self.clean_fraction

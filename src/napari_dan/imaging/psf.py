@@ -13,9 +13,11 @@ output pixel size is its FWHM in micrometres.
 * :func:`airy_fwhm`: the in-focus widefield FWHM, 0.51 lambda / NA (micrometres).
 * :func:`bead_psf`: a PSF as measured from beads of finite size (the PSF convolved with the
   bead's image): flat-topped once the bead is about as wide as the PSF.
+* :func:`lumpy_psf`: an irregular PSF (a few overlapping lobes, its maximum off its centroid,
+  a faint pixel-scale texture), the shape of a PSF averaged from real beads under aberrations.
 * :func:`random_psfs`: the training distribution of the microscopy models (Gaussian, widefield
   and confocal shapes, FWHM uniform in a range of HR pixels, mild defocus and astigmatism; on
-  request a share of bead-measured PSFs).
+  request a share of bead-measured and of irregular PSFs).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel
 
 __all__ = ["gaussian_psf", "widefield_psf", "confocal_psf", "airy_fwhm", "random_psfs",
-           "bead_image", "bead_psf", "bead_fwhm_factor", "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
+           "bead_image", "bead_psf", "bead_fwhm_factor", "lumpy_psf", "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
 
 #: FWHM range (HR pixels) of the microscopy models' training PSFs: the benchmark asks for 2-10 px,
 #: and the averaged PSF of the bead sample is about 8.7 px at its pixel size
@@ -211,11 +213,73 @@ def bead_psf(psf: np.ndarray, diameter: float, profile: float = 0.5) -> np.ndarr
     return (out / out.sum()).astype(np.float32)
 
 
+def _lumps(size: int, scale: float, w, sig, offs) -> np.ndarray:
+    c = size // 2
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) - c
+    out = np.zeros((size, size))
+    for wi, si, (oy, ox) in zip(w, sig, offs, strict=True):
+        s2 = (si * scale / FWHM_PER_SIGMA) ** 2
+        out += wi / s2 * np.exp(-((yy - oy * scale) ** 2 + (xx - ox * scale) ** 2) / (2 * s2))
+    return out
+
+
+def lumpy_psf(size: int, fwhm: float, rng: np.random.Generator, lobes: tuple[int, int] = (2, 4),
+              spread: float = 0.25, texture: tuple[float, float] = (0.0, 0.12),
+              max_elongation: float = 1.6) -> np.ndarray:
+    """An irregular PSF whose fitted-Gaussian FWHM (:func:`..model.kernels.fit_gaussian_2d`, the
+    width the package reports) is ``fwhm`` pixels.
+
+    It is the sum of ``lobes`` (2-4) Gaussian lobes, each 0.5-0.85 of the FWHM wide with a
+    random weight, their centres scattered by ``spread`` FWHM around the weighted centroid (so
+    the PSF stays centred but its maximum is not at its centre, and its top is uneven), times
+    ``1 + t * noise`` where the noise is smoothed over about a pixel and ``t`` is uniform in
+    ``texture``: the shape of a PSF averaged from real beads under coma-like aberrations and
+    residual misalignment, which a network trained on smooth, symmetric PSFs reads as narrow.
+    Lobe layouts whose second moments are more than ``max_elongation`` times longer along one
+    axis than the other are redrawn (up to 8 times).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from ..model.kernels import fit_gaussian_2d
+
+    _check_size(size)
+    if fwhm <= 0:
+        raise ValueError("FWHM must be positive")
+    for _ in range(8):  # redraw lobes that make a PSF far more elongated than real ones
+        k = int(rng.integers(lobes[0], lobes[1] + 1))
+        w = rng.uniform(0.3, 1.0, k)
+        w /= w.sum()
+        sig = rng.uniform(0.5, 0.85, k)
+        offs = rng.normal(0.0, spread, (k, 2))
+        offs -= (w[:, None] * offs).sum(0)  # the weighted centre of the lobes is the kernel's centre
+        cov = sum(wi * (np.outer(o, o) + np.eye(2) * (si / FWHM_PER_SIGMA) ** 2)
+                  for wi, si, o in zip(w, sig, offs, strict=True))
+        ev = np.linalg.eigvalsh(cov)
+        if ev[1] <= max_elongation**2 * ev[0]:
+            break
+    t = rng.uniform(*texture)
+    noise = gaussian_filter(rng.standard_normal((size, size)), 0.8)
+    noise /= max(noise.std(), 1e-12)
+    scale = fwhm
+    for _ in range(3):  # rescale until the fitted width is the requested one (two passes suffice)
+        p = _lumps(size, scale, w, sig, offs)
+        p = np.clip(p * (1.0 + t * noise), 0.0, None)
+        p /= p.sum()
+        f = fit_gaussian_2d(p)
+        if f is None:
+            break
+        if abs(f.fwhm / fwhm - 1) < 0.01:
+            break
+        scale *= fwhm / f.fwhm
+    return p.astype(np.float32)
+
+
 def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_FWHM_RANGE,
                 rng: np.random.Generator | None = None,
                 kinds: tuple[str, ...] = ("gaussian", "widefield", "confocal"),
                 bead_fraction: float = 0.0,
-                bead_ratio: tuple[float, float] = (0.5, 2.0)) -> tuple[np.ndarray, np.ndarray]:
+                bead_ratio: tuple[float, float] = (0.5, 2.0),
+                lumpy_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Sample ``n`` PSFs of the microscopy training distribution.
 
     The target in-focus FWHM is uniform in ``fwhm_range`` (pixels); the shape is one of ``kinds``
@@ -230,6 +294,10 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
     is still the target (flat-topped for the larger beads). With ``bead_fraction`` 0 the draws
     are exactly those of earlier versions (the generator is not consulted for it).
 
+    A ``lumpy_fraction`` of them are irregular PSFs (:func:`lumpy_psf`: uneven lobes, maximum off
+    centre, faint texture) of the target FWHM instead of one of ``kinds``; 0 leaves the draws
+    unchanged as well. Bead-measured PSFs are drawn first, so a PSF can be both.
+
     Returns
     -------
     psfs : (n, size, size) float32
@@ -239,6 +307,8 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
     _check_size(size)
     if not 0.0 <= bead_fraction <= 1.0:
         raise ValueError(f"bead_fraction must be in [0, 1], got {bead_fraction}")
+    if not 0.0 <= lumpy_fraction <= 1.0:
+        raise ValueError(f"lumpy_fraction must be in [0, 1], got {lumpy_fraction}")
     rng = np.random.default_rng() if rng is None else rng
     lo, hi = fwhm_range
     kinds = tuple(k for k in kinds if k == "gaussian" or have_psfmodels()) or ("gaussian",)
@@ -252,6 +322,11 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
             profile = float(rng.choice([0.0, 0.5]))
             target = final / bead_fwhm_factor(round(ratio, 2), profile)
             bead = (ratio * target, profile)
+        if lumpy_fraction > 0 and rng.random() < lumpy_fraction:
+            p = lumpy_psf(size, target, rng)
+            out[i] = bead_psf(p, *bead) if bead is not None else p
+            widths[i] = final
+            continue
         kind = kinds[rng.integers(len(kinds))]
         astig = rng.uniform(1.0, 1.3) if rng.random() < 0.25 else 1.0
         angle = rng.uniform(-90, 90)

@@ -56,6 +56,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="microscopy models: share of training fields whose PSF is one measured "
                    "from beads of finite size (the PSF convolved with a bead 0.5-2x its FWHM: "
                    "flat-topped), as blur and as kernel label")
+    p.add_argument("--lumpy-psf-fraction", dest="lumpy_psf_fraction", type=float,
+                   help="microscopy models: share of training fields whose PSF is irregular "
+                   "(uneven lobes, maximum off centre, faint texture; as real averaged bead PSFs "
+                   "look), as blur and as kernel label")
     p.add_argument("--stage2", choices=("released", "matched"),
                    help="the loop stage: 'released' restores with round n-1's code and supervises "
                    "round n's kernel; 'matched' restores with round n's code (as the engine runs "

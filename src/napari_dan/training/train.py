@@ -117,6 +117,9 @@ class TrainConfig:
     #: microscopy: share of fields blurred (and labelled) by a PSF as measured from beads of
     #: finite size (``imaging.psf.bead_psf``, flat-topped); the PCA basis is not drawn from them
     bead_psf_fraction: float = 0.0
+    #: microscopy: share of fields blurred (and labelled) by an irregular PSF
+    #: (``imaging.psf.lumpy_psf``: uneven lobes, maximum off centre, faint texture)
+    lumpy_psf_fraction: float = 0.0
 
 
 def cpu_has_bf16() -> bool:
@@ -282,7 +285,8 @@ class Trainer:
                                        tuple(cfg.photons_range), cfg.clean_fraction,
                                        kinds=tuple(cfg.specimen_kinds) or KINDS,
                                        images=images, real_fraction=cfg.real_fraction,
-                                       bead_fraction=cfg.bead_psf_fraction)
+                                       bead_fraction=cfg.bead_psf_fraction,
+                                       lumpy_fraction=cfg.lumpy_psf_fraction)
         self.val = validation_fields(max(1, cfg.val_images // 4), 96 if cfg.scale == 2 else 128,
                                      cfg.kernel_size, cfg.scale)
         self.log(f"microscopy fields {hr}x{hr}{real}, {len(self.val)} validation fields; "
