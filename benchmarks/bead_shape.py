@@ -18,6 +18,10 @@ bead measurement calls the PSF):
   features (its asymmetry, its pixel-scale texture) the blind estimate reads as sharpness;
 * ``Gaussian 10 x 7.4``: points at random positions through an elliptical Gaussian PSF of the
   averaged PSF's fitted widths, and ``Gaussian 8.6`` a round one, 4 points, peak 150, Poisson;
+* ``lumpy PSF 8.6``: 4 points through an irregular PSF of fitted FWHM 8.6 px
+  (:func:`napari_dan.imaging.psf.lumpy_psf`: uneven lobes, maximum off centre, faint texture;
+  a new one per seed), peak 150, Poisson: whether a synthetic PSF shaped like the averaged one
+  is misread as it is;
 * ``disc D px through Gaussian 5 px``: 4 discs of diameter 6 or 9 px (large beads) seen through a
   Gaussian PSF of FWHM 5 px: flat-topped blobs whose optical PSF is 5 px.
 
@@ -107,6 +111,10 @@ def fields(scale: int):
             counts(stamp(gaussian_filter(pa, sigma), BEADS), scale, None)]
     out["Gaussian 10 x 7.4 (the fit's widths)"] = [points(gaussian(10.2, 7.5), s) for s in range(3)]
     out["Gaussian 8.6"] = [points(gaussian(8.6, 8.6), s) for s in range(3)]
+    from napari_dan.imaging.psf import lumpy_psf
+
+    out["lumpy PSF 8.6"] = [points(lumpy_psf(41, 8.6, np.random.default_rng(100 + s)), s)
+                            for s in range(3)]
     for d in (6, 9):
         out[f"disc {d} px through Gaussian 5 px"] = [points(gaussian(5, 5), s, disc=d) for s in range(3)]
     return out
