@@ -1,6 +1,7 @@
 """Blind FWHM on more bead fields than the microscopy benchmark's one per cell.
 
     env OMP_NUM_THREADS=1 python benchmarks/bead_fields.py MODEL_OR_RUN_DIR [...] [--seeds 3]
+        [--kernel-views auto|1|4|8]
 
 Each argument is a bundled model name, a checkpoint file or a training run folder (as in
 benchmarks/training_check.py). The fields are those of benchmarks/microscopy.py (its bead
@@ -33,7 +34,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="+", help="bundled names, checkpoint files or run folders")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--kernel-views", default="auto", choices=("auto", "1", "4", "8"),
+                   help="SROptions.kernel_views of the blind runs (default auto)")
     a = p.parse_args(argv)
+    views = a.kernel_views if a.kernel_views == "auto" else int(a.kernel_views)
     with tempfile.TemporaryDirectory() as tmp:
         for arg in a.models:
             label, model = training_check._load(arg, Path(tmp))
@@ -49,7 +53,7 @@ def main(argv=None) -> int:
                         spec, _ = random_specimen((SIZE, SIZE), rng, kind="beads",
                                                   density=1 / 800, haze=False)
                         lr, _ = observe(spec + 0.02, psf, model.scale, photons, rng)
-                        k = super_resolve(lr, model, precision="fp32").kernel
+                        k = super_resolve(lr, model, precision="fp32", kernel_views=views).kernel
                         out.append(kernel_stats(k).fwhm)
                     errs += [abs(np.log(v / true)) for v in out]
                     noise = "clean" if photons is None else "1000 ph"

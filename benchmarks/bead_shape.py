@@ -1,6 +1,6 @@
 """Why the blind estimate reads the real bead stack's PSF small: the PSF's shape, or the file?
 
-    env OMP_NUM_THREADS=1 python benchmarks/bead_shape.py MODEL_OR_RUN_DIR [...]
+    env OMP_NUM_THREADS=1 python benchmarks/bead_shape.py MODEL_OR_RUN_DIR [...] [--kernel-views N]
 
 Each argument is a bundled model name, a checkpoint file or a training run folder (as in
 benchmarks/training_check.py). Every field is 150 x 150 HR px (the bead file's crop), binned 2x2
@@ -136,7 +136,12 @@ def main(argv=None) -> int:
     from napari_dan import super_resolve
     from napari_dan.model.kernels import kernel_stats
 
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    views = "auto"  # --kernel-views N: SROptions.kernel_views of the blind runs
+    if "--kernel-views" in args:
+        i = args.index("--kernel-views")
+        views = args[i + 1] if args[i + 1] == "auto" else int(args[i + 1])
+        del args[i:i + 2]
     if not args or args[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if args else 2
@@ -146,7 +151,8 @@ def main(argv=None) -> int:
             print(f"{label} (blind FWHM on the output grid, px; truth for the real beads: the "
                   "averaged PSF's 8.6)")
             for name, lrs in fields(model.scale).items():
-                fw = [kernel_stats(super_resolve(lr, model, precision="fp32").kernel).fwhm
+                fw = [kernel_stats(super_resolve(lr, model, precision="fp32",
+                                                      kernel_views=views).kernel).fwhm
                       for lr in lrs]
                 sp = [_spots(lr, model.scale) for lr in lrs]
                 print(f"  {name:38s} blind " + " ".join(f"{v:5.2f}" for v in fw)

@@ -35,6 +35,8 @@ Run (writes the fluorescence section of docs/quality.md and a JSON file)::
         --json docs/quality-fluorescence.json
 
 Quick check (stdout): ``--quick`` (beads and filaments, one PSF, two noise levels).
+``--kernel-views 1`` runs the blind estimates on the patches alone, as before session 14 (the
+default, "auto", averages 4 mirror images for napari-dan's models).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ FWHMS = (2.5, 5.0, 8.5)
 NOISE = {"none": None, "1000 ph": 1000.0, "200 ph": 200.0, "50 ph": 50.0}
 RL_ITERATIONS = (5, 10, 20, 40, 80)
 SIZE = 256
+VIEWS = ["auto"]  # --kernel-views: the blind runs' SROptions.kernel_views
 OFFSET = 100.0
 REAL = {"microtubules (real)": "microtubules_tirf_widefield.tif",
         "nuclei (real)": "nuclei2d_dsb2018.tif",
@@ -173,7 +176,7 @@ def run_model(model, specs, fwhms, noises, log):
                        "bicubic": psnr(bicubic(lr, s), hr, b)}
                 row["rl"] = {n: psnr(x, hr, b) for n, x in richardson_lucy(lr, psf, s, RL_ITERATIONS)}
                 t0 = time.perf_counter()
-                r = super_resolve(lr, model, precision="fp32")
+                r = super_resolve(lr, model, precision="fp32", kernel_views=VIEWS[0])
                 row["dan_blind"] = psnr(r.image.astype(np.float64), hr, b)
                 row["blind_fwhm"] = kernel_stats(r.kernel).fwhm
                 row["fwhm_error"] = abs(row["blind_fwhm"] - true_fwhm) / true_fwhm
@@ -201,7 +204,8 @@ def real_beads(model, log):
     stack = tifffile.imread(MICRO / "Bead_Image1_crop.tif").astype(np.float64)
     avg = tifffile.imread(MICRO / "psf_avg_45cube.tif").astype(np.float64)
     lr = np.stack([bin_pixels(p, s) for p in stack]).astype(np.float32)
-    r = super_resolve(lr, model, kernel_mode="per-plane", precision="fp32")
+    r = super_resolve(lr, model, kernel_mode="per-plane", precision="fp32",
+                      kernel_views=VIEWS[0])
     rows = []
     # planes are matched by their distance from focus: the stack's focus is its brightest
     # plane, the averaged PSF's its brightest plane
@@ -243,7 +247,7 @@ def density_sweep(model, log, fwhm=4.71):
         rng = np.random.default_rng(11)
         spec = beads((SIZE, SIZE), d, rng) + 0.02
         lr, _ = observe(spec, gaussian_psf(31, fwhm), model.scale, 30000.0, rng)
-        r = super_resolve(lr, model, precision="fp32")
+        r = super_resolve(lr, model, precision="fp32", kernel_views=VIEWS[0])
         out.append({"density": d, "fwhm": kernel_stats(r.kernel).fwhm})
     log(f"{model.name} density sweep (true {fwhm}): "
         + ", ".join(f"{o['fwhm']:.2f}" for o in out))
@@ -332,7 +336,10 @@ def main(argv=None) -> int:
     p.add_argument("--output", help=f"markdown file, or - for stdout (default: stdout with "
                    f"--quick, else {DOC.relative_to(ROOT)})")
     p.add_argument("--json")
+    p.add_argument("--kernel-views", default="auto", choices=("auto", "1", "4", "8"),
+                   help="kernel_views of the blind runs (default auto, as super_resolve)")
     a = p.parse_args(argv)
+    VIEWS[0] = a.kernel_views if a.kernel_views == "auto" else int(a.kernel_views)
     from napari_dan import load_model
 
     t0 = time.perf_counter()
@@ -347,6 +354,7 @@ def main(argv=None) -> int:
         # a checkpoint file is labelled by its path, so two versions of one model stay apart
         label = name if name == model.name else f"{model.name} ({name})"
         res = {"model": label, "source": model.source, "scale": model.scale,
+               "kernel_views": VIEWS[0],
                "rows": rows, "rl_iterations": best}
         if not a.quick:
             res["beads"] = real_beads(model, lambda m: print(m, file=sys.stderr, flush=True))

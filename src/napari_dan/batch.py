@@ -323,7 +323,8 @@ def _kernel_info(res, model: DanModel, src: Path, mode: str, meta, hr_px, unit,
     if psf_note:
         info["psf"] = psf_note
     for k in ("channels", "normalisation", "device", "precision", "runtime", "tile_size",
-              "tile_overlap", "consistency", "spots", "iterations", "kernel_fwhm"):
+              "tile_overlap", "consistency", "spots", "iterations", "kernel_views",
+              "kernel_fwhm"):
         if k in res.metadata:
             info[k] = res.metadata[k]
     return info
@@ -458,7 +459,8 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                       "options": {"scale": s, "kernel_mode": opts.kernel_mode,
                                   "psf": ("spots" if _is_spots(psf) else file_fingerprint(psf)
                                           if psf is not None else None),
-                                  "channel_axis": ch, "iterations": opts.iterations},
+                                  "channel_axis": ch, "iterations": opts.iterations,
+                                  "kernel_views": opts.kernel_views},
                       "run": {"tile_size": opts.tile_size, "tile_overlap": opts.tile_overlap,
                               "precision": opts.precision, "device": opts.device,
                               "runtime": opts.runtime, "napari_dan": __version__}}

@@ -53,6 +53,16 @@ def _iterations(v: str) -> int | str:
     """--iterations: auto, settled or a whole number of rounds."""
     return v if v == "settled" else _rounds(v)
 _series = _whole(0, "a series number")
+
+
+def _kernel_views(v: str) -> int | str:
+    """--kernel-views: auto or a number (argparse then checks it is 1, 4 or 8)."""
+    if v == "auto":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto, 1, 4 or 8, got {v!r}") from None
 _positive = _whole(1, "a count")
 
 
@@ -79,7 +89,8 @@ def _cmd_super_resolve(args: argparse.Namespace) -> int:
     options = SROptions(kernel_mode=args.kernel_mode, tile_size=args.tile_size,
                         tile_overlap=args.tile_overlap, device=args.device,
                         precision=args.precision, threads=args.threads, runtime=args.runtime,
-                        compiled=args.compile, iterations=args.iterations)
+                        compiled=args.compile, iterations=args.iterations,
+                        kernel_views=args.kernel_views)
     summary = run_batch(args.inputs, args.output_dir, model, options, psf=args.psf,
                         channel_axis=args.channel_axis, series=args.series,
                         overwrite=args.overwrite, scheduler=args.scheduler,
@@ -172,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "kernel: auto (default: up to 4, stopping once the kernel stops moving, "
                          "for napari-dan's models; 3 for the authors' checkpoints, as released), "
                          "settled, or a number (docs/benchmarks.md)")
+    sr.add_argument("--kernel-views", dest="kernel_views", default="auto",
+                    type=_kernel_views, choices=("auto", 1, 4, 8),
+                    help="estimate the kernel on this many mirror images of each estimation "
+                         "patch and average them: auto (default: 4 for napari-dan's models in "
+                         "global and per-plane mode, 1 in per-tile mode and for the authors' "
+                         "checkpoints), 1, 4 (flips) or 8 (flips and transposes)")
     sr.add_argument("--threads", type=_threads, default="auto", metavar="N",
                     help="CPU threads: a number, or auto (default): the cores other processes "
                          "leave idle, measured before every plane, at most OMP_NUM_THREADS")

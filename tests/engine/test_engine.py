@@ -21,6 +21,8 @@ from napari_dan.errors import Cancelled, InputError
 from napari_dan.model.kernels import gaussian_kernel
 
 FP32 = dict(precision="fp32", device="cpu")
+#: one view of each estimation patch: what the network's own forward pass computes
+ONE_VIEW = dict(FP32, kernel_views=1)
 
 
 def textured(h: int, w: int, seed: int = 0, dtype=np.uint8, lo: float = 0, hi: float = 255):
@@ -122,7 +124,8 @@ def test_single_patch_global_matches_plain_forward():
     with torch.inference_mode():
         _, ks, _ = m.network.forward_all(torch.from_numpy(img / 255.0).float()[None, None])
     k = ks[-2][0].numpy()
-    for model, settings in ((m, {"iterations": m.network.loop - 1}), (official, {})):
+    for model, settings in ((m, {"iterations": m.network.loop - 1, "kernel_views": 1}),
+                            (official, {})):
         r = napari_dan.super_resolve(img, model, **settings, **FP32)
         assert r.metadata["iterations"] == m.network.loop - 1
         assert agreement(r.image, plain, 1) == 1.0
@@ -156,7 +159,7 @@ def test_rounds_run_once_each():
     img = textured(60, 70, seed=1)
     net = m.network
     net.Estimator = est = _WiderEachRound(net.kernel_size)  # every round's kernel differs
-    napari_dan.super_resolve(img, m, **FP32)  # the overlap probe runs the Restorer once per model
+    napari_dan.super_resolve(img, m, **ONE_VIEW)  # the overlap probe runs the Restorer once per model
     calls = {"R": 0, "E": 0}
     hr, he = (net.Restorer.register_forward_hook(lambda *a: calls.__setitem__("R", calls["R"] + 1)),
               net.Estimator.register_forward_hook(lambda *a: calls.__setitem__("E", calls["E"] + 1)))
@@ -164,7 +167,7 @@ def test_rounds_run_once_each():
         for n in (1, 2, 3, 4):
             calls.update(R=0, E=0)
             est.calls = 0
-            r = napari_dan.super_resolve(img, m, iterations=n, **FP32)
+            r = napari_dan.super_resolve(img, m, iterations=n, **ONE_VIEW)
             assert calls == {"R": n + 1, "E": n} and r.metadata["iterations"] == n
             assert r.metadata["steps"] == 2
     finally:
@@ -178,7 +181,7 @@ def test_rounds_run_once_each():
     assert np.abs(k1 - k3).max() > 1e-3 and np.abs(codes[0] - codes[2]).max() > 1e-3
     for n in (1, 3):
         est.calls = 0
-        r = napari_dan.super_resolve(img, m, iterations=n, **FP32)
+        r = napari_dan.super_resolve(img, m, iterations=n, **ONE_VIEW)
         with torch.inference_mode():
             sr = net.restore(torch.from_numpy(img / 255.0).float()[None, None], codes[n - 1])
         ref = np.clip(np.rint(sr[0, 0].numpy() * 255), 0, 255)
@@ -187,33 +190,33 @@ def test_rounds_run_once_each():
                                    atol=1e-6)
     plain = np.clip(np.rint(srs[-1][0, 0].numpy() * 255), 0, 255)
     est.calls = 0
-    assert agreement(napari_dan.super_resolve(img, m, iterations=3, **FP32).image, plain,
+    assert agreement(napari_dan.super_resolve(img, m, iterations=3, **ONE_VIEW).image, plain,
                      1) == 1.0
 
 
 def test_settled_rounds_stop_when_the_kernel_stops_moving():
     img = textured(60, 70, seed=1)
     m = tiny_model(seed=3, loop=4)  # a random Estimator: the kernel hardly moves after round 1
-    r = napari_dan.super_resolve(img, m, iterations="settled", **FP32)
+    r = napari_dan.super_resolve(img, m, iterations="settled", **ONE_VIEW)
     assert r.metadata["settled"]["rounds_run"] == [2]
-    two = napari_dan.super_resolve(img, m, iterations=2, **FP32)
+    two = napari_dan.super_resolve(img, m, iterations=2, **ONE_VIEW)
     np.testing.assert_array_equal(r.image, two.image)  # the same rounds, the same result
     m.network.Estimator = est = _WiderEachRound(m.network.kernel_size)  # it never settles
     est.calls = 0
-    r = napari_dan.super_resolve(img, m, iterations="settled", **FP32)
+    r = napari_dan.super_resolve(img, m, iterations="settled", **ONE_VIEW)
     assert r.metadata["settled"]["rounds_run"] == [4] and r.metadata["iterations"] == 4
     stack = np.stack([img, img[::-1]])
     per = napari_dan.super_resolve(stack, tiny_model(seed=3, loop=4), kernel_mode="per-plane",
-                                   iterations="settled", **FP32)
+                                   iterations="settled", **ONE_VIEW)
     assert per.metadata["settled"]["rounds_run"] == [2, 2]
-    assert "settled" not in napari_dan.super_resolve(img, m, iterations=4, **FP32).metadata
+    assert "settled" not in napari_dan.super_resolve(img, m, iterations=4, **ONE_VIEW).metadata
     # "auto" settles for napari-dan's models, never for the authors' checkpoints (as released)
     from dataclasses import replace
 
     est.calls = 0
-    assert napari_dan.super_resolve(img, m, **FP32).metadata["settled"]["rounds_run"] == [4]
+    assert napari_dan.super_resolve(img, m, **ONE_VIEW).metadata["settled"]["rounds_run"] == [4]
     official = replace(m, info={"format": "official"})
-    assert "settled" not in napari_dan.super_resolve(img, official, **FP32).metadata
+    assert "settled" not in napari_dan.super_resolve(img, official, **ONE_VIEW).metadata
 
 
 @pytest.mark.parametrize("bad", [0, 5, -1, 2.5, True, "all", None])
@@ -222,6 +225,67 @@ def test_bad_iterations_are_refused(bad):
     with pytest.raises(InputError, match="iterations must be 'auto', 'settled' or an int from 1 to 4"):
         napari_dan.super_resolve(textured(32, 32), m, iterations=bad, **FP32)
 
+
+def test_mirror_views_round_trip():
+    from napari_dan.engine.plan import mirror, unmirror
+
+    x = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    seen = set()
+    for v in range(8):
+        assert np.array_equal(unmirror(mirror(x, v), v), x)
+        seen.add(mirror(x, v)[0, 0].tobytes() + bytes(mirror(x, v).shape[-2:]))
+    assert len(seen) == 8 and np.array_equal(mirror(x, 0), x)  # eight different views
+    # a kernel estimated on a mirrored image is the mirrored kernel: unmirror undoes it
+    k = gaussian_kernel(11, 1.0, 2.5, 0.4)[None]
+    for v in range(8):
+        assert np.array_equal(unmirror(mirror(k, v), v), k)
+
+
+@pytest.mark.parametrize("views", [4, 8])
+def test_kernel_views_average_the_mirrored_estimates(views):
+    from napari_dan.engine.devices import Precision
+    from napari_dan.engine.plan import NetworkRunner, mirror, unmirror
+
+    m = tiny_model(seed=5, loop=3)
+    x = (textured(40, 40, seed=2) / 255.0).astype(np.float32)[None, None]
+    runner = NetworkRunner(m, torch.device("cpu"), Precision("fp32", "test"))
+    singles = [unmirror(runner.estimate(np.ascontiguousarray(mirror(x, v)), 3)[0], v)
+               for v in range(views)]
+    assert np.abs(singles[0] - singles[1]).max() > 1e-4  # the estimator is not mirror-symmetric
+    kernel, code, done = runner.estimate(x, 3, views=views)
+    mean = np.mean(singles, 0)
+    np.testing.assert_allclose(kernel, mean / mean.sum((-2, -1), keepdims=True), atol=1e-6)
+    with torch.inference_mode():
+        np.testing.assert_allclose(code, m.network.encode(torch.from_numpy(kernel)).numpy(),
+                                   atol=1e-6)
+    assert done == 3 and kernel.shape == (1, 21, 21)
+    # through super_resolve: the image is restored with that code, the metadata says so
+    img = textured(40, 40, seed=2)
+    r = napari_dan.super_resolve(img, m, kernel_views=views, iterations=3, **FP32)
+    assert r.metadata["kernel_views"] == views
+    np.testing.assert_allclose(r.kernel, kernel[0] / kernel[0].sum(), atol=1e-5)
+
+
+def test_kernel_views_default_and_refusals():
+    from dataclasses import replace
+
+    img = textured(40, 40, seed=2)
+    m = tiny_model(seed=5)
+    assert napari_dan.super_resolve(img, m, **FP32).metadata["kernel_views"] == 4
+    per_tile = napari_dan.super_resolve(img, m, kernel_mode="per-tile", **FP32)
+    assert per_tile.metadata["kernel_views"] == 1
+    stack = np.stack([img, img.T])
+    assert napari_dan.super_resolve(stack, m, kernel_mode="per-plane",
+                                    **FP32).metadata["kernel_views"] == 4
+    # the authors' checkpoints run as released: one view, the same image as kernel_views=1
+    official = replace(m, info={"format": "official"})
+    r = napari_dan.super_resolve(img, official, **FP32)
+    assert r.metadata["kernel_views"] == 1
+    np.testing.assert_array_equal(
+        r.image, napari_dan.super_resolve(img, official, kernel_views=1, **FP32).image)
+    for bad in (0, 2, 3, 16, True, "all", 4.0, None):
+        with pytest.raises(InputError, match="kernel_views must be 'auto' or one of 1, 4, 8"):
+            napari_dan.super_resolve(img, m, kernel_views=bad, **FP32)
 
 def test_whole_plane_and_tiled_restorations_agree():
     m = tiny_model(seed=3)

@@ -170,7 +170,7 @@ def super_resolve(image, model, options: SROptions | None = None, *,
                   **settings) -> SRResult:
     """Super-resolve an image of any size, dtype and dimensionality with a DAN model.
 
-    The settings (``channel_axis`` to ``iterations`` below) are given as keywords, or as one
+    The settings (``channel_axis`` to ``kernel_views`` below) are given as keywords, or as one
     :class:`~napari_dan.engine.options.SROptions` (``options``; keywords then replace its fields),
     which is what the widget, the CLI and the dask runner pass.
 
@@ -235,6 +235,13 @@ def super_resolve(image, model, options: SROptions | None = None, *,
         forward pass (``iterations=loop - 1`` does that for any model). 1 to ``loop``: that many
         rounds (fewer are faster and approximate; docs/benchmarks.md measures every choice).
         ``metadata["iterations"]`` says how many rounds at most.
+    kernel_views : 1, 4, 8 or "auto"
+        On how many mirror images of each estimation patch (or tile) the loop runs; their
+        kernels, mirrored back, are averaged (4: the patch flipped up-down, left-right and both;
+        8: also transposed). The Estimator is not mirror-symmetric, and the mean of its views
+        scatters less (docs/benchmarks.md). Costs that many times the estimation. "auto"
+        (default): 4 for napari-dan's models in global and per-plane mode, 1 in per-tile mode
+        and for the authors' checkpoints (run as released). ``metadata["kernel_views"]``.
 
     Returns
     -------

@@ -37,7 +37,8 @@ def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
     for p in patches:
         prog.check()
         x = planes[p.lead][..., p.y0:p.y1, p.x0:p.x1]
-        kernel, code, n = plan.runner.estimate(x, plan.iterations, plan.settle)
+        kernel, code, n = plan.runner.estimate(x, plan.iterations, plan.settle,
+                                                  plan.views)
         codes.append(code)
         kernels.append(kernel)
         rounds.append(n)

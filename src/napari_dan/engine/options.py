@@ -55,6 +55,7 @@ class SROptions:
     compiled : bool
     residual : bool (keep the consistency check's residual map)
     iterations : int, "auto" or "settled" (estimation rounds before the image is restored)
+    kernel_views : 1, 4, 8 or "auto" (mirror images of each estimation patch, kernels averaged)
     """
 
     channel_axis: int | None = None
@@ -69,6 +70,7 @@ class SROptions:
     compiled: bool = False
     residual: bool = False
     iterations: int | str = "auto"
+    kernel_views: int | str = "auto"
 
     @classmethod
     def build(cls, options: SROptions | None = None, **settings) -> SROptions:

@@ -36,6 +36,7 @@ from .tiling import auto_overlap, auto_tile_size, make_tiles
 __all__ = ["NetworkRunner", "run_tile", "to_batch", "from_batch", "upsample_alpha",
            "resolve_model", "as_array", "check_tile_args", "is_dask", "Plan", "PlaneResult",
            "read_plane_hwc", "spot_kernel", "spot_psf", "default_iterations", "resolve_iterations",
+           "KERNEL_VIEWS", "check_views", "mirror", "unmirror", "resolve_views",
            "decide"]
 
 
@@ -62,12 +63,32 @@ class NetworkRunner:
         # NHWC input makes the convolutions pick their faster channels_last kernels (CPU too)
         return t.contiguous(memory_format=torch.channels_last)
 
-    def estimate(self, x: np.ndarray, rounds: int, settle: float | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    def estimate(self, x: np.ndarray, rounds: int, settle: float | None = None,
+                 views: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
         """``rounds`` rounds of the DAN loop on the batch ``x``: the last round's kernel
         (B, k, k), its code (B, L), the code the image is then restored with, and the rounds
         run. ``settle``: stop after a round (the second or later) that moved every kernel of the
-        batch by less than this L1 distance (normalised kernels; 0 = equal, 2 = disjoint)."""
+        batch by less than this L1 distance (normalised kernels; 0 = equal, 2 = disjoint).
+
+        ``views`` > 1: the loop runs on that many mirror images of ``x`` (:func:`mirror`: 4 =
+        the flips, 8 = with the transposes), each kernel is mirrored back, and the kernel is
+        their mean and the code its code (the PCA encoding is linear, so for DANv2 this is
+        the mean of the views' codes). The Estimator is not mirror-symmetric; averaging its
+        views removes much of its scatter (docs/benchmarks.md). The rounds run: the most of
+        any view."""
+        if views != 1:
+            check_views(views)
+            ks, done = [], 0
+            for v in range(views):
+                k, _, n = self.estimate(np.ascontiguousarray(mirror(x, v)), rounds, settle)
+                ks.append(unmirror(k, v))
+                done = max(done, n)
+            kernel = np.mean(ks, axis=0, dtype=np.float64)
+            kernel /= np.clip(kernel.sum(axis=(-2, -1), keepdims=True), 1e-12, None)
+            kernel = kernel.astype(np.float32)
+            with torch.inference_mode():
+                code = self.net.encode(torch.from_numpy(kernel).to(self.net.encoder.device))
+            return kernel, code.float().cpu().numpy(), done
         parts = {}
         if self.ov is not None:
             parts = dict(zip(("restorer", "estimator"), self.ov.parts(self.precision),
@@ -109,16 +130,63 @@ class NetworkRunner:
             return sr.float().cpu().numpy()
 
 
+#: ``SROptions.kernel_views``: the numbers of mirror images an estimate may average
+KERNEL_VIEWS = (1, 4, 8)
+
+
+def check_views(views) -> int:
+    if isinstance(views, bool) or not isinstance(views, (int, np.integer)) \
+            or int(views) not in KERNEL_VIEWS:
+        raise InputError(f"kernel_views must be 'auto' or one of {', '.join(map(str, KERNEL_VIEWS))} "
+                         f"(mirror images of each estimation patch), got {views!r}")
+    return int(views)
+
+
+def mirror(x: np.ndarray, view: int) -> np.ndarray:
+    """View ``view`` (0-7) of an array's last two axes: bit 1 flips rows, bit 2 flips columns,
+    bit 4 transposes (first). View 0 is ``x`` itself."""
+    if view & 4:
+        x = np.swapaxes(x, -1, -2)
+    if view & 1:
+        x = x[..., ::-1, :]
+    if view & 2:
+        x = x[..., ::-1]
+    return x
+
+
+def unmirror(k: np.ndarray, view: int) -> np.ndarray:
+    """The inverse of :func:`mirror`: a kernel estimated on ``mirror(x, view)`` back in ``x``'s
+    frame."""
+    if view & 2:
+        k = k[..., ::-1]
+    if view & 1:
+        k = k[..., ::-1, :]
+    if view & 4:
+        k = np.swapaxes(k, -1, -2)
+    return k
+
+
+def resolve_views(views, model: DanModel, mode: str) -> int:
+    """``SROptions.kernel_views`` as a number: "auto" is 4 for napari-dan's models in global and
+    per-plane mode (estimation there costs a few patches, so four times that is cheap beside
+    the restoration, and it halves the synthetic FWHM error; docs/benchmarks.md), 1 in
+    per-tile mode (where it would multiply the cost of every tile) and for the authors'
+    checkpoints (which run as released)."""
+    if isinstance(views, str) and views == "auto":
+        return 1 if _released(model) or mode == "per-tile" else 4
+    return check_views(views)
+
+
 def run_tile(runner: NetworkRunner, x: np.ndarray, code: np.ndarray | None, rounds: int,
-             settle: float | None = None):
+             settle: float | None = None, views: int = 1):
     """One tile: the Restorer with a fixed code, or with the code of ``rounds`` rounds of the
-    DAN loop on the tile itself when ``code`` is None (``settle``: see
+    DAN loop on the tile itself when ``code`` is None (``settle``, ``views``: see
     :meth:`NetworkRunner.estimate`).
 
     Returns (sr, kernel (B, k, k) or None). Module level so tests can inject failures (an OOM).
     """
     if code is None:
-        kernel, code, _ = runner.estimate(x, rounds, settle)
+        kernel, code, _ = runner.estimate(x, rounds, settle, views)
         return runner.restore(x, code), kernel
     return runner.restore(x, code), None
 
@@ -217,6 +285,9 @@ class Plan:
         Rounds of the DAN loop before a kernel's code is used (``SROptions.iterations``); with
         ``settle`` (``iterations="settled"``) at most that many, stopping once the kernel
         moves less than ``settle`` in a round.
+    views : int
+        Mirror images of each estimation patch (or tile) whose kernels are averaged
+        (``SROptions.kernel_views``, :meth:`NetworkRunner.estimate`).
 
     A plan pickles without its model, input array and network runner, so it can be sent to
     other processes; there :meth:`attach` gives it a model again.
@@ -234,6 +305,7 @@ class Plan:
     estimate: KernelEstimate | None = None
     iterations: int = 3
     settle: float | None = None
+    views: int = 1
     requested_device: str = "auto"
     requested_precision: str = "auto"
     requested_runtime: str = "torch"
@@ -486,6 +558,7 @@ def decide(image, model, opts: SROptions) -> Plan:
 
     norm = compute_normalisation(read_hwc, layout, stretch_uint8=model.sampling == "bin")
     mode = "user kernel" if user is not None else kernel_mode
+    views = resolve_views(opts.kernel_views, model, mode)
     if tile_overlap == "auto":
         code = None if user is None else torch.from_numpy(user.code)
         overlap = auto_overlap(runner.net, None if code is None else code.to(dev))
@@ -501,7 +574,7 @@ def decide(image, model, opts: SROptions) -> Plan:
         overlap = max(0, (tile - 8) // 2)
         note += f"; reduced to {overlap} to fit tile_size {tile}"
     return Plan(model, layout, dev, prec, norm, mode, tile, overlap, note, estimate=user,
-                iterations=iterations, settle=settle,
+                iterations=iterations, settle=settle, views=views,
                 requested_device=str(device), requested_precision=str(precision),
                 requested_runtime=str(opts.runtime),
                 spots=spots, started=started, source=image, runner=runner)

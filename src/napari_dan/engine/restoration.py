@@ -55,7 +55,7 @@ def restore_tiles(plan: Plan, x: np.ndarray, code: np.ndarray | None,
     for t in tiles:
         prog.check()
         sr, kernel = run_tile(plan.runner, x[..., t.y0:t.y1, t.x0:t.x1], code, plan.iterations,
-                              plan.settle)
+                              plan.settle, plan.views)
         acc.add(t, sr.reshape(-1, *sr.shape[-2:]))
         if kernel is not None:
             k = kernel.mean(0)

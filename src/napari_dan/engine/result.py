@@ -179,6 +179,7 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
         meta["estimation_patches"] = [vars(p) for p in est.patches]
     if plan.mode != "user kernel":
         meta["iterations"] = plan.iterations
+        meta["kernel_views"] = plan.views
         if plan.settle is not None:
             run = (est.rounds if est is not None else []) + [n for p in planes for n in p.rounds]
             meta["settled"] = {"l1_threshold": plan.settle, "rounds_run": run}
