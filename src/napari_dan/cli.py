@@ -186,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--kernel-views", dest="kernel_views", default="auto",
                     type=_kernel_views, choices=("auto", 1, 4, 8),
                     help="estimate the kernel on this many mirror images of each estimation "
-                         "patch and average them: auto (default: 4 for napari-dan's models in "
-                         "global and per-plane mode, 1 in per-tile mode and for the authors' "
-                         "checkpoints), 1, 4 (flips) or 8 (flips and transposes)")
+                         "patch and average them: auto (default: 4 for napari-dan's microscopy "
+                         "models in global and per-plane mode; 1 in per-tile mode, for the photo "
+                         "models and for the authors' checkpoints), 1, 4 (flips) or 8 (flips "
+                         "and transposes)")
     sr.add_argument("--threads", type=_threads, default="auto", metavar="N",
                     help="CPU threads: a number, or auto (default): the cores other processes "
                          "leave idle, measured before every plane, at most OMP_NUM_THREADS")

@@ -270,7 +270,10 @@ def test_kernel_views_default_and_refusals():
     from dataclasses import replace
 
     img = textured(40, 40, seed=2)
-    m = tiny_model(seed=5)
+    photo = tiny_model(seed=5)  # a photo model (bicubic sampling): one view, as before
+    assert napari_dan.super_resolve(img, photo, **FP32).metadata["kernel_views"] == 1
+    m = replace(photo, info={"provenance": {"config": {"data_kind": "microscopy"}}})
+    assert m.sampling == "bin"
     assert napari_dan.super_resolve(img, m, **FP32).metadata["kernel_views"] == 4
     per_tile = napari_dan.super_resolve(img, m, kernel_mode="per-tile", **FP32)
     assert per_tile.metadata["kernel_views"] == 1

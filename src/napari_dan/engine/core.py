@@ -240,8 +240,9 @@ def super_resolve(image, model, options: SROptions | None = None, *,
         kernels, mirrored back, are averaged (4: the patch flipped up-down, left-right and both;
         8: also transposed). The Estimator is not mirror-symmetric, and the mean of its views
         scatters less (docs/benchmarks.md). Costs that many times the estimation. "auto"
-        (default): 4 for napari-dan's models in global and per-plane mode, 1 in per-tile mode
-        and for the authors' checkpoints (run as released). ``metadata["kernel_views"]``.
+        (default): 4 for napari-dan's microscopy models in global and per-plane mode, 1 in
+        per-tile mode, for the photo models and for the authors' checkpoints (run as released).
+        ``metadata["kernel_views"]``.
 
     Returns
     -------

@@ -167,13 +167,16 @@ def unmirror(k: np.ndarray, view: int) -> np.ndarray:
 
 
 def resolve_views(views, model: DanModel, mode: str) -> int:
-    """``SROptions.kernel_views`` as a number: "auto" is 4 for napari-dan's models in global and
-    per-plane mode (estimation there costs a few patches, so four times that is cheap beside
-    the restoration, and it halves the synthetic FWHM error; docs/benchmarks.md), 1 in
-    per-tile mode (where it would multiply the cost of every tile) and for the authors'
-    checkpoints (which run as released)."""
+    """``SROptions.kernel_views`` as a number: "auto" is 4 for napari-dan's microscopy models
+    (``model.sampling == "bin"``) in global and per-plane mode (estimation there works on a few
+    patches, so four times that is a fixed few seconds, and it halves their synthetic FWHM
+    error; docs/models.md, session 14), and 1 otherwise: in per-tile mode (it would multiply
+    the cost of every tile), for the photo models (their estimates and benchmark numbers stay
+    as they were measured) and for the authors' checkpoints (which run as released)."""
     if isinstance(views, str) and views == "auto":
-        return 1 if _released(model) or mode == "per-tile" else 4
+        if _released(model) or mode == "per-tile" or model.sampling != "bin":
+            return 1
+        return 4
     return check_views(views)
 
 
