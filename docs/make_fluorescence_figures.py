@@ -1,14 +1,15 @@
 """The fluorescence figures of docs/models.md: outputs at 1:1 (no smoothing) and kernels.
 
     env OMP_NUM_THREADS=2 python docs/make_fluorescence_figures.py \
-        [--models dan-x2-gray dan-x2-fluo ...] [--widget] [--suffix _x4]
+        [--models dan-x2-gray dan-x2-fluo@1 dan-x2-fluo ...] [--widget] [--suffix _x4]
 
 Writes docs/images/fluorescence_compare.png: rows = specimens through the microscope model
 (filaments, beads, a flat background with saturated spots, and two real images of the
 benchmark used as specimens: TIRF microtubules and DSB2018 nuclei; widefield PSF FWHM 5 HR px,
 camera binning 2x2, 1,000 photons, offset 100; seeded), columns = the LR input (nearest
 neighbour), bicubic, Richardson-Lucy with the true PSF (20 iterations), each model blind (a
-bundled name or a checkpoint file), the HR target; every panel 96 x 96 HR pixels shown 2x
+bundled name or a checkpoint file; ``NAME@1`` runs it with ``kernel_views=1``, ``@4``, ``@8``
+likewise, else the default "auto"), the HR target; every panel 96 x 96 HR pixels shown 2x
 (nearest), each with its own contrast (0.5 / 99.9 percentiles, as napari's auto-contrast would).
 And docs/images/fluorescence_kernels.png: for each row, the true PSF and each model's blind
 kernel (21 x 21, 8x, each scaled to its maximum).
@@ -92,8 +93,9 @@ def widget_screenshot(model_name: str, per_plane: bool = False) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="+", default=["dan-x2-gray", "dan-x2-fluo"],
-                   help="models to show, in column order (names or checkpoint files); the "
-                   "last one is used for the widget screenshot")
+                   help="models to show, in column order (names or checkpoint files, each "
+                   "optionally @VIEWS: its kernel_views); the last one is used for the widget "
+                   "screenshot")
     p.add_argument("--suffix", default="",
                    help="written as fluorescence_compare<SUFFIX>.png and fluorescence_kernels"
                    "<SUFFIX>.png (e.g. _x4 for x4 models)")
@@ -104,17 +106,19 @@ def main(argv=None) -> int:
                    help="only the per-plane widget screenshot of the whole bead stack (display)")
     a = p.parse_args(argv)
     if a.widget_per_plane:
-        widget_screenshot(a.models[-1], per_plane=True)
+        widget_screenshot(a.models[-1].split("@")[0], per_plane=True)
         return 0
     if a.widget or a.widget_only:
-        widget_screenshot(a.models[-1])
+        widget_screenshot(a.models[-1].split("@")[0])
     if a.widget_only:
         return 0
     from skimage import io
 
     from napari_dan import load_model, super_resolve
 
-    models = [load_model(m) for m in a.models]
+    specs = [m.rpartition("@") if "@" in m else (m, "", "auto") for m in a.models]
+    models = [load_model(m) for m, _, _ in specs]
+    views = [v if v == "auto" else int(v) for _, _, v in specs]
     s = models[0].scale
     rng = np.random.default_rng(3)
     psf = psf_for(5.0)
@@ -126,7 +130,7 @@ def main(argv=None) -> int:
             lr = np.minimum(lr, np.percentile(lr, 99.8)).astype(np.uint16)  # clipped camera
         up = np.kron(lr.astype(np.float64), np.ones((s, s)))
         rl = dict(richardson_lucy(lr, psf, s, (20,)))[20]
-        results = [super_resolve(lr, m) for m in models]
+        results = [super_resolve(lr, m, kernel_views=v) for m, v in zip(models, views, strict=True)]
         panels = [up, bicubic(lr, s), rl] + [r.image for r in results] + [hr]
         row = []
         for x in panels:  # each panel its own contrast (0.5 / 99.9 percentiles), as in napari

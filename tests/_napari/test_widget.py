@@ -184,6 +184,13 @@ def test_stack_current_plane_and_whole_stack(setup, qtbot):
     # one kernel per plane, following the dims slider: they are the engine's per-plane kernels
     assert not np.allclose(kern.data[0], kern.data[2])
     assert "3 planes" in w.kernel_label.text()
+    # each plane's kernel shown with its own contrast (a wide kernel's peak is a fraction of a
+    # narrow one's): the limits follow the plane on the dims slider
+    assert kern.metadata[KEY]["contrast"] == "per plane"
+    for z, plane in ((0.0, 0), (4.0, 2)):
+        viewer.dims.set_point(0, z)
+        assert kern.contrast_limits[1] == pytest.approx(float(kern.data[plane].max()), rel=1e-3)
+    assert "contrast" not in viewer.layers["st kernel"].metadata[KEY]  # one kernel: one range
 
 
 def test_per_tile_kernel_map_and_fwhm_ellipses(setup, qtbot):

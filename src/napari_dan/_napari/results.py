@@ -8,7 +8,7 @@ Layers made from one run of the source layer ``<name>`` at scale ``s``:
   the two spatial axes);
 - ``<name> kernel``: the estimated kernel (PSF) on the HR pixel grid (scale S/s), beside the
   image's right edge, top-aligned; one kernel per plane for per-plane runs (it follows the dims
-  slider);
+  slider, and its contrast follows the plane shown, so a wide kernel is as visible as a narrow one);
 - per-tile runs also give ``<name> kernel map`` (every tile's kernel at its place on the tile grid,
   the mosaic as large as the image, right of the kernel) and ``<name> FWHM ellipses (xF)``: one
   ellipse per tile over the image, its axes the kernel's FWHM along its principal axes, enlarged
@@ -290,9 +290,13 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
 
     kernels = _plane_kernels(req, result)
     k_scale, k_translate = kernel_geometry(req, s)
+    flat = kernels.reshape(-1, *kernels.shape[-2:])
     kmeta = dict(meta, kind="kernel", grid="HR pixels",
-                 plane_kernel_stats=[kernel_stats(kk).to_dict()
-                                     for kk in kernels.reshape(-1, *kernels.shape[-2:])][:64])
+                 plane_kernel_stats=[kernel_stats(kk).to_dict() for kk in flat][:64])
+    if len(flat) > 1 and not np.allclose(flat, flat[:1]):
+        # a wide kernel's peak is a small fraction of a narrow one's (1/30 between 1.5 and
+        # 9 px): with one contrast range for the stack the wide ones would show black
+        kmeta["contrast"] = "per plane"
     layers.append((_to_layer_order(kernels, req),
                    dict(name=f"{name} kernel", scale=k_scale, translate=k_translate,
                         colormap="inferno", blending="translucent", interpolation2d="nearest",
@@ -347,6 +351,17 @@ def _versioned(name: str, version: int) -> str:
     return name if version == 1 else f"{name} [{version}]"
 
 
+def per_slice_contrast(layer: Any) -> None:
+    """Let an image layer's contrast limits follow the data of the slice shown (napari's
+    "auto-contrast: continuous": the public ``auto_contrast`` where this napari has it, else
+    the older private ``_keep_auto_contrast``)."""
+    if hasattr(type(layer), "auto_contrast"):
+        layer.auto_contrast = True
+    elif hasattr(layer, "_keep_auto_contrast"):
+        layer._keep_auto_contrast = True
+        layer.reset_contrast_limits()
+
+
 def add_result_layers(viewer: Any, tuples: list[LayerDataTuple]) -> list[Any]:
     """Add a run's layers to ``viewer``: replace an earlier run of the same source with the same
     parameters (in place in the layer list), else add them under the first free version suffix."""
@@ -367,6 +382,8 @@ def add_result_layers(viewer: Any, tuples: list[LayerDataTuple]) -> list[Any]:
         kw = dict(kw, name=_versioned(kw["name"], version))
         kw["metadata"] = {KEY: dict(kw["metadata"][KEY], version=version)}
         layer = Layer.create(data, kw, kind)
+        if kw["metadata"][KEY].get("contrast") == "per plane":
+            per_slice_contrast(layer)
         old = [ly for ly in same if ly.metadata[KEY].get("kind") == kw["metadata"][KEY]["kind"]]
         if old:
             index = viewer.layers.index(old[0])
