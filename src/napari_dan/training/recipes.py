@@ -75,11 +75,15 @@ RECIPES: dict[str, dict] = {
 # kernel's width in its first, relative form (the "-matched" recipes, 110-minute budget), and
 # (session 12) continued with the symmetric log form (100-minute budget; bundled x2, and the
 # "dan-x4-fluo-width" stage). Then (session 13) x4 continued with three times the bead fields
-# and twice the puncta fields (``specimen_kinds``), Adam 5e-5 -> 1e-5, 100-minute budget.
+# and twice the puncta fields (``specimen_kinds``), Adam 5e-5 -> 1e-5, 100-minute budget (the
+# "dan-x4-fluo-beads" stage), and (session 15, bundled in session 16) with the width loss ten
+# times heavier (1.0) on LR patches of 40 px at batch 5 (48 did not run with the real
+# specimens' sizes), 100-minute budget.
 # ``steps`` is the count each budget reached. Logs: docs/training-logs/ (dan-x2-fluo-synthetic.txt
 # is the synthetic run, dan-x2-fluo-real.txt the continuation, dan-x2-fluo-real-try1.txt an
 # abandoned first try with half the fields real at 1-2x zoom, dan-x2-fluo-matched-s11.txt and
-# dan-x2-fluo-s12.txt the last two; dan-x4-fluo-s13.txt the x4 bead stage).
+# dan-x2-fluo-s12.txt the last two; dan-x4-fluo-s13.txt the x4 bead stage,
+# dan-x4-fluo-w10-s15.txt the last x4 stage).
 _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=True,
               photons_range=(30.0, 30000.0), clean_fraction=0.2, psf_fwhm_range=(1.6, 10.5),
               lr=2e-4, restorer_frac=0.3, stage1_estimator=True, val_every=100,
@@ -87,6 +91,8 @@ _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=Tru
 _REAL = dict(data=[_shared("train"), _shared("microscopy", "nuclei3d_cells3d.tif")],
              real_fraction=0.35, real_zoom=(1.5, 2.0), lr=1e-4, restorer_frac=0.0)
 _MATCHED = dict(_REAL, stage2="matched", width_weight=0.1)
+_BEAD_WEIGHTED = ("beads", "beads", "beads", "puncta", "puncta", "filaments", "actin", "rings",
+                  "membranes", "nuclei")
 RECIPES.update({
     "dan-x2-fluo-synthetic": dict(
         scale=2, lr_patch=48, batch=8, steps=4939, init_from="src/napari_dan/model/weights/dan-x2-gray.pt",
@@ -125,12 +131,15 @@ RECIPES.update({
         scale=4, lr_patch=32, batch=8, steps=5638,
         init_from="runs/dan-x4-fluo-matched/dan-x4-fluo-matched.pt", **{**_MICRO, **_MATCHED},
         description="DANv2 x4 for fluorescence microscopy, fourth run: the symmetric width loss"),
-    "dan-x4-fluo": dict(
+    "dan-x4-fluo-beads": dict(
         scale=4, lr_patch=32, batch=8, steps=4292,
         init_from="runs/dan-x4-fluo-width/dan-x4-fluo-width.pt",
-        **{**_MICRO, **_MATCHED, "lr": 5e-5},
-        specimen_kinds=("beads", "beads", "beads", "puncta", "puncta", "filaments", "actin",
-                        "rings", "membranes", "nuclei"),
+        **{**_MICRO, **_MATCHED, "lr": 5e-5}, specimen_kinds=_BEAD_WEIGHTED,
+        description="DANv2 x4 for fluorescence microscopy, fifth run: bead-weighted specimens"),
+    "dan-x4-fluo": dict(
+        scale=4, lr_patch=40, batch=5, steps=4899,
+        init_from="runs/dan-x4-fluo-beads/dan-x4-fluo-beads.pt",
+        **{**_MICRO, **_MATCHED, "lr": 5e-5, "width_weight": 1.0}, specimen_kinds=_BEAD_WEIGHTED,
         description="DANv2 x4 for fluorescence microscopy: synthetic and real specimens through "
                     "microscope PSFs, camera pixel integration, Poisson-Gaussian noise"),
 })
