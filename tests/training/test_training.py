@@ -254,8 +254,16 @@ def test_specimen_images_crop_zoom_weigh_groups_and_skip_noisy_planes():
     assert x.shape == (12, 64, 64) and x.dtype == np.float32
     assert np.allclose(x.max(axis=(1, 2)), 1) and x.min() >= 0
     assert np.all(np.percentile(x.reshape(12, -1), 1, axis=1) <= 1e-6)  # 1st percentile -> 0
-    with pytest.raises(ValueError, match="at least 400x400"):
-        SpecimenImages([blobs], 200, rng)
+    with pytest.raises(ValueError, match="at least 201x201"):
+        SpecimenImages([blobs], 201, rng)
+    # an image smaller than size x the largest zoom stays in the mix, zoomed out as far as it
+    # allows (it used to be dropped: cells3d's 256 px planes with 160 px HR patches)
+    small = SpecimenImages([blobs[:150, :150]], 96, np.random.default_rng(3), zoom_range=(1.5, 2.0))
+    assert len(small) == 1
+    x = small.sample(6)
+    assert x.shape == (6, 96, 96) and np.allclose(x.max(axis=(1, 2)), 1)
+    with pytest.raises(ValueError, match="at least 144x144"):
+        SpecimenImages([blobs[:143, :143]], 96, rng, zoom_range=(1.5, 2.0))
     with pytest.raises(ValueError, match="one entry per image"):
         SpecimenImages([blobs], 64, rng, groups=[0, 1])
 

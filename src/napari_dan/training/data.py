@@ -136,7 +136,9 @@ class SpecimenImages:
     from "as recorded" to about half their recorded blur), flipped and rotated, then shifted so
     its 1st percentile is 0 and scaled so its brightest pixel is 1 (the microscope model adds
     background and noise). Crops with almost no structure (most of a fluorescence field is
-    empty) are redrawn, up to four times. Planes whose noise (:func:`noise_level`) exceeds
+    empty) are redrawn, up to four times. An image too small for the drawn zoom is zoomed out as
+    far as it allows (at least ``zoom_range[0]``; smaller images are left out), so large HR
+    patches do not silently drop a small stack from the mix. Planes whose noise (:func:`noise_level`) exceeds
     ``max_noise`` of their range are left out: a specimen's own noise would become part of the
     HR target, and the network would learn to draw noise.
 
@@ -153,7 +155,7 @@ class SpecimenImages:
                  zoom_range: tuple[float, float] = (1.0, 2.0), groups: list[int] | None = None,
                  max_noise: float = 0.05):
         self.size, self.rng, self.zoom_range = size, rng, tuple(zoom_range)
-        need = int(np.ceil(size * self.zoom_range[1]))
+        need = int(np.ceil(size * self.zoom_range[0]))
         groups = [0] * len(images) if groups is None else list(groups)
         if len(groups) != len(images):
             raise ValueError("groups needs one entry per image")
@@ -180,9 +182,9 @@ class SpecimenImages:
 
         rng = self.rng
         zoom = rng.uniform(*self.zoom_range)
-        side = int(round(self.size * zoom))
         for _ in range(5):
             im = self.images[rng.choice(len(self.images), p=self.p)]
+            side = min(int(round(self.size * zoom)), min(im.shape))
             y = rng.integers(0, im.shape[0] - side + 1)
             x = rng.integers(0, im.shape[1] - side + 1)
             c = im[y:y + side, x:x + side]
