@@ -78,7 +78,9 @@ RECIPES: dict[str, dict] = {
 # and twice the puncta fields (``specimen_kinds``), Adam 5e-5 -> 1e-5, 100-minute budget (the
 # "dan-x4-fluo-beads" stage), and (session 15, bundled in session 16) with the width loss ten
 # times heavier (1.0) on LR patches of 40 px at batch 5 (48 did not run with the real
-# specimens' sizes), 100-minute budget.
+# specimens' sizes), 100-minute budget. That run left out the cells3d stack (256 px, too small
+# for 160 px HR patches zoomed out 2x) before session 16 kept such images at a smaller zoom, so
+# the recipe now draws from it too and no longer repeats the bundled weights' draws exactly.
 # ``steps`` is the count each budget reached. Logs: docs/training-logs/ (dan-x2-fluo-synthetic.txt
 # is the synthetic run, dan-x2-fluo-real.txt the continuation, dan-x2-fluo-real-try1.txt an
 # abandoned first try with half the fields real at 1-2x zoom, dan-x2-fluo-matched-s11.txt and
