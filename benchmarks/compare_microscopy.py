@@ -5,7 +5,9 @@ DAN with the true PSF, bicubic and Richardson-Lucy; the median blind FWHM error 
 the synthetic specimens and the real images; the smallest blind - bicubic margin over image x
 noise (all images and synthetic only) and how many of those fields are at least 1 dB above
 bicubic; the blind FWHM on the real beads' in-focus planes (|dz| <= 1, as microscopy.py logs it)
-against the averaged PSF's.
+against the averaged PSF's. ``fwhm_synth_snr``: the synthetic specimens' median FWHM error on
+the fields whose signal-to-noise ratio is at least the engine's ``LOW_SNR`` (runs that recorded
+it, from session 17 on).
 
 Run::
 
@@ -43,6 +45,11 @@ def summary(result: dict) -> dict:
                                         or [np.nan]))
     out["fwhm_real"] = float(np.median([r["fwhm_error"] for r in rows if r["image"] in REAL]
                                        or [np.nan]))
+    from napari_dan.engine.result import LOW_SNR
+
+    hi = [r["fwhm_error"] for r in rows if r["image"] not in REAL
+          and r.get("snr") is not None and r["snr"] >= LOW_SNR]
+    out["fwhm_synth_snr"] = float(np.median(hi)) if hi else None
     out["worst"] = min(margins.values())
     out["worst_synth"] = min(synth.values()) if synth else np.nan
     out["fields_1db"] = f"{sum(v >= 1 for v in margins.values())}/{len(margins)}"
@@ -57,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("json", nargs="+", help="JSON files written by benchmarks/microscopy.py")
     a = ap.parse_args(argv)
     cols = ("dan_blind", "dan_true", "bicubic", "rl_best", "fwhm_all", "fwhm_synth", "fwhm_real",
-            "worst", "worst_synth", "fields_1db", "beads_focus", "beads_ref")
+            "fwhm_synth_snr", "worst", "worst_synth", "fields_1db", "beads_focus", "beads_ref")
     print("| run | model | " + " | ".join(cols) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in cols) + " |")
     for f in a.json:

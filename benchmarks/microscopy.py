@@ -181,6 +181,7 @@ def run_model(model, specs, fwhms, noises, log):
                 row["blind_fwhm"] = kernel_stats(r.kernel).fwhm
                 row["fwhm_error"] = abs(row["blind_fwhm"] - true_fwhm) / true_fwhm
                 row["consistency"] = r.metadata["consistency"]["relative_residual"]
+                row["snr"] = r.metadata["kernel_fwhm"].get("snr_median")
                 r2 = super_resolve(lr, model, kernel=k21, precision="fp32")
                 row["dan_true"] = psnr(r2.image.astype(np.float64), hr, b)
                 row["seconds"] = time.perf_counter() - t0
@@ -196,7 +197,7 @@ def real_beads(model, log):
     import tifffile
 
     from napari_dan import super_resolve
-    from napari_dan.imaging.camera import bin_pixels
+    from napari_dan.imaging.camera import bin_pixels, signal_to_noise
     from napari_dan.imaging.spots import measure_psf
     from napari_dan.model.kernels import fit_gaussian_2d, kernel_stats
 
@@ -223,7 +224,8 @@ def real_beads(model, log):
         if 0 <= za < avg.shape[0]:
             f = fit_gaussian_2d(avg[za] / avg[za].max(), offset=True)
             ref = f.fwhm if f is not None and f.fwhm < 40 else None
-        rows.append({"plane": z, "dz": z - focus, "dan": dan, "spots": spots, "psf_avg": ref})
+        rows.append({"plane": z, "dz": z - focus, "dan": dan, "spots": spots, "psf_avg": ref,
+                     "snr": signal_to_noise(lr[z])})
     infocus = [rw for rw in rows if abs(rw["dz"]) <= 1 and rw["psf_avg"]]
     log(f"{model.name} real beads, in focus: DAN "
         f"{np.mean([rw['dan'] for rw in infocus]):.2f} px, averaged PSF "
@@ -262,6 +264,22 @@ def summarise(rows):
     for r in rows:
         r["rl_best"] = r["rl"][best_rl[r["noise"]]]
     return best_rl
+
+
+def snr_split(rows) -> str | None:
+    """The synthetic specimens' median FWHM error on fields at or above the engine's LOW_SNR
+    (the signal-to-noise below which it warns that the blind estimate is unreliable) and below."""
+    from napari_dan.engine.result import LOW_SNR
+
+    syn = [r for r in rows if r["image"] not in REAL and r.get("snr") is not None]
+    hi = [r["fwhm_error"] for r in syn if r["snr"] >= LOW_SNR]
+    lo = [r["fwhm_error"] for r in syn if r["snr"] < LOW_SNR]
+    if not syn:
+        return None
+    med = lambda v: f"{100 * np.median(v):.1f}%" if v else "-"  # noqa: E731
+    return (f"Synthetic specimens by the field's signal-to-noise ratio (the engine warns below "
+            f"{LOW_SNR:g}): median blind FWHM error {med(hi)} on the {len(hi)} fields at or "
+            f"above it, {med(lo)} on the {len(lo)} below.")
 
 
 def markdown(results, seconds, quick):
@@ -309,6 +327,9 @@ def markdown(results, seconds, quick):
                   f"{allm['dan_blind'] - allm['bicubic']:+.2f} | {100 * fe:.0f}% | |", "",
                   f"Median blind FWHM error {100 * fe:.1f}%{split}; smallest blind - bicubic "
                   f"over image x noise: {worst:+.2f} dB.", ""]
+        by_snr = snr_split(rows)
+        if by_snr:
+            lines += [by_snr, ""]
         dens = res.get("density")
         if dens:
             lines += [f"Beads of one PSF (Gaussian, FWHM {dens['true_fwhm']} HR px, 30,000 photons) "
@@ -317,13 +338,15 @@ def markdown(results, seconds, quick):
         beads = res.get("beads")
         if beads:
             lines += ["Real beads (Bead_Image1_crop binned, per plane; FWHM in px of the file's "
-                      "grid):", "", "| dz (planes) | DAN blind | PSF from spots | averaged PSF |",
-                      "| --- | --- | --- | --- |"]
+                      "grid; the plane's signal-to-noise ratio):", "",
+                      "| dz (planes) | DAN blind | PSF from spots | averaged PSF | signal-to-noise |",
+                      "| --- | --- | --- | --- | --- |"]
             for b in beads:
                 if abs(b["dz"]) <= 8 and b["dz"] % 2 == 0:
                     f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+                    snr = "-" if b.get("snr") is None else f"{b['snr']:.0f}"
                     lines.append(f"| {b['dz']:+d} | {b['dan']:.2f} | {f(b['spots'])} | "
-                                 f"{f(b['psf_avg'])} |")
+                                 f"{f(b['psf_avg'])} | {snr} |")
             lines.append("")
     return "\n".join(lines)
 

@@ -386,6 +386,8 @@ def test_spots_psf_and_residual_layers(setup, qtbot):
     assert np.allclose(residual.scale, layer.scale) and np.allclose(residual.translate, 0)
     text = w.kernel_label.text()
     assert "PSF from" in text and "isolated spots" in text and "Consistency residual" in text
+    snr = w.last_result[2].metadata["kernel_fwhm"]["snr_median"]
+    assert f"Signal-to-noise of the field: {snr:.0f}" in text
     assert "µm" in text.split("PSF from")[1]
     # the two are compared: a note exactly when they differ by more than 1.25x either way
     meta = w.last_result[2].metadata

@@ -815,6 +815,57 @@ def test_per_plane_runs_report_their_kernels_spread():
         stack[0], m, kernel=gaussian_kernel(21, 1.0), **FP32).metadata
 
 
+def test_kernel_report_warns_about_noisy_fields_for_microscopy_models_only():
+    from napari_dan.engine.result import LOW_SNR, kernel_report
+
+    micro = _with_training(tiny_model(), data_kind="microscopy", psf_fwhm_range=[1.6, 10.5])
+    ks = np.stack([gaussian_kernel(21, 1.5)] * 3)  # mid-range: no edge warnings
+    quiet = kernel_report(ks, micro, "planes", [80.0, 45.0, 300.0])
+    assert quiet["warning"] is None and quiet["low_snr"] == 0
+    assert quiet["snr_min"] == 45.0 and quiet["snr_median"] == 80.0
+    r = kernel_report(ks, micro, "planes", [80.0, LOW_SNR - 1, 6.0])
+    assert r["low_snr"] == 2
+    assert "2 of 3 planes come from fields with a low signal-to-noise ratio" in r["warning"]
+    assert "lowest 6" in r["warning"] and "toward the middle of the model's PSF range" in r["warning"]
+    one = kernel_report(ks[:1], micro, snrs=[12.0])
+    assert one["warning"].startswith("the image's signal-to-noise ratio is low (12, below 20)")
+    # a photo model reports the ratio but gives no verdict; without a ratio for every kernel
+    # there is no ratio at all
+    photo = _with_training(tiny_model(), sigma_range=[0.2, 3.0])
+    p = kernel_report(ks[:1], photo, snrs=[5.0])
+    assert p["snr_min"] == 5.0 and p["warning"] is None
+    assert "snr_min" not in kernel_report(ks, micro, "planes", [80.0, None, 9.0])
+    assert "snr_min" not in kernel_report(ks, micro, "planes", [80.0])
+
+
+def test_every_kernel_mode_reports_the_signal_to_noise_of_its_fields():
+    from napari_dan.imaging.camera import signal_to_noise
+
+    m = tiny_model(seed=2)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:44]
+    smooth = 100 + 50 * np.sin(xx / 5.0 + yy / 9.0) * np.cos(yy / 4.0)
+    clean = np.stack([smooth, smooth[::-1]]).astype(np.float32)
+    noisy = clean.copy()
+    noisy[1] += rng.normal(0, 10.0, noisy[1].shape).astype(np.float32)
+    g = napari_dan.super_resolve(clean[0], m, **FP32).metadata["kernel_fwhm"]
+    assert g["snr_median"] == pytest.approx(signal_to_noise(clean[0]), rel=1e-3)
+    pp = napari_dan.super_resolve(noisy, m, kernel_mode="per-plane", **FP32)
+    spread = pp.metadata["kernel_fwhm"]
+    assert spread["snr_min"] == pytest.approx(signal_to_noise(noisy[1]), rel=1e-3)
+    assert signal_to_noise(noisy[1]) < 20 < signal_to_noise(noisy[0])
+    import dask.array as da
+
+    lazy = napari_dan.super_resolve(da.from_array(noisy, chunks=(1, 40, 44)), m,
+                                    kernel_mode="per-plane", **FP32)
+    assert lazy.metadata["kernel_fwhm"]["snr_min"] == pytest.approx(spread["snr_min"])
+    t = napari_dan.super_resolve(clean[0], m, kernel_mode="per-tile", tile_size=24,
+                                 tile_overlap=4, **FP32).metadata["kernel_fwhm"]
+    assert t["what"] == "tiles" and t["count"] > 1 and 0 < t["snr_min"] <= t["snr_median"]
+    assert "snr_min" not in (napari_dan.super_resolve(
+        clean[0], m, kernel=gaussian_kernel(21, 1.0), **FP32).metadata.get("kernel_fwhm") or {})
+
+
 def test_spots_wider_than_the_trained_range_or_far_from_the_blind_estimate_get_a_note():
     from napari_dan.engine.result import spots_note
 

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from napari_dan.errors import InputError
-from napari_dan.imaging.camera import Camera, bin_pixels, bin_pixels_torch, expose
+from napari_dan.imaging.camera import (
+    SNR_CAP,
+    Camera,
+    bin_pixels,
+    bin_pixels_torch,
+    expose,
+    noise_sigma,
+    signal_to_noise,
+)
 from napari_dan.imaging.consistency import consistency, reproject
 from napari_dan.imaging.degradations import blur
 from napari_dan.imaging.microscope import MicroscopyFields, degrade_microscopy_torch
@@ -165,6 +173,43 @@ def test_camera_binning_and_noise():
     # mean = offset + 500 photons; variance = 500 (shot) + 4 (read) + 1/12 (rounding)
     assert counts.mean() == pytest.approx(600, abs=1)
     assert counts.var() == pytest.approx(504, rel=0.05)
+
+
+def test_noise_sigma_reads_the_noise_not_the_structure():
+    rng = np.random.default_rng(3)
+    spec = blur(beads((192, 192), 1 / 300, rng), gaussian_kernel(15, 1.5))
+    for sigma in (0.5, 2.0, 8.0):
+        img = 100 + 1000 * spec + rng.normal(0, sigma, spec.shape)
+        assert noise_sigma(img) == pytest.approx(sigma, rel=0.08)
+    # a smooth ramp and a sine are no noise; a stack gives one value per image
+    yy, xx = np.mgrid[0:64, 0:64].astype(float)
+    smooth = np.stack([3 * xx + 2 * yy, 50 * np.sin(xx / 9) * np.cos(yy / 11)])
+    assert np.all(noise_sigma(smooth) < 0.05)
+    assert noise_sigma(smooth).shape == (2,)
+    with pytest.raises(ValueError, match="3 x 3"):
+        noise_sigma(np.zeros((2, 10)))
+
+
+def test_signal_to_noise_falls_with_the_photons_and_ignores_gain_and_offset():
+    rng = np.random.default_rng(4)
+    spec = blur(beads((256, 256), 1 / 200, rng), gaussian_kernel(21, 2.0)) + 0.02
+    snrs = []
+    for photons in (30000, 1000, 50):
+        counts = rng.poisson(spec / spec.max() * photons) + 100.0
+        snrs.append(signal_to_noise(counts))
+        assert signal_to_noise(3 * counts + 7) == pytest.approx(snrs[-1], rel=1e-9)
+    assert snrs[0] > snrs[1] > snrs[2] > 0
+    assert signal_to_noise(1000 * spec) > 1000  # smooth, no noise to speak of
+    ramp = np.add.outer(np.arange(40.0), 2 * np.arange(50.0))
+    assert signal_to_noise(ramp) == SNR_CAP  # nothing the mask responds to
+    assert signal_to_noise(np.full((32, 32), 5.0)) == 0.0  # no signal
+    # integer data mostly one value (an empty plane of low counts): the median response is 0,
+    # the mean-based estimate takes over and the few stray counts are read as noise
+    empty = np.ones((150, 150))
+    empty[rng.random(empty.shape) < 0.02] = 2
+    assert noise_sigma(empty) > 0 and signal_to_noise(empty) < 20
+    # a noise-free rendered field rounded to counts stays far above the warning threshold
+    assert signal_to_noise(np.round(1000 * spec)) > 50
 
 
 @pytest.mark.parametrize("kind", KINDS)

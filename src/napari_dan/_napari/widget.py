@@ -471,6 +471,11 @@ class DanWidget(QWidget):
             lines.append(f"{spread['count']} {spread['what']}: FWHM {spread['min']:.2f} to "
                          f"{spread['max']:.2f} px, median {spread['median']:.2f} (the line "
                          "above is their mean kernel)")
+        if "snr_median" in spread:
+            many = spread.get("count", 1) > 1
+            lines.append("Signal-to-noise of the field" + (
+                f"s: lowest {spread['snr_min']:.0f}, median {spread['snr_median']:.0f}"
+                if many else f": {spread['snr_median']:.0f}"))
         if spread.get("warning"):
             lines.append("Note: " + spread["warning"])
         if meta.get("spots"):

@@ -8,6 +8,7 @@ from collections.abc import Generator
 
 import numpy as np
 
+from ..imaging.camera import signal_to_noise
 from .kernel_modes import (
     ESTIMATION_PATCHES,
     ESTIMATION_PLANES,
@@ -33,10 +34,11 @@ def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
     """``plan.iterations`` rounds of the DAN loop on the most textured patches of ``planes``
     (lead -> (B, C, H, W) network units); their last kernels and codes combined."""
     patches = select_patches(planes)
-    codes, kernels, rounds = [], [], []
+    codes, kernels, rounds, snrs = [], [], [], []
     for p in patches:
         prog.check()
         x = planes[p.lead][..., p.y0:p.y1, p.x0:p.x1]
+        snrs.append(signal_to_noise(x))
         kernel, code, n = plan.runner.estimate(x, plan.iterations, plan.settle,
                                                   plan.views)
         codes.append(code)
@@ -45,7 +47,8 @@ def estimate_kernel(plan: Plan, planes: dict, prog: Progress) -> Generator:
         prog.done += 1
         yield prog.done, prog.total
     code, kernel = combine(codes, kernels)
-    return KernelEstimate(code, kernel, "estimated", patches, rounds=rounds)
+    return KernelEstimate(code, kernel, "estimated", patches, rounds=rounds,
+                          snr=float(np.median(snrs)))
 
 
 def n_estimation(layout: Layout, n_planes: int) -> int:

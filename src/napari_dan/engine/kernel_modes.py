@@ -63,6 +63,9 @@ class KernelEstimate:
     patches: list[Patch] = field(default_factory=list)
     projection_error: float | None = None
     rounds: list[int] = field(default_factory=list)  # rounds of the loop run, per patch
+    #: signal-to-noise ratio of the field it was estimated from (median over the patches,
+    #: :func:`napari_dan.imaging.camera.signal_to_noise`); None for a given kernel
+    snr: float | None = None
 
 
 def candidate_patches(h: int, w: int, patch: int | None = None,

@@ -52,6 +52,7 @@ def lazy_super_resolve(plan: Plan, prog: Progress) -> Generator:
             e = yield from estimate_kernel(plan, {lead: x}, prog)
             estimates[lead] = e
             parts.append(PlaneResult(lead, None, [e.kernel], [lead], rounds=list(e.rounds),
+                                     snrs=[e.snr],
                                      estimate_s=time.perf_counter() - t0,
                                      norm=plan.norm_of(lead, hwc) if plan.per_plane_norm else None))
 

@@ -414,6 +414,9 @@ class PlaneResult:
     kernels, centres : list
         Per-plane mode: the plane's kernel and its lead index; per-tile: one kernel per tile and
         (lead..., y, x) of the tile centre in input pixels; otherwise empty.
+    snrs : list of float
+        Beside ``kernels``: the signal-to-noise ratio of the field each kernel was estimated
+        from (:func:`napari_dan.imaging.camera.signal_to_noise`).
     tiles : int
         Tiles restored (after any out-of-memory retry).
     retries : list of dict
@@ -436,6 +439,7 @@ class PlaneResult:
     residual: np.ndarray | None = None
     norm: Normalisation | None = None
     rounds: list = field(default_factory=list)  # per-plane mode: rounds run per patch
+    snrs: list = field(default_factory=list)  # signal-to-noise of what each kernel came from
 
 
 def read_plane_hwc(plan: Plan, lead: tuple[int, ...], plane=None) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..imaging.camera import signal_to_noise
 from .devices import (
     OutOfMemory,
     empty_cache,
@@ -139,6 +140,7 @@ def restore_plane_iter(plan: Plan, lead: tuple, plane, prog: Progress, *,
         est = estimate
         res.rounds = list(est.rounds)
         res.kernels.append(est.kernel)
+        res.snrs.append(est.snr)
         res.centres.append(lead)
     code = None if plan.mode == "per-tile" else est.code
     t0 = time.perf_counter()
@@ -147,6 +149,7 @@ def restore_plane_iter(plan: Plan, lead: tuple, plane, prog: Progress, *,
     res.tiles = len(tiles)
     for t, k in zip(tiles, tks, strict=False):  # tks is empty unless per-tile
         res.kernels.append(k)
+        res.snrs.append(signal_to_noise(x[..., t.y0:t.y1, t.x0:t.x1]))
         res.centres.append((*lead, *t.center))
     check_consistency(plan, res, x, hr, est.kernel if est is not None else
                        np.mean(tks, axis=0), keep_map)

@@ -20,11 +20,17 @@ from .plan import (
 )
 
 __all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_note", "SPOTS_DISAGREE", "EDGE_LOW",
-           "EDGE_HIGH"]
+           "EDGE_HIGH", "LOW_SNR"]
 
 #: an estimated FWHM within this factor of the narrowest trained kernel, or above this share of
 #: the widest, is "at the edge" of what the model knows (see :func:`kernel_report`)
 EDGE_LOW, EDGE_HIGH = 1.25, 0.85
+
+#: below this signal-to-noise ratio (:func:`napari_dan.imaging.camera.signal_to_noise` of the
+#: field a kernel was estimated from) a microscopy model's blind estimate is unreliable: it
+#: is pulled toward the middle of the trained PSF range (benchmarks/estimate_reliability.py,
+#: docs/models.md "Session 17")
+LOW_SNR = 20.0
 
 
 @dataclass
@@ -67,20 +73,28 @@ class SRResult:
     residual: np.ndarray | None = None
 
 
-def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels") -> dict:
+def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
+                  snrs: Sequence[float | None] | None = None) -> dict:
     """FWHM (output-grid px, Gaussian fit) of estimated kernels against the range the model was
-    trained on (:attr:`DanModel.trained_fwhm_range`).
+    trained on (:attr:`DanModel.trained_fwhm_range`), and how noisy the fields they came from were.
 
-    Returns ``count``, ``min``, ``median``, ``max``; with a known range also ``trained_range``,
-    ``near_narrow_end`` / ``near_wide_end`` (how many kernels are within ``EDGE_LOW`` x the
-    narrowest trained FWHM, or above ``EDGE_HIGH`` x the widest) and ``warning`` (a sentence for
-    people, or None). Near the wide end the true PSF may be wider than the model can report;
-    near the narrow end the estimate of a microscopy model says little (typical of nearly empty
-    or noisy planes; for a photo model a kernel there just means a sharp image: no warning).
+    Returns ``count``, ``min``, ``median``, ``max``; with ``snrs`` (one per kernel: the
+    signal-to-noise ratio of the field it was estimated from) also ``snr_min`` and
+    ``snr_median``; with a known range also ``trained_range``, ``near_narrow_end`` /
+    ``near_wide_end`` (how many kernels are within ``EDGE_LOW`` x the narrowest trained FWHM,
+    or above ``EDGE_HIGH`` x the widest), ``low_snr`` (how many came from fields below
+    ``LOW_SNR``) and ``warning`` (a sentence for people, or None). Near the wide end the true
+    PSF may be wider than the model can report; near the narrow end, or from a noisy field, the
+    estimate of a microscopy model says little (for a photo model a narrow kernel just means a
+    sharp image, and its noise is not what it was trained to read: no warning).
     """
     fw = np.array([kernel_stats(k).fwhm for k in kernels], np.float64)
     out: dict[str, Any] = {"what": what, "count": int(fw.size), "min": float(fw.min()),
                            "median": float(np.median(fw)), "max": float(fw.max())}
+    snr = None
+    if snrs is not None and len(snrs) == fw.size and all(s is not None for s in snrs):
+        snr = np.array(snrs, np.float64)
+        out.update(snr_min=float(snr.min()), snr_median=float(np.median(snr)))
     rng = model.trained_fwhm_range
     if rng is None:
         return out
@@ -90,10 +104,20 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels") -
     one = fw.size == 1
     rng_text = f"of the model's PSF range ({lo:.1f}-{hi:.1f} px)"
     parts = []
+    micro = model.sampling == "bin"
+    if snr is not None:
+        noisy = int(np.sum(snr < LOW_SNR))
+        out["low_snr"] = noisy
+        if noisy and micro:
+            parts.append((f"the image's signal-to-noise ratio is low ({snr[0]:.0f}, below "
+                          f"{LOW_SNR:.0f})" if one else f"{noisy} of {fw.size} {what} come from "
+                          f"fields with a low signal-to-noise ratio (below {LOW_SNR:.0f}; "
+                          f"lowest {snr.min():.0f})") +
+                         f": there noise pulls the blind estimate toward the middle {rng_text}"
+                         " (narrow PSFs read too wide)")
     if wide:
         parts.append(("the estimate is" if one else f"{wide} of {fw.size} {what} are") +
                      f" at the wide end {rng_text}: the PSF may be wider than it can report")
-    micro = model.sampling == "bin"
     if narrow and micro:
         parts.append(("the estimate is" if one else f"{narrow} of {fw.size} {what} are") +
                      f" at the narrow end {rng_text}: on nearly empty or noisy "
@@ -183,9 +207,11 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
         if plan.settle is not None:
             run = (est.rounds if est is not None else []) + [n for p in planes for n in p.rounds]
             meta["settled"] = {"l1_threshold": plan.settle, "rounds_run": run}
+        snrs = ([est.snr] if plan.mode == "global" and est is not None
+                else [s for p in planes for s in p.snrs])
         meta["kernel_fwhm"] = kernel_report(kernels, plan.model, "tiles" if plan.mode ==
                                             "per-tile" else "planes" if len(kernels) > 1
-                                            else "kernels")
+                                            else "kernels", snrs)
     if plan.mode == "user kernel":
         meta["kernel_projection_error"] = est.projection_error
         meta["kernel_source"] = "spots" if plan.spots else "user"

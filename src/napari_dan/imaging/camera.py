@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bin_pixels", "bin_pixels_torch", "Camera", "expose", "expose_torch"]
+__all__ = ["bin_pixels", "bin_pixels_torch", "Camera", "expose", "expose_torch", "noise_sigma",
+           "signal_to_noise", "SNR_CAP"]
 
 
 def bin_pixels(x: np.ndarray, factor: int, dtype=np.float64) -> np.ndarray:
@@ -79,3 +80,52 @@ def expose_torch(intensity: torch.Tensor, photons: torch.Tensor, read_noise: tor
     e = e + read_noise.reshape(shape).to(intensity.dtype) * torch.randn(
         intensity.shape, generator=generator, dtype=intensity.dtype, device=intensity.device)
     return e + offset.reshape(shape).to(intensity.dtype)
+
+
+#: :func:`signal_to_noise` of an image with no measurable noise (e.g. a rendered, noise-free field)
+SNR_CAP = 10000.0
+
+# Immerkaer's noise mask (1996): the difference of two Laplacians, blind to flat regions and
+# linear ramps; on white noise of standard deviation s its response has standard deviation 6 s
+_NOISE_MASK = np.array([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+
+
+def noise_sigma(x: np.ndarray) -> np.ndarray:
+    """Standard deviation of the noise of each (H, W) image in ``x`` (..., H, W), from the
+    image alone: the median absolute response to Immerkaer's mask (a robust version of his
+    estimator), so edges, spots and texture (a minority of pixels in a fluorescence field) do
+    not count. For Poisson noise this is the noise of the typical pixel, i.e. of the background
+    in a sparse field. Where more than half the responses are exactly zero (integer data whose
+    noise is below one count, or a flat, clipped or rendered field) the median says nothing and
+    Immerkaer's own mean-based estimate is used: it counts structure as noise, so it errs
+    toward a lower signal-to-noise ratio. Returns an array of the leading shape (a 0-d array
+    for one image)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2 or x.shape[-2] < 3 or x.shape[-1] < 3:
+        raise ValueError(f"noise_sigma needs images of at least 3 x 3 pixels, got {x.shape}")
+    m = _NOISE_MASK
+    r = sum(m[i, j] * x[..., i:x.shape[-2] - 2 + i, j:x.shape[-1] - 2 + j]
+            for i in range(3) for j in range(3))
+    a = np.abs(r.reshape(*x.shape[:-2], -1))
+    robust = 1.4826 * np.median(a, axis=-1) / 6.0
+    mean = np.sqrt(np.pi / 2) * np.mean(a, axis=-1) / 6.0
+    return np.where(robust > 0, robust, mean)
+
+
+def signal_to_noise(x: np.ndarray) -> float:
+    """How far the image's signal rises above its noise: (99.9th - 0.1th percentile) /
+    :func:`noise_sigma`, the median over the (H, W) images of ``x`` (..., H, W), capped at
+    :data:`SNR_CAP` (no measurable noise at all); 0 for a flat image. Affine-invariant (an offset or a
+    gain does not change it).
+
+    Used to say when a blind PSF estimate is unreliable: on fields below about 20 noise pulls
+    the microscopy models' estimates toward the middle of their trained range
+    (docs/models.md, benchmarks/estimate_reliability.py)."""
+    x = np.asarray(x, dtype=np.float64)
+    imgs = x.reshape(-1, *x.shape[-2:])
+    lo, hi = np.percentile(imgs.reshape(len(imgs), -1), [0.1, 99.9], axis=-1)
+    sig = noise_sigma(imgs)
+    span = hi - lo
+    snr = np.where(sig > span / SNR_CAP, span / np.maximum(sig, 1e-300), SNR_CAP)
+    snr = np.where(span > 0, snr, 0.0)  # a flat image has no signal
+    return float(min(np.median(snr), SNR_CAP))
