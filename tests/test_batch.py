@@ -101,6 +101,10 @@ def test_kernel_modes_write_every_kernel(tmp_path, rng, tiny_ckpt, mode, n_kerne
     what = "planes" if mode == "per-plane" else "tiles"
     assert f"px over {n_kernels} {what} (median" in summary.text()
     assert f"{min(fw):.2f}-{max(fw):.2f} px" in summary.text()
+    # and how noisy the noisiest field was (the engine's ratio, in the file's line)
+    r = summary.results[0]
+    assert r.snr == pytest.approx(info["kernel_fwhm"]["snr_min"])
+    assert f"; signal-to-noise {r.snr:.0f} (lowest)" in r.message
 
 
 def test_skip_overwrite_and_never_touch_inputs(tmp_path, rng, tiny_ckpt):
@@ -229,6 +233,7 @@ def test_psf_run_is_non_blind(tmp_path, rng, tiny_ckpt):
     assert not s.failed
     _, info = read_kernels(tmp_path / "o" / "h_x2_kernel.tif")
     assert info["kernel_mode"] == "user kernel" and "psf" in info
+    assert s.results[0].snr is None and "signal-to-noise" not in s.results[0].message
 
 
 def _peak_rss_mb(code: str) -> float:

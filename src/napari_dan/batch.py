@@ -75,6 +75,9 @@ class FileResult:
     #: per-plane / per-tile runs: FWHM (HR px) of the kernels, {"what", "count", "min",
     #: "median", "max"} (the engine's ``metadata["kernel_fwhm"]``)
     fwhm_spread: dict | None = None
+    #: the lowest signal-to-noise ratio of the fields its kernels were estimated from (the
+    #: engine's ``metadata["kernel_fwhm"]["snr_min"]``; None with a given kernel)
+    snr: float | None = None
     message: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -500,6 +503,10 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                 result.message += (f" (mean of {spread['count']} {spread['what']}: FWHM "
                                    f"{spread['min']:.2f}-{spread['max']:.2f} px, median "
                                    f"{spread['median']:.2f})")
+            if spread.get("snr_min") is not None:
+                result.snr = spread["snr_min"]
+                result.message += (f"; signal-to-noise {result.snr:.0f}"
+                                   + (" (lowest)" if spread.get("count", 1) > 1 else ""))
             if spread.get("warning"):
                 result.warnings.append(f"{src.name}: {spread['warning']}")
             cons = res.metadata.get("consistency")
