@@ -62,7 +62,7 @@ def widget_screenshot(model_name: str, per_plane: bool = False) -> None:
     stack = tifffile.imread(ROOT.parent / "shared" / "data" / "microscopy" / "Bead_Image1_crop.tif")
     img = stack if per_plane else bin_pixels(stack[20:29].astype(np.float32), 2).astype(np.float32)
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 1000 if per_plane else 900)
+    viewer.window.resize(1400, 1100 if per_plane else 900)
     px = 1 / 44.460534 if per_plane else 0.0899  # per plane: the file's own pixel size
     layer = viewer.add_image(img, name="beads", scale=(0.125, px, px), units=("µm", "µm", "µm"))
     w = DanWidget(viewer)

@@ -28,7 +28,8 @@ EDGE_LOW, EDGE_HIGH = 1.25, 0.85
 
 #: below this signal-to-noise ratio (:func:`napari_dan.imaging.camera.signal_to_noise` of the
 #: field a kernel was estimated from) a microscopy model's blind estimate is unreliable: it
-#: is pulled toward the middle of the trained PSF range (benchmarks/estimate_reliability.py,
+#: is biased by the noise (toward the middle of the trained PSF range on synthetic fields, to its
+#: narrow end on nearly empty planes) (benchmarks/estimate_reliability.py,
 #: docs/models.md "Session 17")
 LOW_SNR = 20.0
 
@@ -109,12 +110,11 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
         noisy = int(np.sum(snr < LOW_SNR))
         out["low_snr"] = noisy
         if noisy and micro:
-            parts.append((f"the image's signal-to-noise ratio is low ({snr[0]:.0f}, below "
-                          f"{LOW_SNR:.0f})" if one else f"{noisy} of {fw.size} {what} come from "
-                          f"fields with a low signal-to-noise ratio (below {LOW_SNR:.0f}; "
-                          f"lowest {snr.min():.0f})") +
-                         f": there noise pulls the blind estimate toward the middle {rng_text}"
-                         " (narrow PSFs read too wide)")
+            parts.append((f"the image is noisy (signal-to-noise {snr[0]:.0f}, below "
+                          f"{LOW_SNR:.0f}): noise biases the blind estimate" if one else
+                          f"{noisy} of {fw.size} {what} come from noisy fields (signal-to-noise "
+                          f"below {LOW_SNR:.0f}, lowest {snr.min():.0f}): noise biases their "
+                          "blind estimates") + ", often toward the middle of the PSF range")
     if wide:
         parts.append(("the estimate is" if one else f"{wide} of {fw.size} {what} are") +
                      f" at the wide end {rng_text}: the PSF may be wider than it can report")

@@ -118,8 +118,8 @@ def signal_to_noise(x: np.ndarray) -> float:
     :data:`SNR_CAP` (no measurable noise at all); 0 for a flat image. Affine-invariant (an offset or a
     gain does not change it).
 
-    Used to say when a blind PSF estimate is unreliable: on fields below about 20 noise pulls
-    the microscopy models' estimates toward the middle of their trained range
+    Used to say when a blind PSF estimate is unreliable: on fields below about 20 noise biases
+    the microscopy models' estimates (toward the middle of their trained range)
     (docs/models.md, benchmarks/estimate_reliability.py)."""
     x = np.asarray(x, dtype=np.float64)
     imgs = x.reshape(-1, *x.shape[-2:])
