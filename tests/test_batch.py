@@ -104,6 +104,8 @@ def test_kernel_modes_write_every_kernel(tmp_path, rng, tiny_ckpt, mode, n_kerne
     # and how noisy the noisiest field was (the engine's ratio, in the file's line)
     r = summary.results[0]
     assert r.snr == pytest.approx(info["kernel_fwhm"]["snr_min"])
+    assert [d["snr"] for d in info["kernels"]] == info["kernel_fwhm"]["snr"]  # one per kernel
+    assert min(d["snr"] for d in info["kernels"]) == pytest.approx(r.snr)
     assert f"; signal-to-noise {r.snr:.0f} (lowest)" in r.message
 
 

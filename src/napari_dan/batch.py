@@ -312,10 +312,13 @@ def _kernel_info(res, model: DanModel, src: Path, mode: str, meta, hr_px, unit,
     compact = ("fwhm", "fwhm_major", "fwhm_minor", "angle", "anisotropy", "sigma_major",
                "sigma_minor")
     per = []
-    for k, c in zip(res.kernels, res.kernel_centers, strict=True):
+    snrs = (res.metadata.get("kernel_fwhm") or {}).get("snr") or []
+    for i, (k, c) in enumerate(zip(res.kernels, res.kernel_centers, strict=True)):
         st = kernel_stats(k, hr_px, unit).to_dict()
         per.append({"center": [float(v) for v in np.atleast_1d(c)],
                     **{n: st[n] for n in compact}})
+        if len(snrs) == len(res.kernels):
+            per[-1]["snr"] = snrs[i]
     main = kernel_stats(res.kernel, hr_px, unit)
     info = {"napari_dan": __version__, "what": "estimated blur kernel(s) on the output grid",
             "input": src.name, "model": model.name, "model_source": model.source,

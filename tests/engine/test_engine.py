@@ -823,6 +823,7 @@ def test_kernel_report_warns_about_noisy_fields_for_microscopy_models_only():
     quiet = kernel_report(ks, micro, "planes", [80.0, 45.0, 300.0])
     assert quiet["warning"] is None and quiet["low_snr"] == 0
     assert quiet["snr_min"] == 45.0 and quiet["snr_median"] == 80.0
+    assert quiet["snr"] == [80.0, 45.0, 300.0]  # kernel order
     r = kernel_report(ks, micro, "planes", [80.0, LOW_SNR - 1, 6.0])
     assert r["low_snr"] == 2
     assert r["warning"].startswith("2 of 3 planes come from noisy fields (signal-to-noise "

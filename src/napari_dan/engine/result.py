@@ -80,8 +80,8 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
     trained on (:attr:`DanModel.trained_fwhm_range`), and how noisy the fields they came from were.
 
     Returns ``count``, ``min``, ``median``, ``max``; with ``snrs`` (one per kernel: the
-    signal-to-noise ratio of the field it was estimated from) also ``snr_min`` and
-    ``snr_median``; with a known range also ``trained_range``, ``near_narrow_end`` /
+    signal-to-noise ratio of the field it was estimated from) also ``snr`` (that list, in
+    kernel order), ``snr_min`` and ``snr_median``; with a known range also ``trained_range``, ``near_narrow_end`` /
     ``near_wide_end`` (how many kernels are within ``EDGE_LOW`` x the narrowest trained FWHM,
     or above ``EDGE_HIGH`` x the widest), ``low_snr`` (how many came from fields below
     ``LOW_SNR``) and ``warning`` (a sentence for people, or None). Near the wide end the true
@@ -95,7 +95,8 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
     snr = None
     if snrs is not None and len(snrs) == fw.size and all(s is not None for s in snrs):
         snr = np.array(snrs, np.float64)
-        out.update(snr_min=float(snr.min()), snr_median=float(np.median(snr)))
+        out.update(snr_min=float(snr.min()), snr_median=float(np.median(snr)),
+                   snr=[float(v) for v in snr])
     rng = model.trained_fwhm_range
     if rng is None:
         return out
