@@ -157,6 +157,26 @@ def richardson_lucy(lr, psf, scale, iterations):
         yield n, x + OFFSET
 
 
+SYNTHETIC = ("beads", "filaments", "nuclei")
+
+
+def synthetic_fields(scale: int):
+    """(specimen, fwhm, noise, true FWHM, psf, LR, HR) of the benchmark's 36 synthetic fields
+    at ``scale``, with :func:`run_model`'s seed and draw order (the real images' noise is drawn
+    all the same, so every field gets the noise it gets there)."""
+    from napari_dan.model.kernels import kernel_stats
+
+    rng = np.random.default_rng(7)
+    for name, spec in specimens(False).items():
+        for fw in FWHMS:
+            psf = psf_for(fw)
+            true = kernel_stats(psf).fwhm
+            for noise in NOISE:
+                lr, hr = observe(spec, psf, scale, NOISE[noise], rng)
+                if name in SYNTHETIC:
+                    yield name, fw, noise, true, psf, lr, hr
+
+
 def run_model(model, specs, fwhms, noises, log):
     from napari_dan import super_resolve
     from napari_dan.model.kernels import fit_kernel_size, kernel_stats
