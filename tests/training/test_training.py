@@ -109,6 +109,32 @@ def test_restorer_only_stage1_leaves_the_estimator_alone(tiny_data, tmp_path):
     assert any(not torch.equal(v, est0[k]) for k, v in tr.net.Estimator.state_dict().items())
 
 
+@pytest.mark.parametrize("stage2,restorer_frac", [("matched", 0.0), ("released", 0.0),
+                                                   ("released", 1.0)])
+def test_estimator_only_training_freezes_the_restorer(tiny_data, tmp_path, stage2, restorer_frac):
+    """train_parts='estimator': in every stage the Restorer's weights stay bit for bit (and get no
+    gradients), the Estimator's move; the run resumes like any other."""
+    from napari_dan.training.train import Trainer
+
+    cfg = _cfg(tiny_data, steps=3, restorer_frac=restorer_frac, stage2=stage2,
+               train_parts="estimator", width_weight=0.1)
+    tr = Trainer(cfg, tmp_path / "e", log=lambda m: None)
+    est0 = {k: v.clone() for k, v in tr.net.Estimator.state_dict().items()}
+    res0 = {k: v.clone() for k, v in tr.net.Restorer.state_dict().items()}
+    out = tr.train_step()
+    assert out["stage"] == (1 if restorer_frac else 2)
+    assert all(torch.equal(v, res0[k]) for k, v in tr.net.Restorer.state_dict().items())
+    assert all(p.grad is None for p in tr.net.Restorer.parameters())
+    assert any(not torch.equal(v, est0[k]) for k, v in tr.net.Estimator.state_dict().items())
+    tr.save_state()
+    tr2 = Trainer(cfg, tmp_path / "e", log=lambda m: None)
+    assert tr2.try_resume() and tr2.step == 1
+    tr2.train_step()
+    assert all(torch.equal(v, res0[k]) for k, v in tr2.net.Restorer.state_dict().items())
+    with pytest.raises(ValueError, match="train_parts"):
+        Trainer(_cfg(tiny_data, train_parts="restorer"), tmp_path / "x", log=lambda m: None)
+
+
 def test_transfer_rgb_to_gray_is_exact_on_gray_images(tiny_rgb):
     from conftest import tiny_model
 

@@ -60,6 +60,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="microscopy models: share of training fields whose PSF is irregular "
                    "(uneven lobes, maximum off centre, faint texture; as real averaged bead PSFs "
                    "look), as blur and as kernel label")
+    p.add_argument("--train-parts", dest="train_parts", choices=("all", "estimator"),
+                   help="'estimator': freeze the Restorer and train the Estimator alone (the "
+                        "images restored with a given kernel stay exactly as they were)")
+    p.add_argument("--photons-range", dest="photons_range", type=float, nargs=2,
+                   metavar=("LO", "HI"),
+                   help="microscopy models: photons per unit brightness, log-uniform in this range")
+    p.add_argument("--clean-fraction", dest="clean_fraction", type=float,
+                   help="microscopy models: share of noise-free training fields")
     p.add_argument("--stage2", choices=("released", "matched"),
                    help="the loop stage: 'released' restores with round n-1's code and supervises "
                    "round n's kernel; 'matched' restores with round n's code (as the engine runs "

@@ -120,6 +120,10 @@ class TrainConfig:
     #: microscopy: share of fields blurred (and labelled) by an irregular PSF
     #: (``imaging.psf.lumpy_psf``: uneven lobes, maximum off centre, faint texture)
     lumpy_psf_fraction: float = 0.0
+    #: "all": every weight learns; "estimator": the Restorer is frozen (no gradients, not in the
+    #: optimiser) and only the Estimator learns, so the images restored with a given kernel stay
+    #: exactly as they were and only the kernel the loop finds can change
+    train_parts: str = "all"
 
 
 def cpu_has_bf16() -> bool:
@@ -251,10 +255,19 @@ class Trainer:
         if not cfg.stage1_estimator and not any(k.startswith("Estimator") for k in copied):
             self.log("warning: stage 1 trains the Restorer alone and no Estimator weights were "
                      "transferred, so the Estimator learns only in stage 2")
+        if cfg.train_parts not in ("all", "estimator"):
+            raise ValueError(f"train_parts must be 'all' or 'estimator', got {cfg.train_parts!r}")
         self.net.to(self.device).train()
-        for p in self.net.parameters():
-            p.requires_grad_(True)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+        trained = []
+        for name, p in self.net.named_parameters():
+            learns = cfg.train_parts == "all" or name.startswith("Estimator.")
+            p.requires_grad_(learns)
+            if learns:
+                trained.append(p)
+        if cfg.train_parts == "estimator":
+            self.log(f"the Restorer is frozen: {sum(p.numel() for p in trained)} Estimator "
+                     "parameters learn")
+        self.opt = torch.optim.Adam(trained, lr=cfg.lr, betas=(0.9, 0.99))
         self.step = 0
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -391,7 +404,8 @@ class Trainer:
                         s_ = net.restore(lr, code)
                     kernels.append(net.estimate(s_, lr))
                     code = net.encode(kernels[-1].detach().float())
-                sr = net.restore(lr, code)
+                with torch.set_grad_enabled(cfg.train_parts == "all"):
+                    sr = net.restore(lr, code)
             elif stage == 2:
                 with torch.no_grad():
                     code = net.initial_code(b)
