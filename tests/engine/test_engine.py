@@ -831,6 +831,11 @@ def test_kernel_report_warns_about_noisy_fields_for_microscopy_models_only():
     one = kernel_report(ks[:1], micro, snrs=[12.0])
     assert one["warning"].startswith("the image is noisy (signal-to-noise 12, below 20): noise "
                                      "biases the blind estimate")
+    # noisy fields rarely hold enough bright spots for the spots PSF: a brighter image is named
+    assert one["warning"].endswith("(a brighter image of beads, if this one has too few) is "
+                                   "the better reference")
+    edge = kernel_report(gaussian_kernel(21, 0.4)[None], micro, snrs=[300.0])
+    assert edge["warning"].endswith("; a PSF measured from isolated spots is the better reference")
     # a photo model reports the ratio but gives no verdict; without a ratio for every kernel
     # there is no ratio at all
     photo = _with_training(tiny_model(), sigma_range=[0.2, 3.0])

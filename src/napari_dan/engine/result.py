@@ -124,8 +124,12 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
                      f" at the narrow end {rng_text}: on nearly empty or noisy "
                      f"{'images' if one else what} the estimate means little")
     if parts:
-        out["warning"] = "; ".join(parts) + ("; a PSF measured from isolated spots is the "
-                                             "better reference" if micro else "")
+        # on noisy fields the spots PSF usually finds too few spots 8 sigma above the background
+        # (docs/models.md, Session 18), so it is pointed to a brighter recording
+        ref = ("; a PSF measured from bright isolated spots (a brighter image of beads, if this "
+               "one has too few) is the better reference" if out.get("low_snr") else
+               "; a PSF measured from isolated spots is the better reference")
+        out["warning"] = "; ".join(parts) + (ref if micro else "")
     return out
 
 
