@@ -327,6 +327,11 @@ def test_microscopy_training_with_real_specimens_runs(tmp_path):
     assert np.isfinite(float(tr.train_step()["loss_sr"]))
     with pytest.raises(ValueError, match="needs data"):
         Trainer(TrainConfig(**{**cfg.__dict__, "data": []}), tmp_path / "run2", log=logs.append)
+    # HR patches too large for the images: the error says which patch fits and how to do without
+    big = TrainConfig(**{**cfg.__dict__, "lr_patch": 48, "real_zoom": (1.5, 2.0)})
+    with pytest.raises(ValueError, match=r"shorter side is 96 px: use --lr-patch 32 or "
+                                         r"smaller at x2, or --real-fraction 0"):
+        Trainer(big, tmp_path / "run3", log=logs.append)
 
 
 def test_specimen_kinds_choose_what_the_microscopy_fields_draw(tmp_path):

@@ -128,6 +128,15 @@ def noise_level(plane: np.ndarray) -> float:
     return float(np.sqrt(np.pi / 2) * np.abs(c).mean() / 6)
 
 
+class SpecimensTooSmall(ValueError):
+    """No real specimen image is large (and clean) enough for the HR patch; ``largest`` is the
+    smallest side of the largest clean image (0 if none is clean)."""
+
+    def __init__(self, message: str, largest: int):
+        super().__init__(message)
+        self.largest = largest
+
+
 class SpecimenImages:
     """Real images used as fluorescence specimens (the microscopy models' ``data``).
 
@@ -159,11 +168,16 @@ class SpecimenImages:
         groups = [0] * len(images) if groups is None else list(groups)
         if len(groups) != len(images):
             raise ValueError("groups needs one entry per image")
-        keep = [i for i, im in enumerate(images) if min(im.shape[:2]) >= need
-                and noise_level(to_gray(im)[..., 0]) <= max_noise]
+        clean = [i for i, im in enumerate(images) if noise_level(to_gray(im)[..., 0]) <= max_noise]
+        keep = [i for i in clean if min(images[i].shape[:2]) >= need]
         if not keep:
-            raise ValueError(f"no specimen image is at least {need}x{need} pixels with noise "
-                             f"at most {max_noise}")
+            largest = max((min(images[i].shape[:2]) for i in clean), default=0)
+            raise SpecimensTooSmall(
+                f"no specimen image is at least {need}x{need} pixels with noise at most "
+                f"{max_noise} (HR patches of {size} px, zoomed out at least "
+                f"{self.zoom_range[0]:g}x); "
+                + (f"the largest such image's shorter side is {largest} px" if largest
+                   else "none of the images is that clean"), largest)
         self.images = [np.ascontiguousarray(to_gray(images[i])[..., 0], dtype=np.float32) for i in keep]
         # each group (a data entry: a folder, a stack) is drawn equally often, and within a group
         # every pixel equally often

@@ -43,7 +43,7 @@ from ..engine.devices import resolve_device
 from ..imaging.degradations import degrade_torch, imresize_torch
 from ..model.checkpoint import DanModel, create_model, load_checkpoint, save_checkpoint
 from ..model.kernels import random_gaussian_kernels
-from .data import PatchSampler, SpecimenImages, find_images, read_image
+from .data import PatchSampler, SpecimenImages, SpecimensTooSmall, find_images, read_image
 
 __all__ = ["TrainConfig", "train", "transfer_weights", "remap_code_input", "cpu_has_bf16",
            "width_error"]
@@ -291,7 +291,14 @@ class Trainer:
                     ps = read_image(f)
                     planes += ps
                     groups += [i] * len(ps)
-            images = SpecimenImages(planes, hr, self.rng, tuple(cfg.real_zoom), groups=groups)
+            try:
+                images = SpecimenImages(planes, hr, self.rng, tuple(cfg.real_zoom), groups=groups)
+            except SpecimensTooSmall as e:
+                fit = int(e.largest / cfg.real_zoom[0]) // cfg.scale
+                raise ValueError(
+                    f"{e}: use --lr-patch {fit} or smaller at x{cfg.scale}, or --real-fraction 0 "
+                    "to train on synthetic specimens only" if fit >= 8 else
+                    f"{e}: use --real-fraction 0 to train on synthetic specimens only") from None
             real = (f", {cfg.real_fraction:.0%} real specimens from {len(images)} planes, "
                     f"zoomed out {cfg.real_zoom[0]:g}-{cfg.real_zoom[1]:g}x")
         self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, tuple(cfg.psf_fwhm_range),
