@@ -295,10 +295,9 @@ class Trainer:
                 images = SpecimenImages(planes, hr, self.rng, tuple(cfg.real_zoom), groups=groups)
             except SpecimensTooSmall as e:
                 fit = int(e.largest / cfg.real_zoom[0]) // cfg.scale
-                raise ValueError(
-                    f"{e}: use --lr-patch {fit} or smaller at x{cfg.scale}, or --real-fraction 0 "
-                    "to train on synthetic specimens only" if fit >= 8 else
-                    f"{e}: use --real-fraction 0 to train on synthetic specimens only") from None
+                patch = f"--lr-patch {fit} or smaller at x{cfg.scale}, or " if fit >= 8 else ""
+                raise ValueError(f"{e}: use {patch}--real-fraction 0 to train on synthetic "
+                                 "specimens only") from None
             real = (f", {cfg.real_fraction:.0%} real specimens from {len(images)} planes, "
                     f"zoomed out {cfg.real_zoom[0]:g}-{cfg.real_zoom[1]:g}x")
         self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, tuple(cfg.psf_fwhm_range),
