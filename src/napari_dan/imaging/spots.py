@@ -368,8 +368,13 @@ def _joint_fit(crops: np.ndarray, starts: np.ndarray, sigma0: float, noise: floa
     p0 = np.concatenate([[math.log(sigma0), 0.0, math.log(sigma0)], starts.ravel()])
     # a robust loss (quadratic within two errors, linear beyond) so a neighbour's edge or a
     # hot pixel in a crop does not pull the shared width
-    res = least_squares(residuals, p0, jac_sparsity=sparsity.tocsr(), method="trf",
-                        x_scale="jac", loss="soft_l1", f_scale=2.0, max_nfev=100)
+    try:
+        res = least_squares(residuals, p0, jac_sparsity=sparsity.tocsr(), method="trf",
+                            x_scale="jac", loss="soft_l1", f_scale=2.0, max_nfev=100)
+    except (ValueError, OverflowError, np.linalg.LinAlgError) as e:  # diverged
+        raise InputError(f"the {n} isolated spots could not be fitted together ({e})") from None
+    if not np.all(np.isfinite(res.x)) or max(abs(res.x[0]), abs(res.x[2])) > 20:
+        raise InputError(f"the {n} isolated spots could not be fitted together")
     p = res.x
     l11, l21, l22 = math.exp(p[0]), p[1], math.exp(p[2])
     # as recorded: the optics widened by one pixel's box (variance 1/12 per axis), the

@@ -256,7 +256,7 @@ def fit_gaussian_2d(image: np.ndarray, offset: bool = False) -> GaussianFit | No
 
     try:
         res = least_squares(lambda p: (model(p) - img).ravel(), p0, method="lm", max_nfev=400)
-    except (ValueError, np.linalg.LinAlgError):
+    except (ValueError, OverflowError, np.linalg.LinAlgError):  # diverged (extreme values)
         return None
     if not res.success or not np.all(np.isfinite(res.x)):
         return None
