@@ -13,7 +13,9 @@ does not determine the PSF and a blind estimate there is a prior's guess.
 Beside it, on the bead fields, the PSF measured from the isolated spots
 (``napari_dan.imaging.spots.measure_psf``, what ``--psf spots`` uses): a blind classical method
 that is right when the spots are points, scored the same way; it needs at least 3 isolated
-spots 8 noise sigmas above the background, and the table counts the fields where it found them.
+spots bright enough to place (docs/engine.md), and the table counts the fields where it found
+them. The bound with the specimen unknown (beads' positions, filaments' widths):
+``benchmarks/information_bound.py``.
 
 The fields are the microscopy benchmark's synthetic specimens (``microscopy.specimens``: beads,
 filaments, nuclei, seeded), its PSF widths (FWHM 2.5, 5, 8.5 HR px) and noise levels, x2 and x4
