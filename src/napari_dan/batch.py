@@ -520,7 +520,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                 sp = res.metadata["spots"]
                 result.message += f"; from {sp['n_spots']} spots"
                 if sp.get("fwhm_rel_error") is not None and sp["fwhm_rel_error"] < 1:
-                    result.message += f" (FWHM +-{100 * sp['fwhm_rel_error']:.0f}%)"
+                    result.message += f" (FWHM +-{100 * sp['fwhm_rel_error']:.1f}%)"
     except DanError as e:
         result.message = clean_message(e)
     except (OSError, ValueError, MemoryError) as e:

@@ -53,7 +53,7 @@ def _spots_line(spots: dict, px: float | None, unit: str | None) -> str:
     """One line on the PSF measured from isolated spots, on the output (HR) grid."""
     g = spots["output_grid"]
     err = spots.get("fwhm_rel_error")
-    sure = f" ±{100 * err:.0f}%" if err is not None and err == err and err < 1 else ""
+    sure = f" ±{100 * err:.1f}%" if err is not None and err == err and err < 1 else ""
     text = (f"PSF from {spots['n_spots']} isolated spots (HR grid): FWHM {g['fwhm_px']:.2f} px"
             f"{sure} (major {g['fwhm_major_px']:.2f}, minor {g['fwhm_minor_px']:.2f})")
     if px:

@@ -93,7 +93,7 @@ class SpotPSF:
 
     def summary(self, pixel_size: float | None = None, unit: str | None = None) -> str:
         s = (f"PSF from {self.n_spots} isolated spots (of {self.n_candidates} found): FWHM "
-             f"{self.fwhm_major:.2f} x {self.fwhm_minor:.2f} px (+-{100 * self.fwhm_rel_error:.0f}%), "
+             f"{self.fwhm_major:.2f} x {self.fwhm_minor:.2f} px (+-{100 * self.fwhm_rel_error:.1f}%), "
              f"angle {self.angle:.0f} deg")
         if pixel_size:
             s += (f" = {self.fwhm_major * pixel_size:.4g} x {self.fwhm_minor * pixel_size:.4g} "
