@@ -15,6 +15,12 @@ of the field could at best reach (one standard deviation).
 
     env OMP_NUM_THREADS=2 python benchmarks/spots_noise.py --json docs/spots-noise.json
 
+``--bias`` instead measures where the joint fit's narrow bias on faint spots comes from and how
+the refusal threshold was chosen (docs/models.md, session 20; 3 min): on Gaussian-PSF bead fields,
+six draws per row, (a) the joint fit at the beads' true positions with the centres given or
+left free, and (b) ``measure_psf`` with the refusal switched off (``min_snr=0``): its error, the
+spots' median signal-to-noise it is gated on, and its time.
+
 To compare with another version of the package, run the same command with ``PYTHONPATH`` set to
 that version's ``src`` (for example a ``git worktree`` of an older commit).
 """
@@ -48,9 +54,12 @@ def main(argv=None) -> int:
     ap.add_argument("--speed", type=int, metavar="LR_SIDE",
                     help="instead: time measure_psf on one LR_SIDE x LR_SIDE field (x2, 5 px "
                          "Gaussian PSF, beads 1 per 3,000 HR px, 5,000 photons)")
+    ap.add_argument("--bias", action="store_true", help="instead: the faint-spot bias checks")
     args = ap.parse_args(argv)
     if args.speed:
         return speed(args.speed)
+    if args.bias:
+        return bias()
 
     import napari_dan
     from napari_dan.errors import DanError
@@ -97,6 +106,87 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps({"command": "python benchmarks/spots_noise.py " + " ".join(
             argv if argv is not None else sys.argv[1:]), "package": str(Path(napari_dan.__file__).parent),
             "rows": rows}, indent=1))
+    return 0
+
+
+def _gaussian_field(spec, fwhm, scale, photons, rng):
+    from napari_dan.imaging.camera import bin_pixels
+    from napari_dan.imaging.degradations import blur
+    from napari_dan.imaging.psf import gaussian_psf
+
+    lam = bin_pixels(blur(spec, gaussian_psf(41, fwhm)), scale) * photons
+    return rng.poisson(lam) + rng.normal(0, 1.5, lam.shape) + 100
+
+
+def bias() -> int:
+    import math
+
+    from scipy import ndimage as ndi
+
+    from napari_dan.errors import DanError
+    from napari_dan.imaging import spots
+    from napari_dan.imaging.specimens import beads
+    from napari_dan.model.kernels import FWHM_PER_SIGMA, kernel_stats
+
+    print("(a) joint fit at the true bead positions, 5 px Gaussian PSF, x2, 6 fields: FWHM error "
+          "mean +- sd")
+    for photons in (200.0, 2000.0):
+        res = {False: [], True: []}
+        for seed in range(6):
+            rng = np.random.default_rng(seed)
+            spec, (ys, xs, _, _) = ib.bead_field(rng, 512, 1 / 3000)
+            img = _gaussian_field(spec, 5.0, 2, photons, rng)
+            sig = img - ndi.median_filter(img, 15)
+            half = int(round(1.5 * 5.0 / 2))
+            w = 2 * half + 1
+            ly, lx = (ys - 0.5) / 2, (xs - 0.5) / 2  # bead centres on the LR grid
+            crops, starts = [], []
+            for y, x in zip(ly, lx, strict=True):
+                d = np.hypot(ly - y, lx - x)
+                iy, ix = int(round(y)), int(round(x))
+                if (np.sort(d)[1] < 1.6 * w or iy - half < 0 or ix - half < 0
+                        or iy + half >= sig.shape[0] or ix + half >= sig.shape[1]):
+                    continue
+                c = sig[iy - half:iy + half + 1, ix - half:ix + half + 1]
+                crops.append(c)
+                starts.append((c.max(), half + y - iy, half + x - ix, 0.0))
+            noise = spots._noise_sigma(img)
+            for fixed in (False, True):
+                cov, _, _ = spots._joint_fit(np.array(crops), np.array(starts),
+                                             5.0 / FWHM_PER_SIGMA / 2, noise, fix_centres=fixed)
+                smaj, smin, _ = spots._principal(*cov)
+                opt = math.sqrt(math.sqrt((smaj**2 - 1 / 12) * (smin**2 - 1 / 12)))
+                res[fixed].append(opt * FWHM_PER_SIGMA * 2 / 5.0 - 1)
+        for fixed, e in res.items():
+            print(f"  {photons:g} photons, centres {'given' if fixed else 'free'}: "
+                  f"{100 * np.mean(e):+.1f}% +- {100 * np.std(e):.1f}% ({len(crops)} spots in the "
+                  "last field)", flush=True)
+    print("(b) measure_psf with min_snr=0, Gaussian PSFs, beads 1 per 3,000 HR px on 512 x 512 HR "
+          "px, 6 fields: FWHM error mean +- sd (the fit's own standard error), spots' median "
+          "signal-to-noise, seconds")
+    for fw, photons, scale in ((5.0, 200.0, 2), (5.0, 700.0, 2), (5.0, 2000.0, 2), (7.0, 1000.0, 2),
+                               (6.0, 1000.0, 4), (6.0, 5000.0, 4)):
+        errs, snrs, secs, ses, fails = [], [], [], [], 0
+        for seed in range(6):
+            rng = np.random.default_rng(seed)
+            spec = beads((512, 512), 1 / 3000, rng)
+            img = _gaussian_field(spec / spec.max() + 0.02, fw, scale, photons, rng)
+            img = np.clip(np.round(img), 0, 65535).astype(np.uint16)
+            t = time.perf_counter()
+            try:
+                m = spots.measure_psf(img, min_snr=0)
+            except DanError:
+                fails += 1
+                continue
+            secs.append(time.perf_counter() - t)
+            errs.append(kernel_stats(m.kernel(scale, 41)).fwhm / fw - 1)
+            snrs.append(m.spot_snr)
+            ses.append(m.fwhm_rel_error)
+        print(f"  x{scale}, {fw:g} px, {photons:g} photons: {100 * np.mean(errs):+.1f}% +- "
+              f"{100 * np.std(errs):.1f}% (standard error reported: median "
+              f"{100 * np.median(ses):.1f}%), signal-to-noise {min(snrs):.1f}-{max(snrs):.1f}, "
+              f"{min(secs):.1f}-{max(secs):.1f} s" + (f", {fails} refused anyway" if fails else ""),
+              flush=True)
     return 0
 
 

@@ -151,7 +151,8 @@ def measure_psf(image, window: int | None = None, isolation: float | None = None
 
     Raises
     ------
-    InputError : not 2D, or fewer than 3 usable spots
+    InputError : not 2D, fewer than 3 usable spots, spots too faint to place (``min_snr``) or
+        a width more uncertain than ``max_rel_error``
     """
     from scipy import ndimage as ndi
 
@@ -199,7 +200,7 @@ def measure_psf(image, window: int | None = None, isolation: float | None = None
         if f is not None and f.sigma_major < 8:
             widths.append(f.fwhm)
     w0 = float(np.median(widths)) if widths else 3.0
-    args = (a, sig, noise, fine, fine_level, threshold, saturation, max_spots)
+    args = (a, sig, noise, fine, fine_level, saturation, max_spots)
     got = _collect(detect, w0, window, isolation, *args)
     # the joint fit's width is the better first guess: faint spots fit one by one read narrow,
     # and a window or isolation distance from a wrong guess crops or crowds the spots
@@ -231,11 +232,12 @@ def measure_psf(image, window: int | None = None, isolation: float | None = None
                    spot_snr=snr)
 
 
-def _collect(detect, w0, window, isolation, a, sig, noise, fine, fine_level, threshold,
-             saturation, max_spots):
+def _collect(detect, w0, window, isolation, a, sig, noise, fine, fine_level, saturation,
+             max_spots):
     """Detect at width ``w0``, keep the isolated usable spots, fit them jointly. Returns
     ((sigma_major, sigma_minor, angle) of the joint fit, the aligned average, positions,
-    candidates, rejected counts)."""
+    candidates, rejected counts, the FWHM's relative standard error, the spots' median
+    signal-to-noise)."""
     from scipy import ndimage as ndi
 
     ys, xs, strong, level = detect(w0)
@@ -308,7 +310,8 @@ def _collect(detect, w0, window, isolation, a, sig, noise, fine, fine_level, thr
                              "measuring a PSF needs at least 3 isolated, unsaturated spots")
         crops_a, starts_a = crops_a[ok], per[ok]
         corners = [c for c, k in zip(corners, ok, strict=True) if k]
-        sigma0 = math.sqrt(math.sqrt(max(cov[0] * cov[1] - cov[2] ** 2, 1e-8)))
+        box = 1.0 / 12.0  # the next start is the optics' width: the recorded one less the box
+        sigma0 = math.sqrt(math.sqrt(max((cov[0] - box) * (cov[1] - box) - cov[2] ** 2, 1e-8)))
     aligned, positions = [], []
     for crop, (_, cy, cx, off), (y0, x0) in zip(crops_a, per, corners, strict=True):
         # centre it: shift by the sub-pixel offset, remove the fitted background, unit sum
@@ -323,11 +326,14 @@ def _collect(detect, w0, window, isolation, a, sig, noise, fine, fine_level, thr
     return (smaj, smin, angle), np.mean(aligned, axis=0), positions, n_cand, rejected, rel_err, snr
 
 
-def _joint_fit(crops: np.ndarray, starts: np.ndarray, sigma0: float, noise: float):
+def _joint_fit(crops: np.ndarray, starts: np.ndarray, sigma0: float, noise: float,
+               fix_centres: bool = False):
     """Fit every crop with a 2D Gaussian of one shared covariance and its own amplitude,
     centre and background (least squares; the Jacobian is sparse: each spot's parameters
     touch only its crop). This is how faint spots add up: each says little about the width,
-    together they say much (benchmarks/information_bound.py: the bound it approaches).
+    together they say much (benchmarks/information_bound.py computes how much at best). With
+    ``fix_centres`` the spots stay at the centres in ``starts`` (benchmarks/spots_noise.py
+    --bias: the fit with the true centres given).
 
     Returns ((cov_xx, cov_yy, cov_xy), (n, 4) amplitude, cy, cx, background, the optical
     FWHM's relative standard error)."""
@@ -353,8 +359,9 @@ def _joint_fit(crops: np.ndarray, starts: np.ndarray, sigma0: float, noise: floa
     def residuals(p):
         l11, l21, l22 = math.exp(p[0]), p[1], math.exp(p[2])
         q = p[3:].reshape(n, 4)
-        dx = xx[None, :, :, None] + ox - q[:, 2, None, None, None]
-        dy = yy[None, :, :, None] + oy - q[:, 1, None, None, None]
+        c = starts if fix_centres else q
+        dx = xx[None, :, :, None] + ox - c[:, 2, None, None, None]
+        dy = yy[None, :, :, None] + oy - c[:, 1, None, None, None]
         u = dx / l11
         v = (dy - l21 * u) / l22
         g = np.exp(-0.5 * (u * u + v * v)).mean(-1)
