@@ -212,3 +212,50 @@ def test_ctrl_c_exits_130_and_leaves_no_partial(tmp_path, tiny_ckpt):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a_x2.tif", "a_x2_kernel.tif", "b_x2.tif",
                                                      "b_x2_kernel.tif"]
+
+
+def test_photometric_is_kept_or_refused(tmp_path, tiny_ckpt, capsys):
+    # a MINISWHITE image keeps its interpretation (it would show inverted otherwise); a CMYK
+    # image's values are not intensities, so it is refused with a reason; a palette image is
+    # read as grey (ImageJ's lookup tables are stored so) (session 21 fuzz)
+    d = tmp_path / "in"
+    d.mkdir()
+    img = np.random.default_rng(0).integers(0, 200, (20, 20), dtype=np.uint8)
+    tifffile.imwrite(d / "white.tif", img, photometric="miniswhite")
+    tifffile.imwrite(d / "cmyk.tif", np.stack([img] * 4, -1), photometric="separated")
+    pal = np.zeros((3, 256), np.uint16)
+    pal[0] = np.arange(256) * 256
+    tifffile.imwrite(d / "pal.tif", img, photometric="palette", colormap=pal)
+    rc = cli.main(["super-resolve", str(d), "-o", str(tmp_path / "o"), "-m", str(tiny_ckpt),
+                   "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "photometric interpretation SEPARATED is not supported" in err
+    assert "not a readable" not in err and "pal.tif" not in err
+    with tifffile.TiffFile(tmp_path / "o" / "white_x2.tif") as t:
+        assert t.pages[0].photometric == tifffile.PHOTOMETRIC.MINISWHITE
+        assert t.pages[0].shape == (40, 40)
+    assert tifffile.imread(tmp_path / "o" / "pal_x2.tif").shape == (40, 40)
+
+
+def test_model_dependent_usage_errors_exit_2_before_any_output(tmp_path, tiny_ckpt, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((16, 16), np.uint8))
+    rc = cli.main(["super-resolve", str(tmp_path / "a.tif"), "-o", str(tmp_path / "o"),
+                   "-m", str(tiny_ckpt), "--iterations", "99"])
+    assert rc == 2 and "iterations must be" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_failure_line_names_the_file_that_failed(tmp_path, tiny_ckpt, capsys):
+    # two inputs of one name in different folders: the second one's failure must name it,
+    # not read as the first one's (the message mentions the first one's path)
+    for v, sub in enumerate(("in", "d2")):
+        (tmp_path / sub).mkdir()
+        tifffile.imwrite(tmp_path / sub / "u.tif", np.full((16, 16 + 4 * v), 7, np.uint8))
+    out = str(tmp_path / "o")
+    assert cli.main(["super-resolve", str(tmp_path / "in" / "u.tif"), "-o", out, "-m",
+                     str(tiny_ckpt), "-q"]) == 0
+    rc = cli.main(["super-resolve", str(tmp_path / "d2" / "u.tif"), "-o", out, "-m",
+                   str(tiny_ckpt), "-q"])
+    err = capsys.readouterr().err
+    failed = [ln for ln in err.splitlines() if ln.startswith("FAILED")]
+    assert rc == 1 and failed and all(str(tmp_path / "d2" / "u.tif") in ln for ln in failed)

@@ -121,7 +121,9 @@ class BatchSummary:
                 lines.append(f"kernel FWHM {np.mean(fw):.2f} px mean, {min(fw):.2f}-"
                              f"{max(fw):.2f} px range (output grid)")
         for r in self.failed:
-            lines.append(f"FAILED {r.message}" if r.input.name in r.message else
+            # the message names this input's full path, or it is prefixed (a name alone can
+            # be another file's: two inputs of one name in different folders)
+            lines.append(f"FAILED {r.message}" if str(r.input) in r.message else
                          f"FAILED {r.input}: {r.message}")
         return "\n".join(lines)
 
@@ -240,7 +242,16 @@ def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
         raise
     except (OSError, ValueError) as e:
         raise InputError(f"{p}: cannot read the PSF ({clean_message(e, 200)})") from None
-    k = np.asarray(k, dtype=np.float64)
+    # a colour picture (samples last, YXS); a planar 3-plane stack (SYX) is how tifffile
+    # writes a (3, Y, X) float array by default, and is read as Z planes as before
+    if p.suffix.lower() != ".npy" and meta.photometric == "rgb" and meta.axes.endswith("S"):
+        raise InputError(f"{p}: the PSF is a colour (RGB) image (axes {meta.axes}); a PSF is "
+                         "one grey plane or a (Z, Y, X) stack")
+    k = np.asarray(k)
+    if not (np.issubdtype(k.dtype, np.integer) or np.issubdtype(k.dtype, np.floating)) \
+            or k.dtype == bool:
+        raise InputError(f"{p}: a PSF must hold real numbers, got dtype {k.dtype}")
+    k = k.astype(np.float64)
     k = np.squeeze(k)
     if k.ndim == 3:
         z = int(np.argmax(k.reshape(k.shape[0], -1).max(1)))
@@ -630,6 +641,13 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
             raise UsageError(f"--psf {e}") from None
     files, problems = expand_inputs(inputs)
     loaded = load_model(model)
+    # options that depend on the model: one message before any output folder is made
+    from .engine.plan import resolve_iterations
+
+    try:
+        resolve_iterations(opts.iterations, loaded)
+    except InputError as e:
+        raise UsageError(str(e)) from None
     out_dir = _usable_output_dir(output_dir)
     summary = BatchSummary(results=list(problems), model=f"{loaded.name} (x{loaded.scale})")
     # two inputs with the same stem would write the same output: the later one is refused
@@ -697,7 +715,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
                 elif r.status == "skipped":
                     write(f"{f.name}: skipped, {r.message}")
             if r.status == "failed" and not quiet:
-                warn(f"FAILED {r.message}" if f.name in r.message else
+                warn(f"FAILED {r.message}" if str(f) in r.message else
                      f"FAILED {f}: {r.message}")
     finally:
         for bar in (steps_bar, planes_bar, files_bar):

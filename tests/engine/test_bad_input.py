@@ -199,3 +199,62 @@ def test_cli_keeps_tifffile_logs_off_stderr(tmp_path, ckpt):
     assert "<tifffile." not in r.stderr and "odd.tif" in r.stderr, r.stderr
     r = _run("--debug", "super-resolve", p, "-o", tmp_path / "o2", "-m", ckpt, "-q")
     assert "<tifffile." in r.stderr  # --debug shows them
+
+
+# ---- odd arrays and options (a fuzz of the public API, session 21) ---------------------------
+
+
+def test_odd_array_types_work_or_say_what_to_do(tiny_gray):
+    import dask.array as da
+    import torch
+
+    # values around 1e-13 are an image, not a flat field: the result stays on their scale
+    tiny = (np.random.default_rng(0).random((32, 32)) * 1e-12).astype(np.float32)
+    r = super_resolve(tiny, tiny_gray)
+    assert np.abs(r.image).max() < 1e-11 and r.metadata["normalisation"]["high"][0] < 1e-11
+    # a CPU torch tensor is converted like a list
+    assert super_resolve(torch.rand(16, 16), tiny_gray).image.shape == (32, 32)
+    unknown = da.random.random((32, 32), chunks=16)
+    unknown = unknown[unknown[:, 0] >= 0]
+    with pytest.raises(InputError, match="compute_chunk_sizes"):
+        super_resolve(unknown, tiny_gray)
+    masked = np.ma.masked_array(np.random.default_rng(1).random((16, 16)), mask=False)
+    assert super_resolve(masked, tiny_gray).image.shape == (32, 32)  # nothing masked: its data
+    masked[0, 0] = np.ma.masked
+    with pytest.raises(InputError, match="masked array with masked values"):
+        super_resolve(masked, tiny_gray)
+
+
+def test_odd_options_raise_our_errors(tiny_gray):
+    from napari_dan.model.kernels import gaussian_kernel
+
+    img = np.random.default_rng(2).random((16, 16)).astype(np.float32)
+    with pytest.raises(InputError, match="progress must be a callable"):
+        super_resolve(img, tiny_gray, progress=5)
+    with pytest.raises(InputError, match="real numbers"):
+        super_resolve(img, tiny_gray, kernel=gaussian_kernel(13, 1.5) * 1j)
+    with pytest.raises(InputError, match="residual must be True or False"):
+        super_resolve(img, tiny_gray, residual="yes")
+    nan = img.copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN or Inf"):  # not "got an array of shape ()"
+        super_resolve(nan, tiny_gray, kernel="spots")
+
+
+def test_flat_image_is_not_called_noisy_nor_inconsistent():
+    from napari_dan import load_model
+
+    r = super_resolve(np.full((32, 32), 100, np.uint16), load_model("dan-x2-fluo"))
+    # relative to 0.1% of the range, not to a norm of 0 (was 8e9)
+    assert r.metadata["consistency"]["relative_residual"] < 10
+    warning = r.metadata["kernel_fwhm"]["warning"] or ""
+    assert "flat" in warning and "noisy" not in warning
+
+
+def test_colour_and_complex_psfs_are_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((24, 24, 3), np.uint8), photometric="rgb")
+    with pytest.raises(InputError, match="colour"):
+        load_psf(tmp_path / "rgb.tif")
+    np.save(tmp_path / "c.npy", np.ones((5, 5)) * (1 + 1j))
+    with pytest.raises(InputError, match="real numbers"):
+        load_psf(tmp_path / "c.npy")

@@ -134,8 +134,9 @@ def user_kernel(kernel, basis: np.ndarray, mean: np.ndarray) -> KernelEstimate:
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
         raise InputError(f"a kernel must be a 2D array with odd sides (centre pixel in the "
                          f"middle), got shape {k.shape}")
-    if not np.issubdtype(k.dtype, np.number) or k.dtype == bool:
-        raise InputError(f"the kernel must be numeric, got dtype {k.dtype}")
+    if not (np.issubdtype(k.dtype, np.integer) or np.issubdtype(k.dtype, np.floating)) \
+            or k.dtype == bool:
+        raise InputError(f"the kernel must hold real numbers, got dtype {k.dtype}")
     if not np.all(np.isfinite(k)):
         raise InputError("the kernel contains NaN or Inf values")
     if not np.any(k > 0):

@@ -330,7 +330,8 @@ def compute_normalisation(read_plane, layout: Layout, *, stretch_uint8: bool = F
         raise InputError("the image's values span more than float64 can hold (from "
                          f"{float(np.min(lo)):.3g} to {float(np.max(hi)):.3g}); rescale it first")
     # a flat image (or channel) would divide by zero: give it a unit range instead
-    flat = (hi - lo) <= 1e-12 * np.maximum(np.abs(hi), 1)
+    # (relative to the values, so an image of values around 1e-15 is not flat)
+    flat = (hi - lo) <= 1e-12 * np.maximum(np.abs(hi), np.abs(lo))
     hi = np.where(flat, lo + np.maximum(1, np.abs(lo) * 2.0**-20), hi)  # lo + 1 == lo beyond 2**53
     where = "whole array" if len(leads) != 1 or layout.n_planes == 1 else "this plane"
     return Normalisation(lo.astype(np.float64), hi.astype(np.float64),

@@ -231,12 +231,29 @@ def resolve_model(model) -> DanModel:
 
 
 def as_array(image):
-    """Arrays (numpy, dask, zarr, TiffArray) as they are; nested lists and the like as numpy."""
+    """Arrays (numpy, dask, zarr, TiffArray) as they are; nested lists, CPU torch tensors and
+    the like as numpy. Refused with what to do: masked arrays with values masked (the mask would
+    be ignored), dask arrays of unknown shape."""
+    if isinstance(image, np.ma.MaskedArray):
+        if np.ma.is_masked(image):
+            raise InputError("the image is a masked array with masked values, which "
+                             "super-resolution cannot leave out; fill them first "
+                             "(image.filled(value)) or pass image.data")
+        return np.ma.getdata(image)
     if all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__")):
-        return image
+        shape = image.shape
+        if any(not isinstance(n, (int, np.integer)) for n in shape):
+            raise InputError(f"the image's shape {tuple(shape)} is not known (a dask array with "
+                             "unknown chunk sizes, e.g. after boolean indexing); call "
+                             ".compute_chunk_sizes() on it first")
+        try:
+            np.dtype(image.dtype)
+            return image
+        except TypeError:  # a torch tensor and the like: its own dtype type
+            pass
     try:
         return np.asarray(image)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RuntimeError) as e:
         raise InputError(f"cannot use a {type(image).__name__} as an image ({e}); pass a numpy, "
                          "dask or zarr array") from None
 
@@ -462,6 +479,7 @@ def spot_kernel(image, layout: Layout, model: DanModel) -> tuple[np.ndarray, dic
     best, best_level, lead = None, -np.inf, ()
     for i in picks:
         hwc = layout.plane_to_hwc(np.asarray(image[layout.plane_index(leads[i])]))
+        check_finite(hwc, f"plane {leads[i]}" if leads[i] else "")
         g = hwc[..., :layout.colour_channels].astype(np.float64).mean(-1)
         level = float(np.percentile(g, 99.9) - np.median(g))
         if level > best_level:
@@ -554,6 +572,8 @@ def decide(image, model, opts: SROptions) -> Plan:
     dev = resolve_device(device)
     if not isinstance(compiled, bool):
         raise InputError(f"compiled must be True or False, got {compiled!r}")
+    if not isinstance(opts.residual, (bool, np.bool_)):
+        raise InputError(f"residual must be True or False, got {opts.residual!r}")
     runtime = resolve_runtime(opts.runtime, dev, precision, compiled)
     prec = resolve_precision(precision, dev, model.network, runtime)
     runner = NetworkRunner(model, dev, prec, compiled, runtime)

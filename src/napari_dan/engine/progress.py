@@ -37,6 +37,9 @@ def cancel_check(cancel) -> Callable[[], bool]:
 def relay(gen: Generator, progress: Callable[[int, int], Any] | None = None):
     """Yield an engine generator's ``(done, total)`` steps, also reporting them to ``progress``;
     return its value."""
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a callable (done, total) or None, got "
+                         f"{type(progress).__name__}")
     while True:
         try:
             done, total = next(gen)

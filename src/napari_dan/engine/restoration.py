@@ -102,8 +102,10 @@ def check_consistency(plan: Plan, res: PlaneResult, x: np.ndarray, hr: np.ndarra
     k = np.asarray(kernel, np.float64)
     k = k / max(k.sum(), 1e-12)
     c = x.shape[0] * x.shape[1]
+    # network units: 1 is the image's range, so a (nearly) flat plane is measured against
+    # 0.1% of it rather than against its own norm of about 0
     rel, rmap = consistency(x.reshape(c, *x.shape[-2:]), hr.reshape(c, *hr.shape[-2:]), k,
-                            lay.scale, plan.model.sampling)
+                            lay.scale, plan.model.sampling, floor_rms=1e-3)
     res.consistency = rel
     if keep_map:
         norm = plan.norm_of(res.lead)

@@ -107,14 +107,19 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
     rng_text = f"of the model's PSF range ({lo:.1f}-{hi:.1f} px)"
     parts = []
     micro = model.sampling == "bin"
+    noisy = 0
     if snr is not None:
-        noisy = int(np.sum(snr < LOW_SNR))
+        flat = int(np.sum(snr <= 0))  # signal_to_noise: 0 for a flat field
+        noisy = int(np.sum((snr > 0) & (snr < LOW_SNR)))
         out["low_snr"] = noisy
+        if flat:
+            parts.append(("the image is flat" if one else f"{flat} of {fw.size} {what} come "
+                          "from flat fields") + " (no signal): there was no PSF to estimate")
         if noisy and micro:
             parts.append((f"the image is noisy (signal-to-noise {snr[0]:.0f}, below "
                           f"{LOW_SNR:.0f}): noise biases the blind estimate" if one else
                           f"{noisy} of {fw.size} {what} come from noisy fields (signal-to-noise "
-                          f"below {LOW_SNR:.0f}, lowest {snr.min():.0f}): noise biases their "
+                          f"below {LOW_SNR:.0f}, lowest {snr[snr > 0].min():.0f}): noise biases their "
                           "blind estimates") + ", often toward the middle of the PSF range")
     if wide:
         parts.append(("the estimate is" if one else f"{wide} of {fw.size} {what} are") +
@@ -123,13 +128,15 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
         parts.append(("the estimate is" if one else f"{narrow} of {fw.size} {what} are") +
                      f" at the narrow end {rng_text}: on nearly empty or noisy "
                      f"{'images' if one else what} the estimate means little")
-    if parts:
+    if parts and (noisy or wide or narrow):
         # on noisy fields the spots PSF usually finds too few spots 8 sigma above the background
         # (docs/models.md, Session 18), so it is pointed to a brighter recording
         ref = ("; a PSF measured from bright isolated spots (a brighter image of beads, if this "
                "one has too few) is the better reference" if out.get("low_snr") else
                "; a PSF measured from isolated spots is the better reference")
         out["warning"] = "; ".join(parts) + (ref if micro else "")
+    elif parts:
+        out["warning"] = "; ".join(parts)
     return out
 
 

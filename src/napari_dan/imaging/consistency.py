@@ -37,9 +37,13 @@ def reproject(sr: np.ndarray, kernel: np.ndarray, scale: int, sampling: str) -> 
 
 
 def consistency(lr: np.ndarray, sr: np.ndarray, kernel: np.ndarray, scale: int,
-                sampling: str, border: int | None = None) -> tuple[float, np.ndarray]:
+                sampling: str, border: int | None = None,
+                floor_rms: float = 0.0) -> tuple[float, np.ndarray]:
     """Relative residual (interior, ``border`` LR pixels left out: default half the kernel's
-    reach) and the residual map (C, H, W) of an SR result, both in the units of ``lr``."""
+    reach) and the residual map (C, H, W) of an SR result, both in the units of ``lr``.
+    The residual is relative to the input's norm, or to ``floor_rms`` per pixel if that is
+    larger (the engine passes 0.001 of the image's range, so a flat input does not divide by
+    nothing)."""
     lr = np.asarray(lr, np.float32)
     back = reproject(sr, kernel, scale, sampling)
     h, w = lr.shape[-2:]
@@ -50,5 +54,6 @@ def consistency(lr: np.ndarray, sr: np.ndarray, kernel: np.ndarray, scale: int,
     b = min(border, max(0, (min(res.shape[-2:]) - 1) // 2))
     inner = res[..., b:res.shape[-2] - b, b:res.shape[-1] - b]
     ref = lr[..., b:res.shape[-2] - b, b:res.shape[-1] - b]
-    rel = float(np.linalg.norm(inner) / max(float(np.linalg.norm(ref)), 1e-12))
+    floor = max(floor_rms * float(np.sqrt(ref.size)), 1e-12)
+    rel = float(np.linalg.norm(inner) / max(float(np.linalg.norm(ref)), floor))
     return rel, res

@@ -17,8 +17,32 @@ from .metadata import TiffMeta, _unit
 __all__ = ["TiffStack", "TiffArray", "open_tiff", "read_metadata", "read_tiff"]
 
 
+class _Unsupported(ValueError):
+    """A readable TIFF whose content napari-dan does not super-resolve (said as it is)."""
+
+
+def _photometric(page) -> str:
+    """The page's colour interpretation, as written back to the output: "minisblack",
+    "miniswhite" (a grey image shown inverted: kept, so the output looks as the input does) or
+    "rgb". A palette image is read as grey intensities: that is how ImageJ stores a grey image
+    with a lookup table (the shared bead stack is one); the table is not copied. Other
+    interpretations (CMYK, CIELab, ...) are refused: their values are not intensities."""
+    p = int(page.photometric)
+    if p in (1, 3, 4):  # minisblack, palette (ImageJ's LUT), transparency mask
+        return "minisblack"
+    if p == 0:
+        return "miniswhite"
+    if p == 2 or (p == 6 and int(page.compression) in (6, 7)):  # YCbCr JPEG is decoded to RGB
+        return "rgb"
+    name = getattr(page.photometric, "name", str(p))
+    raise _Unsupported(f"photometric interpretation {name} is not supported; convert the image "
+                       "to grey (minisblack) or RGB first")
+
+
 def _err(path: Path, e: BaseException) -> InputError:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, _Unsupported):
+        return InputError(f"{path}: {msg}")
     if isinstance(e, (IndexError, KeyError, EOFError)) or type(e).__name__ == "error":
         # tifffile's low-level failures on garbage say nothing useful to a person
         msg = f"damaged, truncated or not a TIFF ({type(e).__name__}: {msg})"
@@ -151,7 +175,7 @@ class TiffStack:
             raise ValueError(f"axes {axes!r} have no Y and X")
         if 0 in meta.shape:
             raise ValueError(f"the image is empty: shape {meta.shape}, axes {axes}")
-        meta.photometric = "rgb" if int(page.photometric) == 2 else "minisblack"
+        meta.photometric = _photometric(page)
         meta.planar = int(page.planarconfig) == 2 and "S" in page.axes
         tags = page.tags
         if "XResolution" in tags and "YResolution" in tags:
