@@ -134,6 +134,79 @@ def test_rerun_replaces_same_parameters_and_versions_others(setup, qtbot):
     assert viewer.layers["a DAN x2 [2]"].metadata[KEY]["params"]["tile_size"] == 16
 
 
+def test_rerun_replaces_only_results_of_the_same_layer(setup, qtbot):
+    # a layer of the same name, opened after the first was removed, is another source: its run
+    # must not replace the first one's results; a result the user renamed is never replaced
+    # (session 21 fuzz: both were silently deleted)
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    first_src = viewer.add_image(_image(32, 32), name="cell")
+    _run(w, qtbot, tile=32)
+    first = viewer.layers["cell DAN x2"]
+    viewer.layers.remove(first_src)
+    second = viewer.add_image(_image(32, 32, seed=3), name="cell")
+    w.layer_box.value = second
+    _run(w, qtbot, tile=32)
+    assert first in viewer.layers and "cell DAN x2 [2]" in [ly.name for ly in viewer.layers]
+    mine = viewer.layers["cell DAN x2 [2]"]
+    mine.name = "keep me"
+    w.layer_box.value = second
+    _run(w, qtbot, tile=32)
+    assert mine in viewer.layers and first in viewer.layers
+    assert viewer.layers["cell DAN x2 [2]"] is not mine
+
+
+def test_rotated_sheared_affine_layers_are_overlaid(setup, qtbot):
+    # rotate, shear and affine of the source go to every result: an output pixel lands where
+    # the same point of the source does (session 21 fuzz: they were dropped, or only noted)
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    src = viewer.add_image(_image(), name="tilted", scale=(0.5, 0.25), translate=(1.0, 2.0),
+                           rotate=30, shear=[0.3], affine=[[1, 0.2, 5], [0, 1, 3], [0, 0, 1]])
+    _run(w, qtbot, tile=32)
+    sr = viewer.layers["tilted DAN x2"]
+    for hr in ([0, 0], [5, 9], [79, 95]):
+        lr = (np.asarray(hr, float) + 0.5) / 2 - 0.5  # the output pixel's centre, input pixels
+        np.testing.assert_allclose(_world_corner(sr, hr), _world_corner(src, lr), atol=1e-9)
+    kern = viewer.layers["tilted kernel"]
+    k_affine = np.asarray(kern.affine.affine_matrix)
+    np.testing.assert_allclose(k_affine, np.asarray(sr.affine.affine_matrix))
+    assert not np.allclose(k_affine, np.eye(3))
+
+
+def test_non_square_pixels_give_widths_in_pixels_only(setup, qtbot):
+    # one physical width from the x pixel alone was wrong for pixels of 0.2 x 0.1 um
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(), name="aniso", scale=(0.2, 0.1), units=("um", "um"))
+    _run(w, qtbot, tile=32)
+    assert "µm" not in w.kernel_box.value and " um" not in w.kernel_box.value
+    assert "not square" in w.status.text()
+    st = viewer.layers["aniso kernel"].metadata[KEY]["kernel_stats"]
+    assert st["fwhm_physical"] is None
+
+
+def test_closing_the_viewer_mid_run_stops_the_worker(qtbot):
+    # the run stops at its next tile and its result, with nowhere to go, is dropped; before,
+    # a worker finishing after the viewer closed raised from a deleted Qt label and PyQt
+    # aborted the process (session 21 fuzz)
+    import napari
+    from qtpy.QtCore import QThreadPool
+
+    viewer = napari.Viewer(show=False)
+    w = DanWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.add_model(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(128, 128), name="big")
+    w.mode_combo.setCurrentIndex(2)  # per tile: many cancel points
+    w.tile_spin.setValue(16)
+    w.overlap_spin.setValue(2)
+    w.run()
+    cancel = w._cancel
+    viewer.close()
+    qtbot.waitUntil(lambda: cancel.is_set(), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0,
+                    timeout=TIMEOUT)
+    assert not w._alive()
+
+
 def test_cancel_stops_and_leaves_viewer_unchanged(setup, qtbot):
     viewer, w = setup(tiny_model(in_nc=1, scale=2))
     viewer.add_image(_image(128, 128), name="big")

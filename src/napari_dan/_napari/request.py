@@ -6,6 +6,7 @@ Nothing here runs a network. :func:`build_request` checks the layer and the opti
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,14 @@ class RunRequest:
     notes: list[str] = field(default_factory=list)
     #: (input pixel size, unit, where it came from) for physical widths, when known
     pixel: tuple[float, str, str] | None = None
+    #: the rest of the source layer's placement, copied to every result layer: the linear part
+    #: of its rotate and shear (the matrix R @ Sh napari applies after the scale) and its
+    #: affine ((n+1) x (n+1)); None when they are the identity
+    layer_linear: np.ndarray | None = None
+    layer_affine: np.ndarray | None = None
+    #: an id kept in the source layer's metadata: a re-run replaces only results of the same
+    #: layer, not of another one that happens to have the same name
+    source_id: str = ""
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -119,9 +128,16 @@ def _layer_pixel(layer: Any, spatial: tuple[int, int]) -> tuple[float, str] | No
         text = f"{u:~P}" if hasattr(u, "dimensionality") else str(u)
         unit = None if text in ("px", "pixel", "") else text
     size = float(np.asarray(layer.scale, dtype=float)[ax])
-    if unit is None:
+    if unit is None or not square_pixels(layer.scale, spatial):
         return None
     return size, unit
+
+
+def square_pixels(scale, spatial: tuple[int, int]) -> bool:
+    """The layer's pixels are square (within 1%): a kernel's width in pixels then has one
+    physical size. Otherwise no physical width is given (it would need both axes)."""
+    sy, sx = (abs(float(np.asarray(scale, dtype=float)[a])) for a in spatial)
+    return abs(sy - sx) <= 0.01 * max(sy, sx)
 
 
 def file_pixel(layer: Any) -> tuple[float, str] | None:
@@ -243,12 +259,7 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
     if mode == "per-plane" and not (other and options.scope == "stack"):
         notes.append("one plane only: 'per plane' is the same as 'global' here")
 
-    rotate = np.asarray(getattr(layer, "rotate", np.eye(2)), dtype=float)
-    shear = np.asarray(getattr(layer, "shear", 0.0), dtype=float)
-    if not np.allclose(rotate, np.eye(len(rotate))) or \
-            not np.allclose(shear, np.eye(len(shear)) if shear.ndim == 2 else 0.0):
-        notes.append("the layer's rotation/shear is not copied to the results (scale and "
-                     "translate are)")
+    linear, affine = _placement(layer)
 
     display = {"blending": layer.blending, "opacity": float(layer.opacity)}
     if not rgb:
@@ -262,6 +273,10 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
               "residual": bool(options.residual),
               "plane": {str(a): i for a, i in plane.items()}, "channel_axis": channel_axis}
     pixel = None
+    if not options.pixel_size and not square_pixels(layer.scale, spatial):
+        notes.append("the layer's pixels are not square (scale "
+                     f"{float(layer.scale[spatial[0]]):.4g} x {float(layer.scale[spatial[1]]):.4g}): "
+                     "kernel widths are given in pixels only")
     if options.pixel_size:
         if not np.isfinite(options.pixel_size) or options.pixel_size <= 0:
             raise InputError(f"the pixel size must be positive, got {options.pixel_size}")
@@ -279,4 +294,37 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
         plane=plane, layer_scale=np.asarray(layer.scale, dtype=float),
         layer_translate=np.asarray(layer.translate, dtype=float),
         units=tuple(getattr(layer, "units", ()) or ()) or None, display=display, params=params,
-        notes=notes, pixel=pixel)
+        notes=notes, pixel=pixel, layer_linear=linear, layer_affine=affine,
+        source_id=_source_id(layer))
+
+
+SOURCE_ID = "napari_dan_source_id"  # key in a source layer's metadata
+
+
+def _source_id(layer) -> str:
+    """The layer's id for re-runs, made and kept in its metadata on its first run."""
+    md = getattr(layer, "metadata", None)
+    if not isinstance(md, dict):
+        return ""
+    if not isinstance(md.get(SOURCE_ID), str):
+        md[SOURCE_ID] = uuid.uuid4().hex
+    return md[SOURCE_ID]
+
+
+def _placement(layer) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(R @ Sh, affine matrix) of the layer, each None when it is the identity."""
+    n = int(getattr(layer, "ndim", 2))
+    linear = affine = None
+    rotate, shear = getattr(layer, "rotate", None), getattr(layer, "shear", None)
+    if rotate is not None or shear is not None:
+        from napari.utils.transforms import CompositeAffine
+
+        m = CompositeAffine(rotate=rotate, shear=shear, ndim=n).linear_matrix
+        if not np.allclose(m, np.eye(n)):
+            linear = np.asarray(m, dtype=float)
+    a = getattr(layer, "affine", None)
+    if a is not None:
+        am = np.asarray(getattr(a, "affine_matrix", a), dtype=float)
+        if not np.allclose(am, np.eye(len(am))):
+            affine = am
+    return linear, affine

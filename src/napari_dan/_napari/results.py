@@ -17,9 +17,14 @@ Layers made from one run of the source layer ``<name>`` at scale ``s``:
 Every layer's ``metadata["napari_dan"]`` holds the source name, the run parameters, the model,
 the mode and the kernel statistics (:func:`napari_dan.model.kernels.kernel_stats`).
 
-Re-running (:func:`add_result_layers`): layers of an earlier run of the same source with the same
-parameters are replaced (same names, same place in the layer list); a run with different
-parameters adds a new set with a version suffix, ``<name> DAN x4 [2]``, ``[3]``, ...
+Every layer also gets the source's rotation, shear and affine (:func:`_place`), so it overlays
+the source however that is placed.
+
+Re-running (:func:`add_result_layers`): layers of an earlier run of the same source layer (an id
+kept in its metadata, not only its name) with the same parameters are replaced (same names, same
+place in the layer list), unless the user renamed them; a run with different parameters, or of
+another layer of the same name, adds a new set with a version suffix, ``<name> DAN x4 [2]``,
+``[3]``, ...
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..model.kernels import kernel_stats
-from .request import RunRequest
+from .request import RunRequest, square_pixels
 
 __all__ = ["sr_geometry", "kernel_geometry", "place_beside", "result_layers", "add_result_layers",
            "physical_pixel", "tile_grid", "ellipse_corners", "nice_factor", "KEY"]
@@ -89,6 +94,8 @@ def physical_pixel(req: RunRequest, s: int) -> tuple[float | None, str | None]:
     (scale 1 and pixel units)."""
     if req.pixel is not None:
         return req.pixel[0] / s, req.pixel[1]
+    if not square_pixels(req.layer_scale, req.spatial):
+        return None, None
     ax = req.spatial[1]
     size = float(req.layer_scale[ax]) / s
     unit = None
@@ -277,7 +284,8 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
             "array": "user PSF"}[req.options.kernel_source]
     px, unit = physical_pixel(req, s)
     stats = kernel_stats(result.kernel, px, unit)
-    meta = {"source": name, "params": req.params, "model": model_name, "scale": s, "mode": mode,
+    meta = {"source": name, "source_id": req.source_id, "params": req.params,
+            "model": model_name, "scale": s, "mode": mode,
             "kernel_stats": stats.to_dict(), "kernel_summary": stats.summary(),
             "engine": dict(getattr(result, "metadata", {}) or {}), "notes": list(req.notes)}
 
@@ -344,7 +352,30 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
     if req.units:  # every layer in the source's units, or napari stops using units at all
         for _, kw, _ in layers:
             kw.setdefault("units", req.units)
+    for _, kw, _ in layers:
+        _place(req, kw)
     return layers
+
+
+def _place(req: RunRequest, kw: dict) -> None:
+    """Give a result layer the source's rotation, shear and affine. Its scale and translate were
+    computed as if the source had none (``P = scale * x + translate``); napari maps a layer's
+    data as ``world = A(R Sh diag(scale) x + translate)``, so with ``M = R Sh`` of the source
+    (scale ``S``, translate ``T``) the layer gets the affine ``A @ [M, T - M T]``: exactly
+    where the same point of the source lands. A layer over fewer axes (the spots PSF: the two
+    spatial ones) takes those rows and columns."""
+    if req.layer_linear is None and req.layer_affine is None:
+        return
+    n = req.layer_ndim
+    axes = list(range(n)) if len(kw["scale"]) == n else list(req.spatial)
+    m = np.eye(n) if req.layer_linear is None else req.layer_linear
+    t = req.layer_translate
+    inner = np.eye(n + 1)
+    inner[:n, :n] = m
+    inner[:n, n] = t - m @ t
+    full = inner if req.layer_affine is None else req.layer_affine @ inner
+    keep = axes + [n]
+    kw["affine"] = full[np.ix_(keep, keep)]
 
 
 def _versioned(name: str, version: int) -> str:
@@ -368,10 +399,14 @@ def add_result_layers(viewer: Any, tuples: list[LayerDataTuple]) -> list[Any]:
     from napari.layers import Layer
 
     meta0 = tuples[0][1]["metadata"][KEY]
-    source, params = meta0["source"], meta0["params"]
+    source, params, sid = meta0["source"], meta0["params"], meta0.get("source_id", "")
     existing = [ly for ly in viewer.layers if isinstance(ly.metadata.get(KEY), dict)
                 and ly.metadata[KEY].get("source") == source]
-    same = [ly for ly in existing if ly.metadata[KEY].get("params") == params]
+    # replaced: results of this very layer (not of another of the same name) with the same
+    # parameters, under the names they were given (a result the user renamed is kept)
+    same = [ly for ly in existing if ly.metadata[KEY].get("params") == params
+            and ly.metadata[KEY].get("source_id", "") == sid
+            and ly.name == ly.metadata[KEY].get("layer_name", ly.name)]
     if same:
         version = same[0].metadata[KEY].get("version", 1)
     else:
@@ -380,7 +415,7 @@ def add_result_layers(viewer: Any, tuples: list[LayerDataTuple]) -> list[Any]:
     added = []
     for data, kw, kind in tuples:
         kw = dict(kw, name=_versioned(kw["name"], version))
-        kw["metadata"] = {KEY: dict(kw["metadata"][KEY], version=version)}
+        kw["metadata"] = {KEY: dict(kw["metadata"][KEY], version=version, layer_name=kw["name"])}
         layer = Layer.create(data, kw, kind)
         if kw["metadata"][KEY].get("contrast") == "per plane":
             per_slice_contrast(layer)

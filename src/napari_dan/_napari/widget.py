@@ -202,8 +202,19 @@ class DanWidget(QWidget):
         for lab in labels:
             lab._label_widget.native.setMinimumWidth(width)
 
+    def _alive(self) -> bool:
+        """False once Qt has deleted the widget (its viewer was closed during a run): the
+        worker's last signals then have nowhere to go and are dropped."""
+        try:
+            self.status_box.native.objectName()
+            return True
+        except RuntimeError:
+            return False
+
     def _message(self, text: str, level: str = "info") -> None:
         """Show ``text`` in the widget and as a napari notification."""
+        if not self._alive():
+            return
         self.status_box.value = text
         {"error": show_error, "warning": show_warning}.get(level, show_info)(text)
 
@@ -422,6 +433,8 @@ class DanWidget(QWidget):
             self._message(str(exc), "error")
             return
         self._cancel = threading.Event()
+        # closing the viewer (or the widget) mid-run stops the worker at its next tile
+        self.destroyed.connect(self._cancel.set)
         worker = sr_worker(request, options.model, self._cancel)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda out, req=request: self._on_returned(req, out))
@@ -442,6 +455,8 @@ class DanWidget(QWidget):
             self.status_box.value = "cancelling at the next tile..."
 
     def _on_progress(self, value) -> None:
+        if not self._alive():
+            return
         done, total = value
         bar = self.progress_box
         if bar.max != total:  # the engine re-tiles after running out of memory
@@ -450,6 +465,8 @@ class DanWidget(QWidget):
         bar.visible = True
 
     def _on_returned(self, request, out) -> None:
+        if not self._alive():
+            return
         model, result = out
         try:
             tuples = result_layers(request, result, model.name, model.scale)
@@ -507,8 +524,10 @@ class DanWidget(QWidget):
             self._message(f"super-resolution failed: {type(exc).__name__}: {exc}", "error")
 
     def _on_finished(self) -> None:
-        self.progress_box.visible = False
-        self.progress_box.native.reset()
         self._worker = None
         self._cancel = None
+        if not self._alive():
+            return
+        self.progress_box.visible = False
+        self.progress_box.native.reset()
         self._update_enabled()
