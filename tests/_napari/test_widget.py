@@ -248,6 +248,22 @@ def test_stack_current_plane_and_whole_stack(setup, qtbot):
     assert sr.metadata[KEY]["params"]["plane"] == {"0": 1}
     assert viewer.layers["st kernel"].data.shape == (1, 21, 21)
 
+    # "current plane" needs the Y, X plane on screen: a 3D view or a Z, X view is refused
+    # (it used to super-resolve the Y, X plane at the hidden z slider's index, unseen)
+    n = len(viewer.layers)
+    viewer.dims.ndisplay = 3
+    _run(w, qtbot, scope="current plane")
+    assert "in 3D" in w.status.text() and "whole stack" in w.status.text()
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = (1, 0, 2)  # shows z and x
+    _run(w, qtbot, scope="current plane")
+    assert "axes 0 and 2" in w.status.text() and len(viewer.layers) == n
+    viewer.dims.order = (0, 2, 1)  # Y and X swapped on screen: still that plane
+    _run(w, qtbot, scope="current plane")
+    assert "viewer shows" not in w.status.text() and len(viewer.layers) == n  # replaced
+    assert viewer.layers["st DAN x2"].metadata[KEY]["params"]["plane"] == {"0": 1}
+    viewer.dims.order = (0, 1, 2)
+
     _run(w, qtbot, scope="whole stack", mode="per plane")
     sr = viewer.layers["st DAN x2 [2]"]
     assert sr.data.shape == (3, 48, 56) and sr.translate[0] == pytest.approx(0.0)

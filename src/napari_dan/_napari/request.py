@@ -164,7 +164,16 @@ def _plane_index(layer: Any, dims_point: Any, axes) -> dict[int, int]:
     return {a: int(np.clip(np.round(coords[a]), 0, shape[a] - 1)) for a in axes}
 
 
-def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> RunRequest:
+def _displayed_axes(layer: Any, dims_point: Any, displayed: Any) -> tuple[int, ...] | None:
+    """The layer's axes (its own numbering) that the viewer displays, or None when unknown."""
+    if displayed is None or dims_point is None:
+        return None
+    lead = len(dims_point) - int(layer.ndim)  # the viewer has these world axes before the layer's
+    return tuple(sorted(int(a) - lead for a in displayed if int(a) - lead >= 0))
+
+
+def build_request(layer: Any, options: RunOptions, dims_point: Any = None,
+                  displayed: Any = None) -> RunRequest:
     """Check ``layer`` and ``options`` and say exactly what one engine call will process.
 
     Parameters
@@ -175,6 +184,9 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
         The widget's choices.
     dims_point : sequence of float, optional
         ``viewer.dims.point``: picks the plane in "current plane" scope.
+    displayed : sequence of int, optional
+        ``viewer.dims.displayed``: "current plane" needs the Y, X plane on screen (a 3D view or
+        a transposed Z, X view does not say which Y, X plane is meant).
 
     Raises
     ------
@@ -230,6 +242,17 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None) -> Ru
     image = data
     engine_ca = channel_axis
     if other and options.scope == "plane":
+        shown = _displayed_axes(layer, dims_point, displayed)
+        if shown is not None and shown != tuple(sorted(spatial)):
+            if len(shown) > 2:
+                view = "the layer in 3D"
+            else:
+                view = "the plane of axes " + " and ".join(str(a) for a in shown)
+            raise InputError(
+                f"'current plane' super-resolves the Y, X plane (axes {spatial[0]} and "
+                f"{spatial[1]} of layer {layer.name!r}) under the sliders, but the viewer shows "
+                f"{view}: switch to the 2D view of that plane (toggle 2D/3D, or the 'transpose' "
+                "button until Y and X are shown) or choose 'whole stack'")
         plane = _plane_index(layer, dims_point, other)
         image = data[tuple(slice(plane[a], plane[a] + 1) if a in plane else slice(None)
                            for a in range(ndim))]

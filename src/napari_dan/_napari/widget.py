@@ -428,7 +428,8 @@ class DanWidget(QWidget):
             options = self.options()
             if options.model is None:
                 raise DanError(NO_MODELS if not self._models else "choose a model first")
-            request = build_request(layer, options, self.viewer.dims.point)
+            request = build_request(layer, options, self.viewer.dims.point,
+                                    self.viewer.dims.displayed)
         except DanError as exc:
             self._message(str(exc), "error")
             return
