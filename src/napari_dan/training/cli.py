@@ -49,6 +49,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real-fraction", dest="real_fraction", type=float,
                    help="microscopy models: share of training fields whose specimen is a crop of "
                    "--data (real images) instead of a synthetic one")
+    p.add_argument("--real-lr-patch", dest="real_lr_patch", type=int,
+                   help="microscopy models: LR patch side of the real-specimen fields, when the "
+                   "real images are too small for --lr-patch: each batch is then wholly real "
+                   "(--real-fraction of the steps) or wholly synthetic, each at its own size")
     p.add_argument("--specimen-kinds", dest="specimen_kinds", nargs="+", metavar="KIND",
                    help="microscopy models: the synthetic specimen kinds to draw, each entry "
                    "equally often (repeat one to draw it more often; default: all kinds once)")

@@ -104,6 +104,10 @@ class TrainConfig:
     est_attention: int = 0          # 1: the Estimator pools with learned spatial weights
     real_fraction: float = 0.0      # microscopy: share of fields whose specimen is a real image
     real_zoom: tuple[float, float] = (1.0, 2.0)  # ... zoomed out by a factor in this range
+    #: microscopy: LR side of the real-specimen fields (0: ``lr_patch``). When set, every batch
+    #: is wholly real (a ``real_fraction`` of the steps) or wholly synthetic, each at its own
+    #: size: large synthetic fields while the real images are too small for them
+    real_lr_patch: int = 0
     #: stage 2: "released" (image from round n-1's code, kernel loss on round n) or "matched"
     #: (image from round n's code, kernel loss on every round), see the module docstring
     stage2: str = "released"
@@ -281,7 +285,14 @@ class Trainer:
 
         cfg = self.cfg
         hr = cfg.lr_patch * cfg.scale
+        # real specimens at their own patch size: batches wholly real or wholly synthetic
+        split = cfg.real_fraction > 0 and cfg.real_lr_patch > 0
+        if cfg.real_lr_patch < 0 or (cfg.real_lr_patch and cfg.real_lr_patch < 8):
+            raise ValueError(f"real_lr_patch must be 0 (lr_patch) or at least 8, got "
+                             f"{cfg.real_lr_patch}")
+        real_hr = cfg.real_lr_patch * cfg.scale if split else hr
         images, real = None, ""
+        self.real_fields = None
         if cfg.real_fraction > 0:
             if not cfg.data:
                 raise ValueError("real_fraction > 0 needs data: images to use as specimens")
@@ -292,20 +303,28 @@ class Trainer:
                     planes += ps
                     groups += [i] * len(ps)
             try:
-                images = SpecimenImages(planes, hr, self.rng, tuple(cfg.real_zoom), groups=groups)
+                images = SpecimenImages(planes, real_hr, self.rng, tuple(cfg.real_zoom),
+                                        groups=groups)
             except SpecimensTooSmall as e:
                 fit = int(e.largest / cfg.real_zoom[0]) // cfg.scale
-                patch = f"--lr-patch {fit} or smaller at x{cfg.scale}, or " if fit >= 8 else ""
+                flag = "--real-lr-patch" if split else "--lr-patch"
+                patch = f"{flag} {fit} or smaller at x{cfg.scale}, or " if fit >= 8 else ""
                 raise ValueError(f"{e}: use {patch}--real-fraction 0 to train on synthetic "
                                  "specimens only") from None
             real = (f", {cfg.real_fraction:.0%} real specimens from {len(images)} planes, "
                     f"zoomed out {cfg.real_zoom[0]:g}-{cfg.real_zoom[1]:g}x")
-        self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, tuple(cfg.psf_fwhm_range),
-                                       tuple(cfg.photons_range), cfg.clean_fraction,
-                                       kinds=tuple(cfg.specimen_kinds) or KINDS,
-                                       images=images, real_fraction=cfg.real_fraction,
-                                       bead_fraction=cfg.bead_psf_fraction,
-                                       lumpy_fraction=cfg.lumpy_psf_fraction)
+            if split:
+                real += f" in batches of their own, {real_hr}x{real_hr}"
+        common = dict(kinds=tuple(cfg.specimen_kinds) or KINDS,
+                      bead_fraction=cfg.bead_psf_fraction, lumpy_fraction=cfg.lumpy_psf_fraction)
+        ranges = (tuple(cfg.psf_fwhm_range), tuple(cfg.photons_range), cfg.clean_fraction)
+        if split:
+            self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, *ranges, **common)
+            self.real_fields = MicroscopyFields(real_hr, cfg.kernel_size, self.rng, *ranges,
+                                                images=images, real_fraction=1.0, **common)
+        else:
+            self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, *ranges, images=images,
+                                           real_fraction=cfg.real_fraction, **common)
         self.val = validation_fields(max(1, cfg.val_images // 4), 96 if cfg.scale == 2 else 128,
                                      cfg.kernel_size, cfg.scale)
         self.log(f"microscopy fields {hr}x{hr}{real}, {len(self.val)} validation fields; "
@@ -343,7 +362,10 @@ class Trainer:
         if cfg.data_kind == "microscopy":
             from ..imaging.microscope import degrade_microscopy_torch
 
-            spec, ks, photons, read, offset, clean = self.fields.draw(b)
+            fields = self.fields
+            if self.real_fields is not None and self.rng.random() < cfg.real_fraction:
+                fields = self.real_fields
+            spec, ks, photons, read, offset, clean = fields.draw(b)
             gen = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
             hr, lr = degrade_microscopy_torch(spec, ks, cfg.scale, photons, read, offset, gen,
                                               noise_free=clean)
