@@ -309,18 +309,28 @@ def test_microscopy_fields_mix_real_specimens():
         MicroscopyFields(64, 21, np.random.default_rng(0), real_fraction=0.5)
 
 
-def test_microscopy_training_with_real_specimens_runs(tmp_path):
+def _tiny_real_specimen_config(tmp_path, **changes):
+    """A tiny x2 microscopy TrainConfig whose real specimens are a 3-plane stack of 96 x 96
+    stripes (constant along x) written to ``tmp_path``."""
     import tifffile
 
-    from napari_dan.training.train import TrainConfig, Trainer
+    from napari_dan.training.train import TrainConfig
 
     yy, xx = np.mgrid[:96, :96]
     stack = np.stack([(1000 * (np.sin(yy / (5 + z)) > 0.3) + 100).astype(np.uint16) for z in range(3)])
     tifffile.imwrite(tmp_path / "cells.tif", stack, photometric="minisblack")
-    cfg = TrainConfig(name="t", scale=2, in_nc=1, nf=8, nb=1, ng=1, est_nf=8, est_nb=1, code_len=4,
-                      kernel_size=11, pca_samples=200, data_kind="microscopy", noise=True,
-                      lr_patch=16, batch=2, steps=2, val_images=1, real_fraction=0.5,
-                      data=[str(tmp_path / "cells.tif")], psf_fwhm_range=(1.6, 4.0))
+    return TrainConfig(**{**dict(name="t", scale=2, in_nc=1, nf=8, nb=1, ng=1, est_nf=8, est_nb=1,
+                                 code_len=4, kernel_size=11, pca_samples=200,
+                                 data_kind="microscopy", noise=True, lr_patch=16, batch=2,
+                                 steps=2, val_images=1, real_fraction=0.5,
+                                 data=[str(tmp_path / "cells.tif")], psf_fwhm_range=(1.6, 4.0)),
+                          **changes})
+
+
+def test_microscopy_training_with_real_specimens_runs(tmp_path):
+    from napari_dan.training.train import TrainConfig, Trainer
+
+    cfg = _tiny_real_specimen_config(tmp_path)
     logs = []
     tr = Trainer(cfg, tmp_path / "run", log=logs.append)
     assert "50% real specimens from 3 planes" in logs[-1]
@@ -336,27 +346,21 @@ def test_microscopy_training_with_real_specimens_runs(tmp_path):
 
 def test_real_specimens_at_their_own_patch_size(tmp_path):
     """--real-lr-patch: large synthetic batches, real batches at a size the images allow."""
-    import tifffile
+    from napari_dan.training.train import Trainer
 
-    from napari_dan.training.train import TrainConfig, Trainer
+    def config(real_lr_patch):
+        return _tiny_real_specimen_config(tmp_path, lr_patch=48, real_fraction=0.4,
+                                          real_zoom=(1.5, 2.0), real_lr_patch=real_lr_patch)
 
-    yy, xx = np.mgrid[:96, :96]
-    stack = np.stack([(1000 * (np.sin(yy / (5 + z)) > 0.3) + 100).astype(np.uint16) for z in range(3)])
-    tifffile.imwrite(tmp_path / "cells.tif", stack, photometric="minisblack")
-    base = dict(name="t", scale=2, in_nc=1, nf=8, nb=1, ng=1, est_nf=8, est_nb=1, code_len=4,
-                kernel_size=11, pca_samples=200, data_kind="microscopy", noise=True,
-                lr_patch=48, batch=2, steps=2, val_images=1, real_fraction=0.4,
-                real_zoom=(1.5, 2.0), data=[str(tmp_path / "cells.tif")],
-                psf_fwhm_range=(1.6, 4.0))
     # 96 HR px zoomed out 1.5x is more than the 96-px images hold: refused, naming the new flag
     with pytest.raises(ValueError, match="use --lr-patch 32 or smaller"):
-        Trainer(TrainConfig(**base), tmp_path / "run0", log=lambda m: None)
+        Trainer(config(0), tmp_path / "run0", log=lambda m: None)
     with pytest.raises(ValueError, match="use --real-lr-patch 32 or smaller"):
-        Trainer(TrainConfig(**base, real_lr_patch=40), tmp_path / "run1", log=lambda m: None)
+        Trainer(config(40), tmp_path / "run1", log=lambda m: None)
     with pytest.raises(ValueError, match="at least 8"):
-        Trainer(TrainConfig(**base, real_lr_patch=4), tmp_path / "run2", log=lambda m: None)
+        Trainer(config(4), tmp_path / "run2", log=lambda m: None)
     logs = []
-    tr = Trainer(TrainConfig(**base, real_lr_patch=16), tmp_path / "run", log=logs.append)
+    tr = Trainer(config(16), tmp_path / "run", log=logs.append)
     assert "in batches of their own, 32x32" in logs[-1]
     sizes = [tr._batch()[1].shape[-1] for _ in range(60)]  # LR sides
     assert set(sizes) == {16, 48}

@@ -287,7 +287,7 @@ class Trainer:
         hr = cfg.lr_patch * cfg.scale
         # real specimens at their own patch size: batches wholly real or wholly synthetic
         split = cfg.real_fraction > 0 and cfg.real_lr_patch > 0
-        if cfg.real_lr_patch < 0 or (cfg.real_lr_patch and cfg.real_lr_patch < 8):
+        if cfg.real_lr_patch and cfg.real_lr_patch < 8:  # negative, or too small to train on
             raise ValueError(f"real_lr_patch must be 0 (lr_patch) or at least 8, got "
                              f"{cfg.real_lr_patch}")
         real_hr = cfg.real_lr_patch * cfg.scale if split else hr
