@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import DanError, InputError
 from ..model import DanModel, load_model
+from ..model.danv2 import reads_sr
 from ..model.kernels import kernel_stats
 from .devices import (
     Precision,
@@ -98,7 +99,14 @@ class NetworkRunner:
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if self.ov is not None \
                 else self._tensor(x)
             code, prev, done = None, None, 0
-            while done < rounds:  # one round at a time: the same as forward_all(rounds=...)
+            once = not reads_sr(self.net) and self.ov is None and rounds > 0
+            if once:
+                # an Estimator of the LR image alone finds the same kernel every round: one
+                # call, and no Restorer pass to feed it
+                flat = self.net.Estimator(None, t)
+                k = flat.reshape(flat.shape[0], self.net.kernel_size, self.net.kernel_size)
+                code, done = self.net.encode(k), 1
+            while not once and done < rounds:  # one round at a time, as forward_all(rounds=...)
                 _, kernels, codes = self.net.forward_all(t, code, rounds=1, **parts)
                 k, code, done = kernels[-1], codes[-1], done + 1
                 if settle is not None:

@@ -145,9 +145,9 @@ class DanModel:
 #: outside these bounds is refused before anything is allocated
 HP_LIMITS = {"in_nc": (1, 3), "nf": (1, 256), "nb": (1, 64), "ng": (1, 16), "scale": (2, 4),
              "code_len": (1, 256), "kernel_size": (3, 63), "loop": (1, 16), "est_nf": (2, 256),
-             "est_nb": (1, 32), "est_attention": (0, 1)}
+             "est_nb": (1, 32), "est_attention": (0, 1), "est_input": (0, 1)}
 #: hyperparameters that may be absent (the released checkpoints): their default when they are
-OPTIONAL_HP = {"DANv2": {"est_attention": 0}}
+OPTIONAL_HP = {"DANv2": {"est_attention": 0, "est_input": 0}}
 #: parameters a network may have (the released DANv2 x4 has 4.7 M)
 MAX_PARAMETERS = 50_000_000
 #: a weight beyond this is taken for a damaged file (trained DAN weights stay far below 100)
@@ -229,11 +229,15 @@ def infer_hyperparameters(sd: dict[str, torch.Tensor]) -> tuple[str, dict]:
         w = sd["Restorer.head1.weight"]
         nf, in_nc = int(w.shape[0]), int(w.shape[1])
         hp = {"in_nc": in_nc, "nf": nf, "ng": _count(keys, "Restorer.body."),
-              "nb": _count(keys, "Restorer.body.0.body."),
-              "est_nf": int(sd["Estimator.tail.0.weight"].shape[0]),
-              "est_nb": _count(keys, "Estimator.body.body.")}
-        if "Estimator.attention.weight" in sd:
-            hp["est_attention"] = 1
+              "nb": _count(keys, "Restorer.body.0.body.")}
+        if "Estimator.mlp.0.weight" in sd:  # our LR-only Estimator (EstimatorLR)
+            hp.update(est_input=1, est_nf=int(sd["Estimator.head.0.weight"].shape[0]),
+                      est_nb=_count(keys, "Estimator.blocks."))
+        else:
+            hp.update(est_nf=int(sd["Estimator.tail.0.weight"].shape[0]),
+                      est_nb=_count(keys, "Estimator.body.body."))
+            if "Estimator.attention.weight" in sd:
+                hp["est_attention"] = 1
     elif "Restorer.head.weight" in sd:
         arch = "DANv1"
         w = sd["Restorer.head.weight"]

@@ -13,7 +13,7 @@ from torch import nn
 
 from .base import DANBase
 
-__all__ = ["DPCB", "DPCG", "RestorerV2", "EstimatorV2", "DANv2"]
+__all__ = ["DPCB", "DPCG", "RestorerV2", "EstimatorV2", "EstimatorLR", "DANv2", "reads_sr"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int | None = None) -> nn.Conv2d:
@@ -174,6 +174,44 @@ class EstimatorV2(nn.Module):
         return self.tail[3](self.tail[2](pooled)).flatten(1)
 
 
+def reads_sr(network: nn.Module) -> bool:
+    """Whether the network's Estimator reads the SR image (False for :class:`EstimatorLR`:
+    then every round of the loop finds the same kernel)."""
+    return getattr(getattr(network, "Estimator", None), "reads_sr", True)
+
+
+class EstimatorLR(nn.Module):
+    """Estimates the blur kernel from the LR image alone (our x4 fluorescence model; not in the
+    released layout): residual 3x3 blocks at the LR grid, features pooled both with learned
+    spatial weights and as a plain mean, then a small MLP to the kernel's logits.
+
+    Takes ``(sr, lr)`` like :class:`EstimatorV2` and ignores ``sr``, so the DAN loop runs
+    unchanged and its kernel is the same every round. Trained without the Restorer in the loop
+    (``training.lr_estimator``), so a step costs a fraction of a DAN step. Returns (B, k*k), a
+    softmax."""
+
+    reads_sr = False
+
+    def __init__(self, in_nc: int = 1, nf: int = 64, nb: int = 6, kernel_size: int = 21):
+        super().__init__()
+        act = lambda: nn.LeakyReLU(0.1, inplace=True)  # noqa: E731
+        self.head = nn.Sequential(_conv(in_nc, nf, 5), act())
+        self.blocks = nn.ModuleList(nn.Sequential(_conv(nf, nf, 3), act(), _conv(nf, nf, 3))
+                                    for _ in range(nb))
+        self.attention = _conv(nf, 1, 1)
+        self.mlp = nn.Sequential(nn.Linear(2 * nf, 2 * nf), act(),
+                                 nn.Linear(2 * nf, kernel_size**2))
+
+    def forward(self, sr: torch.Tensor | None, lr: torch.Tensor) -> torch.Tensor:
+        f = self.head(lr)
+        for blk in self.blocks:
+            f = f + blk(f)
+        flat = f.flatten(2)                                             # (B, C, HW)
+        w = self.attention(f).flatten(2).float().softmax(-1).to(f.dtype)  # (B, 1, HW)
+        pooled = torch.cat([(flat * w).sum(-1), flat.mean(-1)], 1)
+        return self.mlp(pooled).float().softmax(1).to(f.dtype)
+
+
 class DANv2(DANBase):
     """The unrolled alternating optimisation: Restorer and Estimator, ``loop`` times.
 
@@ -188,6 +226,10 @@ class DANv2(DANBase):
     est_attention : int
         1: the Estimator pools its features with learned spatial weights (our microscopy
         models); 0: a plain mean, as released.
+    est_input : int
+        0: the Estimator reads the SR and the LR image (:class:`EstimatorV2`, as released);
+        1: the LR image alone (:class:`EstimatorLR`, ``est_nf`` wide, ``est_nb`` blocks;
+        ``est_attention`` does not apply).
 
     ``forward(lr)`` returns ``(sr, kernel)``: the last iteration's SR image (unclamped) and kernel
     (B, k, k). ``forward_all(lr)`` returns every iteration's SR, kernel and code.
@@ -197,11 +239,14 @@ class DANv2(DANBase):
 
     def __init__(self, in_nc: int = 3, nf: int = 64, nb: int = 10, ng: int = 5, scale: int = 4,
                  code_len: int = 10, kernel_size: int = 21, loop: int = 4, est_nf: int = 64,
-                 est_nb: int = 5, est_attention: int = 0):
+                 est_nb: int = 5, est_attention: int = 0, est_input: int = 0):
         super().__init__(in_nc, scale, code_len, kernel_size, loop)
         self.Restorer = RestorerV2(in_nc, nf, nb, ng, scale, code_len)
-        self.Estimator = EstimatorV2(in_nc, est_nf, est_nb, scale, kernel_size,
-                                     attention=bool(est_attention))
+        if est_input:
+            self.Estimator = EstimatorLR(in_nc, est_nf, est_nb, kernel_size)
+        else:
+            self.Estimator = EstimatorV2(in_nc, est_nf, est_nb, scale, kernel_size,
+                                         attention=bool(est_attention))
 
     def estimate(self, sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """Kernel (B, k, k) from the current SR and the LR image."""

@@ -85,7 +85,11 @@ RECIPES: dict[str, dict] = {
 # is the synthetic run, dan-x2-fluo-real.txt the continuation, dan-x2-fluo-real-try1.txt an
 # abandoned first try with half the fields real at 1-2x zoom, dan-x2-fluo-matched-s11.txt and
 # dan-x2-fluo-s12.txt the last two; dan-x4-fluo-s13.txt the x4 bead stage,
-# dan-x4-fluo-w10-s15.txt the last x4 stage).
+# dan-x4-fluo-w10-s15.txt the last x4 stage). Since session 23 the bundled dan-x4-fluo is that
+# model (the "dan-x4-fluo" recipe) with its Estimator replaced by one of the LR image alone,
+# trained on this recipe's batches without the Restorer: ``python -m
+# napari_dan.training.lr_estimator train --recipe dan-x4-fluo --minutes 75`` then ``export``
+# (training/lr_estimator.py; log dan-x4-fluo-lr-estimator-s23.txt).
 _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=True,
               photons_range=(30.0, 30000.0), clean_fraction=0.2, psf_fwhm_range=(1.6, 10.5),
               lr=2e-4, restorer_frac=0.3, stage1_estimator=True, val_every=100,

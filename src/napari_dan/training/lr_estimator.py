@@ -1,0 +1,170 @@
+"""Train an LR-only Estimator (:class:`~napari_dan.model.danv2.EstimatorLR`) for a DAN model
+whose Restorer is kept as it is, then put the two together as one checkpoint.
+
+DAN's own Estimator reads the SR image too, so every training step runs the Restorer (five
+passes in the matched loop); on this project's CPUs that leaves a few thousand steps a
+session. An Estimator of the LR image alone needs no Restorer to train: a step costs the
+recipe's data and the Estimator, about a fifth of a DAN step, on the very batches the recipe
+draws (its specimens, PSFs, camera and noise, real specimens included) and with DAN's kernel
+losses (L1 on the kernel, :func:`.train.width_error` on its second moment).
+
+    python -m napari_dan.training.lr_estimator train --recipe dan-x4-fluo --minutes 75 \\
+        --run-dir RUN
+    python -m napari_dan.training.lr_estimator export --run-dir RUN \\
+        --base src/napari_dan/model/weights/dan-x4-fluo.pt --name NAME --out NAME.pt
+
+``train`` resumes from ``RUN/state.pt`` (written every 200 steps); the cosine schedule spans
+``--minutes`` of training time. docs/models.md (Session 23) has what it cost and measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["train", "export", "main"]
+
+
+def _data(run_dir: Path, recipe_name: str, batch: int, lr_patch: int, seed: int, overrides):
+    """The recipe's data pipeline (``Trainer._batch``); its DAN network is not trained."""
+    from .recipes import recipe
+    from .train import Trainer
+
+    cfg = recipe(recipe_name, **{"batch": batch, "lr_patch": lr_patch, "seed": seed,
+                                 "threads": 0, "init_from": None, "pca_samples": 2000,
+                                 **overrides})
+    return Trainer(cfg, run_dir / "data", log=lambda m: None)
+
+
+def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: float = 75.0,
+          batch: int = 16, lr_patch: int = 40, nf: int = 64, nb: int = 6, lr: float = 5e-4,
+          width_weight: float = 1.0, seed: int = 0, log=print, **overrides) -> Path:
+    """Train (or resume) an :class:`EstimatorLR` for ``minutes`` of training time; returns the
+    state file. ``overrides``: recipe fields to change (tests: ``real_fraction=0``)."""
+    from ..model.danv2 import EstimatorLR
+    from .train import width_error
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    data = _data(run, recipe, batch, lr_patch, seed, overrides)
+    net = EstimatorLR(1, nf, nb, data.cfg.kernel_size).to(data.device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99))
+    step, elapsed, hist = 0, 0.0, []
+    state = run / "state.pt"
+    args = dict(recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch, nf=nf, nb=nb,
+                lr=lr, width_weight=width_weight, seed=seed)
+    if state.exists():
+        obj = torch.load(state, weights_only=False, map_location=data.device)
+        net.load_state_dict(obj["net"])
+        opt.load_state_dict(obj["opt"])
+        step, elapsed, hist = obj["step"], obj["elapsed"], obj["hist"]
+        data.rng.bit_generator.state = obj["rng"]
+        log(f"resumed at step {step}, {elapsed / 60:.1f} min")
+    budget = 60.0 * minutes
+    acc = []
+    while elapsed < budget:
+        t0 = time.perf_counter()
+        _, x, ks = data._batch()
+        b = x.shape[0]
+        t = min(elapsed / budget, 1.0)
+        for g in opt.param_groups:
+            g["lr"] = 1e-5 + 0.5 * (lr - 1e-5) * (1 + math.cos(math.pi * t))
+        k = net(None, x)
+        kt = ks.reshape(b, -1)
+        loss_k = (k - kt).abs().sum(1).mean()
+        loss_w = width_error(k, kt).mean()
+        loss = loss_k + width_weight * loss_w
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        elapsed += time.perf_counter() - t0
+        acc.append((loss_k.item(), loss_w.item()))
+        if step % 50 == 0:
+            lk, lw = np.mean(acc, 0)
+            acc = []
+            hist.append({"step": step, "min": elapsed / 60, "loss_k": lk, "loss_w": lw})
+            log(f"step {step} {elapsed / 60:.1f} min loss_k {lk:.4f} width |log m2| {lw:.4f}")
+        if step % 200 == 0 or elapsed >= budget:
+            obj = {"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                   "elapsed": elapsed, "hist": hist, "rng": data.rng.bit_generator.state,
+                   "args": args}
+            torch.save(obj, run / "state.partial")
+            os.replace(run / "state.partial", state)
+    log(f"done: {step} steps, {elapsed / 60:.1f} min")
+    return state
+
+
+def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: str,
+           description: str = "", base_label: str = "") -> Path:
+    """One checkpoint: ``base``'s Restorer, PCA basis and loop with the trained
+    :class:`EstimatorLR` in place of its Estimator. ``base_label``: how the provenance names
+    the base (default: ``base`` as given); its fingerprint is recorded either way."""
+    from ..model import load_model
+    from ..model.checkpoint import build_network, infer_hyperparameters, save_checkpoint
+
+    src = load_model(base)
+    obj = torch.load(Path(run_dir) / "state.pt", weights_only=False, map_location="cpu")
+    a = obj["args"]
+    arch, hp = infer_hyperparameters(src.network.state_dict())
+    if arch != "DANv2":
+        raise ValueError(f"{base} is {arch}; an LR-only Estimator goes with DANv2")
+    hp.pop("est_attention", None)
+    hp.update(est_input=1, est_nf=int(a["nf"]), est_nb=int(a["nb"]), loop=src.network.loop)
+    net = build_network(arch, hp)
+    sd = {k: v for k, v in src.network.state_dict().items() if not k.startswith("Estimator.")}
+    sd.update({"Estimator." + k: v for k, v in obj["net"].items()})
+    net.load_state_dict(sd)
+    net.kernel_mean.copy_(src.network.kernel_mean)
+    info = {**src.info, "description": description or src.description}
+    prov = dict(info.get("provenance", {}))
+    prov["estimator"] = {"trained": "LR-only Estimator (training.lr_estimator)",
+                         "recipe_data": a.get("recipe", "dan-x4-fluo"), "steps": obj["step"],
+                         "train_hours": round(obj["elapsed"] / 3600, 3),
+                         "batch": a["batch"], "lr_patch": a["lr_patch"],
+                         "restorer_from": base_label or str(base), "restorer_fingerprint": src.fingerprint,
+                         "est_nf": int(a["nf"]), "est_nb": int(a["nb"])}
+    info["provenance"] = prov
+    return save_checkpoint(out, net, info=info, name=name)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m napari_dan.training.lr_estimator",
+                                description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train or resume an LR-only Estimator")
+    t.add_argument("--run-dir", required=True)
+    t.add_argument("--recipe", default="dan-x4-fluo", help="whose data pipeline to draw from")
+    t.add_argument("--minutes", type=float, default=75.0, help="training-time budget")
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr-patch", type=int, default=40)
+    t.add_argument("--nf", type=int, default=64)
+    t.add_argument("--nb", type=int, default=6)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--width-weight", type=float, default=1.0)
+    t.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("export", help="a checkpoint: base model's Restorer + this Estimator")
+    e.add_argument("--run-dir", required=True)
+    e.add_argument("--base", required=True, help="bundled name or checkpoint (DANv2)")
+    e.add_argument("--name", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--description", default="")
+    e.add_argument("--base-label", default="", help="how the provenance names the base")
+    a = p.parse_args(argv)
+    if a.cmd == "train":
+        train(a.run_dir, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
+              lr_patch=a.lr_patch, nf=a.nf, nb=a.nb, lr=a.lr, width_weight=a.width_weight,
+              seed=a.seed, log=lambda m: print(m, flush=True))
+    else:
+        print(export(a.run_dir, a.base, a.out, a.name, a.description, a.base_label))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

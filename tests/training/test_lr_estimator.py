@@ -1,0 +1,114 @@
+"""The LR-only Estimator: the network, its checkpoints, the engine's one-call estimate, and
+its training (train, resume, export into a DAN checkpoint)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import napari_dan
+from conftest import tiny_model
+from napari_dan.model import load_model
+from napari_dan.model.checkpoint import infer_hyperparameters
+from napari_dan.model.danv2 import EstimatorLR, EstimatorV2, reads_sr
+
+FP32 = dict(precision="fp32", device="cpu")
+
+
+def _image(h: int, w: int, seed: int) -> np.ndarray:
+    """Blurred random spots on an offset: something for an estimator to read."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    return (100 + 2000 * gaussian_filter((rng.random((h, w)) > 0.97) * 1.0, 1.2)).astype(
+        np.float32)
+
+
+def _lr_model(seed: int = 0, loop: int = 3):
+    from napari_dan.model import create_model
+
+    return create_model("DANv2", name="tiny-lr", pca_samples=2000, seed=seed, in_nc=1, nf=8,
+                        nb=1, ng=1, scale=2, code_len=10, kernel_size=21, loop=loop,
+                        est_nf=8, est_nb=2, est_input=1)
+
+
+def test_lr_estimator_ignores_sr_and_gives_kernels():
+    m = _lr_model()
+    net = m.network
+    assert isinstance(net.Estimator, EstimatorLR) and not reads_sr(net)
+    assert reads_sr(tiny_model().network)  # the released layout reads the SR image
+    lr = torch.rand(2, 1, 19, 23)
+    with torch.no_grad():
+        k1 = net.Estimator(torch.rand(2, 1, 38, 46), lr)
+        k2 = net.Estimator(None, lr)
+    assert k1.shape == (2, 441) and torch.equal(k1, k2)
+    np.testing.assert_allclose(k1.sum(1).numpy(), 1.0, atol=1e-5)
+    assert (k1 >= 0).all() and not torch.allclose(k1[0], k1[1])  # reads its input
+
+
+def test_lr_estimator_checkpoint_round_trip(tmp_path):
+    m = _lr_model(seed=3)
+    arch, hp = infer_hyperparameters(m.network.state_dict())
+    assert arch == "DANv2" and hp["est_input"] == 1 and (hp["est_nf"], hp["est_nb"]) == (8, 2)
+    assert "est_attention" not in hp
+    back = load_model(m.save(tmp_path / "lr.pt"))
+    assert isinstance(back.network.Estimator, EstimatorLR)
+    for k, v in m.network.state_dict().items():
+        assert torch.equal(v, back.network.state_dict()[k]), k
+    # a released-layout model is still read as one
+    _, hp0 = infer_hyperparameters(tiny_model().network.state_dict())
+    assert "est_input" not in hp0
+    assert isinstance(tiny_model().network.Estimator, EstimatorV2)
+
+
+def test_engine_estimates_once_with_an_lr_estimator():
+    from napari_dan.engine.devices import Precision
+    from napari_dan.engine.plan import NetworkRunner
+
+    m = _lr_model(seed=1, loop=3)
+    x = (_image(40, 40, 2) / 255.0).astype(np.float32)[None, None]
+    runner = NetworkRunner(m, torch.device("cpu"), Precision("fp32", "test"))
+    kernel, code, done = runner.estimate(x, 3, settle=0.05)
+    assert done == 1  # one Estimator call, no Restorer pass
+    with torch.inference_mode():  # the whole loop finds the same kernel, every round
+        _, kernels, codes = m.network.forward_all(torch.from_numpy(x))
+    for k in kernels:
+        np.testing.assert_allclose(kernel, k.numpy(), atol=1e-6)
+    np.testing.assert_allclose(code, codes[-1].numpy(), atol=1e-5)
+    r = napari_dan.super_resolve(_image(40, 40, 2), m, **FP32)
+    assert r.metadata["settled"]["rounds_run"] == [1] and r.image.shape == (80, 80)
+
+
+@pytest.mark.slow
+def test_lr_estimator_trains_resumes_and_exports(tmp_path):
+    from napari_dan.training.lr_estimator import export, train
+
+    small = dict(batch=2, lr_patch=12, nf=8, nb=1, real_fraction=0.0, data=[], seed=4)
+    lines = []
+    state = train(tmp_path / "run", minutes=0.02, log=lines.append, **small)
+    first = torch.load(state, weights_only=False)
+    assert first["step"] >= 1
+    assert lines[-1].startswith(f"done: {first['step']} steps")
+    # a longer budget resumes where the first run stopped, with its weights and data stream
+    train(tmp_path / "run", minutes=0.04, log=lines.append, **small)
+    second = torch.load(state, weights_only=False)
+    assert any(s.startswith(f"resumed at step {first['step']}") for s in lines)
+    assert second["step"] > first["step"]
+    assert not all(torch.equal(v, first["net"][k]) for k, v in second["net"].items())
+    # the export: the base model's Restorer and PCA basis, this Estimator
+    base = tiny_model(scale=4, seed=2)
+    base_path = base.save(tmp_path / "base.pt")
+    out = export(tmp_path / "run", str(base_path), tmp_path / "tiny-lr-x4.pt", "tiny-lr-x4")
+    m = load_model(out)
+    assert m.name == "tiny-lr-x4" and m.scale == 4 and not reads_sr(m.network)
+    sd, bsd = m.network.state_dict(), base.network.state_dict()
+    for k, v in bsd.items():
+        if not k.startswith("Estimator."):
+            assert torch.equal(v, sd[k]), k
+    for k, v in second["net"].items():
+        assert torch.equal(v, sd["Estimator." + k]), k
+    assert torch.equal(m.network.kernel_mean, base.network.kernel_mean)
+    assert m.info["provenance"]["estimator"]["steps"] == second["step"]
+    r = napari_dan.super_resolve(_image(24, 20, 1), m, **FP32)
+    assert r.image.shape == (96, 80) and np.isfinite(r.image).all()
