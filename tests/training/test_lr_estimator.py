@@ -110,5 +110,12 @@ def test_lr_estimator_trains_resumes_and_exports(tmp_path):
         assert torch.equal(v, sd["Estimator." + k]), k
     assert torch.equal(m.network.kernel_mean, base.network.kernel_mean)
     assert m.info["provenance"]["estimator"]["steps"] == second["step"]
+    # refused: an existing output, and a base of another scale than the recipe's
+    with pytest.raises(FileExistsError, match="exists"):
+        export(tmp_path / "run", str(base_path), tmp_path / "tiny-lr-x4.pt", "tiny-lr-x4")
+    x2 = tiny_model(scale=2).save(tmp_path / "x2.pt")
+    with pytest.raises(ValueError, match="trained for .*'scale': 4"):
+        export(tmp_path / "run", str(x2), tmp_path / "other.pt", "other")
+    assert not (tmp_path / "other.pt").exists()
     r = napari_dan.super_resolve(_image(24, 20, 1), m, **FP32)
     assert r.image.shape == (96, 80) and np.isfinite(r.image).all()

@@ -4,7 +4,8 @@ whose Restorer is kept as it is, then put the two together as one checkpoint.
 DAN's own Estimator reads the SR image too, so every training step runs the Restorer (five
 passes in the matched loop); on this project's CPUs that leaves a few thousand steps a
 session. An Estimator of the LR image alone needs no Restorer to train: a step costs the
-recipe's data and the Estimator, about a fifth of a DAN step, on the very batches the recipe
+recipe's data and the Estimator (x4: 0.05 s a field against 0.12 in DAN's loop with the
+Restorer frozen, docs/models.md *Session 23*), on the very batches the recipe
 draws (its specimens, PSFs, camera and noise, real specimens included) and with DAN's kernel
 losses (L1 on the kernel, :func:`.train.width_error` on its second moment).
 
@@ -108,13 +109,23 @@ def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: 
     the base (default: ``base`` as given); its fingerprint is recorded either way."""
     from ..model import load_model
     from ..model.checkpoint import build_network, infer_hyperparameters, save_checkpoint
+    from .recipes import recipe as recipe_config
 
+    if Path(out).exists():
+        raise FileExistsError(f"{out} exists; choose another --out or remove it first")
     src = load_model(base)
     obj = torch.load(Path(run_dir) / "state.pt", weights_only=False, map_location="cpu")
     a = obj["args"]
     arch, hp = infer_hyperparameters(src.network.state_dict())
     if arch != "DANv2":
         raise ValueError(f"{base} is {arch}; an LR-only Estimator goes with DANv2")
+    # the Estimator's kernels are on the HR grid of the recipe it was trained on, grey
+    trained = recipe_config(a.get("recipe", "dan-x4-fluo"))
+    want = {"scale": trained.scale, "in_nc": 1, "kernel_size": trained.kernel_size}
+    have = {k: hp[k] for k in want}
+    if have != want:
+        raise ValueError(f"the Estimator in {run_dir} was trained for {want} "
+                         f"(recipe {a.get('recipe', 'dan-x4-fluo')}), but {base} has {have}")
     hp.pop("est_attention", None)
     hp.update(est_input=1, est_nf=int(a["nf"]), est_nb=int(a["nb"]), loop=src.network.loop)
     net = build_network(arch, hp)
