@@ -181,7 +181,7 @@ def reads_sr(network: nn.Module) -> bool:
 
 
 class EstimatorLR(nn.Module):
-    """Estimates the blur kernel from the LR image alone (our x4 fluorescence model; not in the
+    """Estimates the blur kernel from the LR image alone (our fluorescence models; not in the
     released layout): residual 3x3 blocks at the LR grid, features pooled both with learned
     spatial weights and as a plain mean, then a small MLP to the kernel's logits.
 
