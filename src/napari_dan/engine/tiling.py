@@ -15,7 +15,10 @@ over the middle half, and is 1 beyond; sides at the image border keep weight 1. 
 is run on a synthetic image with and without its left half zeroed (which is what a tile edge does)
 and the distance from the cut where the output change falls below 0.25 grey levels (8-bit) is
 measured; the overlap is twice that distance (so the zero-weight quarter plus the ramp cover it),
-rounded up to 8, at least 8, cached per network. docs/engine.md lists the measured numbers.
+rounded up to 8, at least 8. Blind runs take the largest over the Dirac (where the loop starts)
+and Gaussian kernels up to a fifth of the kernel's side in sigma (a wide kernel makes the
+Restorer reach further), cached per network; a user's kernel is probed too. docs/engine.md lists
+the measured numbers.
 """
 
 from __future__ import annotations
@@ -140,11 +143,37 @@ def receptive_radius(network: nn.Module) -> int:
     return max(r, 1)
 
 
+# kernels the blind probe runs (sigma as a fraction of the kernel's side): a wide kernel makes the
+# Restorer deconvolve harder and reach further from a tile edge than the loop's starting Dirac
+_PROBE_SIGMAS = (0.10, 0.14, 0.20)
+
+
 def auto_overlap(network: nn.Module, code: torch.Tensor | None = None,
                  threshold: float = 0.25 / 255) -> int:
-    """Overlap (LR pixels) that hides tile edges for this network (see the module docstring)."""
-    if network in _OVERLAP_CACHE:
-        return _OVERLAP_CACHE[network]
+    """Overlap (LR pixels) that hides tile edges for this network (see the module docstring).
+
+    Blind runs (``code`` None) probe the Dirac (where the loop starts) and isotropic Gaussians up to
+    a fifth of the kernel's side in sigma, and take the largest overlap (cached per network): the
+    kernel is not known when the plan is made, and a wide one needs the most. With ``code`` (a
+    user's kernel) that code is probed too."""
+    if network not in _OVERLAP_CACHE:
+        from ..model.kernels import gaussian_kernel
+
+        k = int(network.kernel_size)
+        kernels = [np.asarray(gaussian_kernel(k, f * k), np.float32) for f in _PROBE_SIGMAS]
+        codes = torch.cat([network.initial_code(1),
+                           network.encode(torch.from_numpy(np.stack(kernels)))])
+        _OVERLAP_CACHE[network] = max(_probe_overlaps(network, codes, threshold))
+    overlap = _OVERLAP_CACHE[network]
+    if code is not None:
+        overlap = max(overlap, *_probe_overlaps(network, code.reshape(1, -1), threshold))
+    return overlap
+
+
+def _probe_overlaps(network: nn.Module, codes: torch.Tensor, threshold: float) -> list[int]:
+    """The overlap each kernel code (rows of ``codes``) needs: twice the distance from a cut at
+    which the Restorer's output changes by less than ``threshold``, rounded up to 8 (at least
+    8), at most twice the receptive radius."""
     rmax = receptive_radius(network)
     half = int(min(rmax + 4, 96))
     size = 2 * half
@@ -154,22 +183,24 @@ def auto_overlap(network: nn.Module, code: torch.Tensor | None = None,
     base = np.stack([0.5 + 0.25 * np.sin(yy * (1.3 + c) + xx * 0.7) * np.cos(xx * (0.9 + c))
                      for c in range(in_nc)])
     base = np.clip(base + 0.05 * rng.standard_normal(base.shape), 0, 1).astype(np.float32)
-    full = torch.from_numpy(base)[None]
+    n = codes.shape[0]
+    full = torch.from_numpy(base)[None].expand(n, -1, -1, -1).contiguous()
     cut = full.clone()
     cut[..., :half] = 0
     dev = next(network.parameters()).device
-    code = network.initial_code(1) if code is None else code.reshape(1, -1)
+    codes = codes.to(device=dev, dtype=next(network.parameters()).dtype)
     with torch.inference_mode():
-        a = network.restore(full.to(dev), code.to(dev)).float().cpu()
-        b = network.restore(cut.to(dev), code.to(dev)).float().cpu()
+        a = network.restore(full.to(dev), codes).float().cpu()
+        b = network.restore(cut.to(dev), codes).float().cpu()
     s = int(network.scale)
-    diff = (a - b).abs().amax(dim=(0, 1, 2))[half * s:]  # per HR column right of the cut
-    bad = torch.nonzero(diff > threshold).flatten()
-    dist = int(math.ceil((int(bad.max()) + 1) / s)) if len(bad) else 1
-    dist = min(dist, rmax)  # beyond the receptive field the output is exact anyway
-    overlap = max(8, int(math.ceil(2 * dist / 8.0)) * 8)
-    _OVERLAP_CACHE[network] = overlap
-    return overlap
+    out = []
+    for i in range(n):
+        diff = (a[i] - b[i]).abs().amax(dim=(0, 1))[half * s:]  # per HR column right of the cut
+        bad = torch.nonzero(diff > threshold).flatten()
+        dist = int(math.ceil((int(bad.max()) + 1) / s)) if len(bad) else 1
+        dist = min(dist, rmax)  # beyond the receptive field the output is exact anyway
+        out.append(max(8, int(math.ceil(2 * dist / 8.0)) * 8))
+    return out
 
 
 def auto_tile_size(network: nn.Module, batch: int, budget: int, overlap: int,

@@ -91,8 +91,9 @@ RECIPES: dict[str, dict] = {
 # napari_dan.training.lr_estimator train --recipe dan-x4-fluo --minutes 75`` then ``export``
 # (training/lr_estimator.py; log dan-x4-fluo-lr-estimator-s23.txt). Since session 25 the
 # bundled dan-x2-fluo likewise: the "dan-x2-fluo" recipe's model with an LR-only Estimator
-# trained by ``train --recipe dan-x2-fluo --lr-patch 48 --minutes 75`` (log
-# dan-x2-fluo-lr-estimator-s24.txt).
+# trained by ``train --recipe dan-x2-fluo --lr-patch 48 --minutes 75``, then 40 minutes more with
+# ``specimen_kinds=_BEAD_WEIGHTED`` (logs dan-x2-fluo-lr-estimator-s24.txt and
+# dan-x2-fluo-lr-estimator-beads-s25.txt; the command in docs/models.md, Sessions 24-25).
 _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=True,
               photons_range=(30.0, 30000.0), clean_fraction=0.2, psf_fwhm_range=(1.6, 10.5),
               lr=2e-4, restorer_frac=0.3, stage1_estimator=True, val_every=100,
