@@ -119,3 +119,23 @@ def test_lr_estimator_trains_resumes_and_exports(tmp_path):
     assert not (tmp_path / "other.pt").exists()
     r = napari_dan.super_resolve(_image(24, 20, 1), m, **FP32)
     assert r.image.shape == (96, 80) and np.isfinite(r.image).all()
+    # a new run can start from the exported model's Estimator (run states do not ship) ...
+    from napari_dan.model.danv2 import EstimatorLR
+    from napari_dan.training.lr_estimator import _load_estimator
+    from napari_dan.training.recipes import recipe
+
+    cfg = recipe("dan-x4-fluo")
+    net = EstimatorLR(1, 8, 1, cfg.kernel_size)
+    _load_estimator(net, str(out), cfg)
+    for k, v in second["net"].items():
+        assert torch.equal(v, net.state_dict()[k]), k
+    lines.clear()
+    train(tmp_path / "run2", minutes=0.01, init_from=str(out), log=lines.append, **small)
+    assert lines[0] == f"Estimator initialised from {out}"
+    # ... but not from DAN's own Estimator, another size or another scale
+    with pytest.raises(ValueError, match="reads the SR image"):
+        _load_estimator(net, str(base_path), cfg)
+    with pytest.raises(ValueError, match="another size"):
+        _load_estimator(EstimatorLR(1, 16, 1, cfg.kernel_size), str(out), cfg)
+    with pytest.raises(ValueError, match="x4 with"):
+        _load_estimator(net, str(out), recipe("dan-x2-fluo"))

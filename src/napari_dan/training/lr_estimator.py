@@ -15,7 +15,9 @@ losses (L1 on the kernel, :func:`.train.width_error` on its second moment).
         --base src/napari_dan/model/weights/dan-x4-fluo.pt --name NAME --out NAME.pt
 
 ``train`` resumes from ``RUN/state.pt`` (written every 200 steps); the cosine schedule spans
-``--minutes`` of training time. docs/models.md (Session 23) has what it cost and measured.
+``--minutes`` of training time. A new run can start from the Estimator of a checkpoint that has
+one of the same size (``--init-from``, e.g. a bundled model), since run states do not ship.
+docs/models.md (Session 23) has what it cost and measured.
 """
 
 from __future__ import annotations
@@ -45,9 +47,12 @@ def _data(run_dir: Path, recipe_name: str, batch: int, lr_patch: int, seed: int,
 
 def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: float = 75.0,
           batch: int = 16, lr_patch: int = 40, nf: int = 64, nb: int = 6, lr: float = 5e-4,
-          width_weight: float = 1.0, seed: int = 0, log=print, **overrides) -> Path:
+          width_weight: float = 1.0, seed: int = 0, init_from: str | None = None, log=print,
+          **overrides) -> Path:
     """Train (or resume) an :class:`EstimatorLR` for ``minutes`` of training time; returns the
-    state file. ``overrides``: recipe fields to change (tests: ``real_fraction=0``)."""
+    state file. ``overrides``: recipe fields to change (tests: ``real_fraction=0``).
+    ``init_from``: a checkpoint (bundled name or path) whose LR-only Estimator, of this
+    ``nf``/``nb`` and the recipe's scale and kernel size, starts a new run (ignored on resume)."""
     from ..model.danv2 import EstimatorLR
     from .train import width_error
 
@@ -59,7 +64,10 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
     step, elapsed, hist = 0, 0.0, []
     state = run / "state.pt"
     args = dict(recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch, nf=nf, nb=nb,
-                lr=lr, width_weight=width_weight, seed=seed)
+                lr=lr, width_weight=width_weight, seed=seed, init_from=init_from)
+    if not state.exists() and init_from:
+        _load_estimator(net, init_from, data.cfg)
+        log(f"Estimator initialised from {init_from}")
     if state.exists():
         obj = torch.load(state, weights_only=False, map_location=data.device)
         net.load_state_dict(obj["net"])
@@ -100,6 +108,26 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
             os.replace(run / "state.partial", state)
     log(f"done: {step} steps, {elapsed / 60:.1f} min")
     return state
+
+
+def _load_estimator(net, source: str, cfg) -> None:
+    """Copy ``source``'s LR-only Estimator into ``net``; refuses one of another kind or size."""
+    from ..model import load_model
+    from ..model.danv2 import reads_sr
+
+    m = load_model(source)
+    if reads_sr(m.network):
+        raise ValueError(f"{source} has DAN's own Estimator (it reads the SR image); "
+                         "--init-from needs a checkpoint with an LR-only Estimator")
+    if (m.scale, m.network.kernel_size) != (cfg.scale, cfg.kernel_size):
+        raise ValueError(f"{source} is x{m.scale} with {m.network.kernel_size}-px kernels; the "
+                         f"recipe trains x{cfg.scale} with {cfg.kernel_size}-px kernels")
+    sd = {k[len("Estimator."):]: v for k, v in m.network.state_dict().items()
+          if k.startswith("Estimator.")}
+    mine = net.state_dict()
+    if set(sd) != set(mine) or any(sd[k].shape != mine[k].shape for k in mine):
+        raise ValueError(f"{source}'s Estimator has another size than --nf/--nb ask for")
+    net.load_state_dict(sd)
 
 
 def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: str,
@@ -160,6 +188,10 @@ def main(argv=None) -> int:
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--width-weight", type=float, default=1.0)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init-from", default=None,
+                   help="start a new run from this checkpoint's LR-only Estimator")
+    t.add_argument("--real-lr-patch", type=int, default=None,
+                   help="LR patch of the real specimens (the recipe's field; 0: --lr-patch)")
     e = sub.add_parser("export", help="a checkpoint: base model's Restorer + this Estimator")
     e.add_argument("--run-dir", required=True)
     e.add_argument("--base", required=True, help="bundled name or checkpoint (DANv2)")
@@ -171,7 +203,8 @@ def main(argv=None) -> int:
     if a.cmd == "train":
         train(a.run_dir, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
               lr_patch=a.lr_patch, nf=a.nf, nb=a.nb, lr=a.lr, width_weight=a.width_weight,
-              seed=a.seed, log=lambda m: print(m, flush=True))
+              seed=a.seed, init_from=a.init_from, log=lambda m: print(m, flush=True),
+              **({} if a.real_lr_patch is None else {"real_lr_patch": a.real_lr_patch}))
     else:
         print(export(a.run_dir, a.base, a.out, a.name, a.description, a.base_label))
     return 0
