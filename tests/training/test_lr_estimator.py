@@ -132,6 +132,9 @@ def test_lr_estimator_trains_resumes_and_exports(tmp_path):
     lines.clear()
     train(tmp_path / "run2", minutes=0.01, init_from=str(out), log=lines.append, **small)
     assert lines[0] == f"Estimator initialised from {out}"
+    assert m.info["provenance"]["estimator"]["init_from"] is None
+    cont = load_model(export(tmp_path / "run2", str(base_path), tmp_path / "cont.pt", "cont"))
+    assert cont.info["provenance"]["estimator"]["init_from"] == str(out)
     # ... but not from DAN's own Estimator, another size or another scale
     with pytest.raises(ValueError, match="reads the SR image"):
         _load_estimator(net, str(base_path), cfg)

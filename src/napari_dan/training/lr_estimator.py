@@ -168,7 +168,9 @@ def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: 
                          "train_hours": round(obj["elapsed"] / 3600, 3),
                          "batch": a["batch"], "lr_patch": a["lr_patch"],
                          "restorer_from": base_label or str(base), "restorer_fingerprint": src.fingerprint,
-                         "est_nf": int(a["nf"]), "est_nb": int(a["nb"])}
+                         "est_nf": int(a["nf"]), "est_nb": int(a["nb"]),
+                         # a continuation: its steps count from this checkpoint's Estimator
+                         "init_from": a.get("init_from")}
     info["provenance"] = prov
     return save_checkpoint(out, net, info=info, name=name)
 
