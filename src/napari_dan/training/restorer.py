@@ -1,0 +1,252 @@
+"""Fine-tune the Restorer of a DAN model with its Estimator frozen, on the kernels that
+Estimator gives, then write the result as one checkpoint.
+
+Since sessions 23 and 25 the bundled fluorescence models pair a Restorer trained in DAN's loop
+with an Estimator of the LR image alone, trained afterwards without it (:mod:`.lr_estimator`):
+the Restorer never saw the kernels that Estimator reports, only those of the Estimator it was
+trained beside. Here it learns on them: each step draws the recipe's batch (its specimens,
+PSFs, camera, noise and real specimens), estimates every field's kernel with the frozen
+Estimator (DAN's own Estimator: the loop's last round, as the engine restores with it), and
+trains the Restorer on the L1 loss of its SR image against the HR target. A share of the fields
+(``true_code_fraction``) gets the true PSF's code instead, so that a kernel the user supplies
+(``--psf spots``, a measured PSF) still restores as well. One Restorer pass a step: x4, batch 8
+of 32 LR px, 0.5 s on this project's two CPU threads.
+
+    python -m napari_dan.training.restorer train --base dan-x4-fluo --recipe dan-x4-fluo \\
+        --minutes 75 --run-dir RUN
+    python -m napari_dan.training.restorer export --run-dir RUN --name NAME --out NAME.pt
+
+``train`` resumes from ``RUN/state.pt`` (written every 200 steps); the cosine schedule spans
+``--minutes`` of training time. Every ``--val-every`` steps the L1 loss on fixed held-out
+batches (their own seed) is logged beside the base model's, so the log says whether it learns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["train", "export", "main"]
+
+
+def _base(source: str, cfg):
+    """The base model, checked against the recipe it will be trained on."""
+    from ..model import load_model
+
+    m = load_model(source)
+    have = (m.scale, m.network.in_nc, m.network.kernel_size)
+    want = (cfg.scale, cfg.in_nc, cfg.kernel_size)
+    if have != want:
+        raise ValueError(f"{source} is x{have[0]} with {have[1]} channel(s) and {have[2]}-px "
+                         f"kernels; the recipe trains x{want[0]} with {want[1]} and {want[2]}")
+    return m
+
+
+@torch.no_grad()
+def _codes(net, lr: torch.Tensor, ks: torch.Tensor, true_mask: torch.Tensor) -> torch.Tensor:
+    """Per field: the frozen Estimator's code (the loop's last kernel, as the engine uses), or
+    the true kernel's where ``true_mask``."""
+    from ..model.danv2 import reads_sr
+
+    b = lr.shape[0]
+    if reads_sr(net):
+        _, kernels, _ = net.forward_all(lr)
+        k = kernels[-1]
+    else:
+        k = net.estimate(None, lr)
+    est = net.encode(k.float().reshape(b, -1))
+    true = net.encode(ks.reshape(b, -1))
+    return torch.where(true_mask[:, None], true, est)
+
+
+def _held_out(recipe_name: str, batch: int, lr_patch: int, seed: int, overrides, n: int,
+              true_code_fraction: float):
+    """``n`` fixed batches from the recipe's pipeline with a seed of their own, each with the
+    mask of fields restored with their true kernel."""
+    import tempfile
+
+    from .lr_estimator import _data
+
+    with tempfile.TemporaryDirectory() as d:
+        data = _data(Path(d), recipe_name, batch, lr_patch, seed + 10_000, overrides)
+        out = []
+        for _ in range(n):
+            hr, lr, ks = data._batch()
+            mask = torch.from_numpy(data.rng.random(lr.shape[0]) < true_code_fraction)
+            out.append((hr, lr, ks, mask))
+    return out
+
+
+@torch.no_grad()
+def _val_loss(net, batches) -> float:
+    total = 0.0
+    for hr, lr, ks, mask in batches:
+        sr = net.restore(lr, _codes(net, lr, ks, mask))
+        total += float((sr.float() - hr).abs().mean())
+    return total / len(batches)
+
+
+def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str = "dan-x4-fluo",
+          minutes: float = 75.0, batch: int = 8, lr_patch: int = 32, lr: float = 5e-5,
+          lr_min: float = 1e-6, true_code_fraction: float = 0.25, seed: int = 0,
+          val_every: int = 1000, val_batches: int = 6, log=print, **overrides) -> Path:
+    """Fine-tune (or resume) ``base``'s Restorer for ``minutes`` of training time on the
+    ``recipe``'s batches; returns the state file. ``overrides``: recipe fields to change
+    (tests: ``real_fraction=0``)."""
+    from .lr_estimator import _data
+
+    if not 0.0 <= true_code_fraction <= 1.0:
+        raise ValueError(f"true_code_fraction must be in [0, 1], got {true_code_fraction}")
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    state = run / "state.pt"
+    args = dict(base=base, recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch,
+                lr=lr, lr_min=lr_min, true_code_fraction=true_code_fraction, seed=seed)
+    obj = torch.load(state, weights_only=False, map_location="cpu") if state.exists() else None
+    if obj is not None and obj["args"]["base"] != base:
+        raise ValueError(f"{run} fine-tunes {obj['args']['base']}, not {base}")
+    data = _data(run, recipe, batch, lr_patch, seed, overrides)
+    m = _base(base, data.cfg)
+    net = m.network.to(data.device)
+    net.eval()  # no dropout or batch norm in DAN; eval keeps the frozen parts as they run
+    for p in net.parameters():
+        p.requires_grad_(False)
+    params = list(net.Restorer.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+    step, elapsed, hist = 0, 0.0, []
+    val = _held_out(recipe, batch, lr_patch, seed, overrides, val_batches, true_code_fraction)
+    if obj is not None:
+        net.Restorer.load_state_dict(obj["restorer"])
+        opt.load_state_dict(obj["opt"])
+        step, elapsed, hist = obj["step"], obj["elapsed"], obj["hist"]
+        data.rng.bit_generator.state = obj["rng"]
+        base_val = obj["base_val"]
+        log(f"resumed at step {step}, {elapsed / 60:.1f} min")
+    else:
+        base_val = _val_loss(net, val)
+        log(f"fine-tuning the Restorer of {base} ({sum(p.numel() for p in params)} parameters; "
+            f"the Estimator is frozen); held-out L1 {base_val:.5f}")
+    fingerprint = m.fingerprint if obj is None else obj["base_fingerprint"]
+    budget = 60.0 * minutes
+    acc = []
+
+    def save():
+        out = {"restorer": net.Restorer.state_dict(), "opt": opt.state_dict(), "step": step,
+               "elapsed": elapsed, "hist": hist, "rng": data.rng.bit_generator.state,
+               "args": args, "base_val": base_val, "base_fingerprint": fingerprint}
+        torch.save(out, run / "state.partial")
+        os.replace(run / "state.partial", state)
+
+    while elapsed < budget:
+        t0 = time.perf_counter()
+        hr, x, ks = data._batch()
+        t = min(elapsed / budget, 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * t))
+        mask = torch.from_numpy(data.rng.random(x.shape[0]) < true_code_fraction).to(x.device)
+        code = _codes(net, x, ks, mask)
+        sr = net.restore(x, code)
+        loss = (sr.float() - hr).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        elapsed += time.perf_counter() - t0
+        acc.append(loss.item())
+        if step % 50 == 0:
+            entry = {"step": step, "min": elapsed / 60, "loss_sr": float(np.mean(acc))}
+            acc = []
+            msg = f"step {step} {elapsed / 60:.1f} min loss_sr {entry['loss_sr']:.5f}"
+            if val_every and step % val_every == 0:
+                entry["val"] = _val_loss(net, val)
+                msg += f" held-out {entry['val']:.5f} (base {base_val:.5f})"
+            hist.append(entry)
+            log(msg)
+        if step % 200 == 0 or elapsed >= budget:
+            save()
+    final = _val_loss(net, val)
+    if not hist or hist[-1].get("step") != step or "val" not in hist[-1]:
+        hist.append({"step": step, "min": elapsed / 60, "val": final})
+        save()
+    log(f"done: {step} steps, {elapsed / 60:.1f} min, held-out L1 {final:.5f} "
+        f"(base {base_val:.5f})")
+    return state
+
+
+def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str,
+           description: str = "", base_label: str = "") -> Path:
+    """One checkpoint: the run's base model with its fine-tuned Restorer. ``base_label``: how
+    the provenance names the base (default: ``--base`` as given; a bundled name is replaced
+    when the result is bundled); its fingerprint is recorded either way."""
+    from ..model.checkpoint import save_checkpoint
+    from .recipes import recipe as recipe_config
+
+    if Path(out).exists():
+        raise FileExistsError(f"{out} exists; choose another --out or remove it first")
+    obj = torch.load(Path(run_dir) / "state.pt", weights_only=False, map_location="cpu")
+    a = obj["args"]
+    m = _base(a["base"], recipe_config(a["recipe"]))
+    if m.fingerprint != obj["base_fingerprint"]:
+        raise ValueError(f"{a['base']} is not the model {run_dir} fine-tuned (its weights "
+                         "changed since); export from the same base")
+    m.network.Restorer.load_state_dict(obj["restorer"])
+    info = {**m.info, "description": description or m.description}
+    prov = dict(info.get("provenance", {}))
+    prov["restorer"] = {"trained": "Restorer fine-tuned with the Estimator frozen "
+                                   "(training.restorer)",
+                        "base": base_label or a["base"], "base_fingerprint": obj["base_fingerprint"],
+                        "recipe_data": a["recipe"], "steps": obj["step"],
+                        "train_hours": round(obj["elapsed"] / 3600, 3), "batch": a["batch"],
+                        "lr_patch": a["lr_patch"], "lr": a["lr"],
+                        "true_code_fraction": a["true_code_fraction"],
+                        "held_out_l1": {"base": obj["base_val"],
+                                        "at_end": next((h["val"] for h in reversed(obj["hist"])
+                                                      if "val" in h), None)}}
+    info["provenance"] = prov
+    return save_checkpoint(out, m.network, info=info, name=name)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m napari_dan.training.restorer",
+                                description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="fine-tune or resume a model's Restorer")
+    t.add_argument("--run-dir", required=True)
+    t.add_argument("--base", default="dan-x4-fluo", help="bundled name or checkpoint")
+    t.add_argument("--recipe", default="dan-x4-fluo", help="whose data pipeline to draw from")
+    t.add_argument("--minutes", type=float, default=75.0, help="training-time budget")
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--lr-patch", type=int, default=32)
+    t.add_argument("--lr", type=float, default=5e-5)
+    t.add_argument("--lr-min", type=float, default=1e-6)
+    t.add_argument("--true-code-fraction", type=float, default=0.25,
+                   help="share of fields restored with the true PSF's code")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--val-every", type=int, default=1000)
+    e = sub.add_parser("export", help="a checkpoint: the base model with this Restorer")
+    e.add_argument("--run-dir", required=True)
+    e.add_argument("--name", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--description", default="")
+    e.add_argument("--base-label", default="", help="how the provenance names the base")
+    a = p.parse_args(argv)
+    if a.cmd == "train":
+        train(a.run_dir, base=a.base, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
+              lr_patch=a.lr_patch, lr=a.lr, lr_min=a.lr_min,
+              true_code_fraction=a.true_code_fraction, seed=a.seed, val_every=a.val_every,
+              log=lambda m: print(m, flush=True))
+    else:
+        print(export(a.run_dir, a.out, a.name, a.description, a.base_label))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
