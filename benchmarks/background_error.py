@@ -1,0 +1,70 @@
+"""How much a model invents on the empty background of fluorescence fields, and how it does on
+the structures, side by side for several models.
+
+The fields are benchmarks/microscopy.py's beads and filaments (its seeded specimens, widefield
+PSF of FWHM 5 HR px, camera binning, Poisson-Gaussian noise, offset 100) at no noise, 1,000 and
+200 photons. Background = pixels whose HR target is within 3% of the peak above the coverslip's
+level (the specimens' faint 0.02 floor); foreground = the rest. Per field and model: the mean
+error on the background (bias), its RMS, the share of background pixels more than 2% of the peak
+below the target (dark speckle), and the RMS on the foreground, all in % of the peak. A border
+of 2 * scale px is left out, as in the benchmark.
+
+    env OMP_NUM_THREADS=2 python benchmarks/background_error.py --model OLD.pt dan-x4-fluo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from microscopy import OFFSET, observe, psf_for, specimens  # noqa: E402
+
+
+def measure(models, fwhm: float = 5.0, noises=(None, 1000.0, 200.0), seed: int = 5):
+    """Rows of (specimen, photons, model name, bias, rms, dark share, foreground rms)."""
+    from napari_dan import super_resolve
+    from napari_dan.model import load_model
+
+    ms = [load_model(m) for m in models]
+    scales = {m.scale for m in ms}
+    if len(scales) != 1:
+        raise SystemExit(f"the models have different scales {sorted(scales)}: compare one scale")
+    s = scales.pop()
+    specs = specimens(True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in ("beads", "filaments"):
+        for ph in noises:
+            lr, hr = observe(specs[name], psf_for(fwhm), s, ph, rng)
+            peak = ph or 1e4
+            bg = hr < OFFSET + (0.02 + 0.03) * peak
+            b = 2 * s
+            for label, m in zip(models, ms, strict=True):
+                sr = super_resolve(lr, m, precision="fp32").image.astype(np.float64)
+                e, g = (sr - hr)[b:-b, b:-b], bg[b:-b, b:-b]
+                rows.append((name, ph, label, 100 * e[g].mean() / peak,
+                             100 * np.sqrt((e[g] ** 2).mean()) / peak,
+                             100 * np.mean(e[g] < -0.02 * peak),
+                             100 * np.sqrt((e[~g] ** 2).mean()) / peak))
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", nargs="+", required=True, help="bundled names or checkpoint files")
+    a = p.parse_args(argv)
+    print("| specimen | photons | model | background bias | background RMS | dark pixels | "
+          "foreground RMS |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, ph, label, bias, rms, dark, fg in measure(a.model):
+        print(f"| {name} | {int(ph) if ph else 'none'} | {label} | {bias:+.2f}% | {rms:.2f}% | "
+              f"{dark:.1f}% | {fg:.2f}% |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
