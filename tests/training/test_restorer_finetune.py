@@ -73,7 +73,12 @@ def test_restorer_finetune_trains_resumes_and_exports(tmp_path):
     prov = m.info["provenance"]["restorer"]
     assert prov["steps"] == second["step"] and prov["base"] == str(base_path)
     assert prov["base_fingerprint"] == base.fingerprint
-    labelled = load_model(export(tmp_path / "run", tmp_path / "ft-l.pt", "tiny-ft", base_label="B"))
+    # the command line's export, with a label for the base
+    from napari_dan.training.restorer import main
+
+    assert main(["export", "--run-dir", str(tmp_path / "run"), "--name", "tiny-ft", "--out",
+                 str(tmp_path / "ft-l.pt"), "--base-label", "B"]) == 0
+    labelled = load_model(tmp_path / "ft-l.pt")
     assert labelled.info["provenance"]["restorer"]["base"] == "B"
     r = napari_dan.super_resolve(np.full((20, 18), 300, np.uint16), m, precision="fp32",
                                  device="cpu")

@@ -175,14 +175,27 @@ def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: 
     return save_checkpoint(out, net, info=info, name=name)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m napari_dan.training.lr_estimator",
-                                description=__doc__.splitlines()[0])
+def _train_export_parser(module: str, doc: str, train_help: str, export_help: str):
+    """The ``train`` / ``export`` command line that this module and :mod:`.restorer` share:
+    (parser, train subparser, export subparser) with their common options."""
+    p = argparse.ArgumentParser(prog=f"python -m napari_dan.training.{module}",
+                                description=doc.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train or resume an LR-only Estimator")
+    t = sub.add_parser("train", help=train_help)
     t.add_argument("--run-dir", required=True)
     t.add_argument("--recipe", default="dan-x4-fluo", help="whose data pipeline to draw from")
     t.add_argument("--minutes", type=float, default=75.0, help="training-time budget")
+    e = sub.add_parser("export", help=export_help)
+    for flag in ("--run-dir", "--name", "--out"):
+        e.add_argument(flag, required=True)
+    e.add_argument("--description", default="")
+    e.add_argument("--base-label", default="", help="how the provenance names the base")
+    return p, t, e
+
+
+def main(argv=None) -> int:
+    p, t, e = _train_export_parser("lr_estimator", __doc__, "train or resume an LR-only Estimator",
+                                   "a checkpoint: base model's Restorer + this Estimator")
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr-patch", type=int, default=40)
     t.add_argument("--nf", type=int, default=64)
@@ -194,13 +207,7 @@ def main(argv=None) -> int:
                    help="start a new run from this checkpoint's LR-only Estimator")
     t.add_argument("--real-lr-patch", type=int, default=None,
                    help="LR patch of the real specimens (the recipe's field; 0: --lr-patch)")
-    e = sub.add_parser("export", help="a checkpoint: base model's Restorer + this Estimator")
-    e.add_argument("--run-dir", required=True)
     e.add_argument("--base", required=True, help="bundled name or checkpoint (DANv2)")
-    e.add_argument("--name", required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--description", default="")
-    e.add_argument("--base-label", default="", help="how the provenance names the base")
     a = p.parse_args(argv)
     if a.cmd == "train":
         train(a.run_dir, recipe=a.recipe, minutes=a.minutes, batch=a.batch,

@@ -23,7 +23,6 @@ batches (their own seed) is logged beside the base model's, so the log says whet
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -215,14 +214,11 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str,
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m napari_dan.training.restorer",
-                                description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="fine-tune or resume a model's Restorer")
-    t.add_argument("--run-dir", required=True)
+    from .lr_estimator import _train_export_parser
+
+    p, t, e = _train_export_parser("restorer", __doc__, "fine-tune or resume a model's Restorer",
+                                   "a checkpoint: the base model with this Restorer")
     t.add_argument("--base", default="dan-x4-fluo", help="bundled name or checkpoint")
-    t.add_argument("--recipe", default="dan-x4-fluo", help="whose data pipeline to draw from")
-    t.add_argument("--minutes", type=float, default=75.0, help="training-time budget")
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--lr-patch", type=int, default=32)
     t.add_argument("--lr", type=float, default=5e-5)
@@ -231,12 +227,6 @@ def main(argv=None) -> int:
                    help="share of fields restored with the true PSF's code")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--val-every", type=int, default=1000)
-    e = sub.add_parser("export", help="a checkpoint: the base model with this Restorer")
-    e.add_argument("--run-dir", required=True)
-    e.add_argument("--name", required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--description", default="")
-    e.add_argument("--base-label", default="", help="how the provenance names the base")
     a = p.parse_args(argv)
     if a.cmd == "train":
         train(a.run_dir, base=a.base, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
