@@ -90,6 +90,8 @@ def test_restorer_finetune_trains_resumes_and_exports(tmp_path):
     with pytest.raises(ValueError, match="is not the model"):
         export(tmp_path / "run", tmp_path / "ft2.pt", "tiny-ft2")
     assert not (tmp_path / "ft2.pt").exists()
+    with pytest.raises(ValueError, match="is not the model .* started from"):
+        train(tmp_path / "run", base=str(base_path), minutes=0.05, log=lines.append, **SMALL)
     with pytest.raises(ValueError, match="fine-tunes"):
         train(tmp_path / "run", base=str(out), minutes=0.05, log=lines.append, **SMALL)
 

@@ -112,6 +112,9 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
         raise ValueError(f"{run} fine-tunes {obj['args']['base']}, not {base}")
     data = _data(run, recipe, batch, lr_patch, seed, overrides)
     m = _base(base, data.cfg)
+    if obj is not None and m.fingerprint != obj["base_fingerprint"]:
+        raise ValueError(f"{base} is not the model {run} started from (its weights changed "
+                         "since): resume with that model's file as --base")
     net = m.network.to(data.device)
     net.eval()  # no dropout or batch norm in DAN; eval keeps the frozen parts as they run
     for p in net.parameters():
@@ -133,7 +136,7 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
         base_val = _val_loss(net, val)
         log(f"fine-tuning the Restorer of {base} ({sum(p.numel() for p in params)} parameters; "
             f"the Estimator is frozen); held-out L1 {base_val:.5f}")
-    fingerprint = m.fingerprint if obj is None else obj["base_fingerprint"]
+    fingerprint = m.fingerprint
     budget = 60.0 * minutes
     acc = []
 
