@@ -105,3 +105,39 @@ def test_restorer_finetune_refuses_a_base_of_another_scale(tmp_path):
     with pytest.raises(ValueError, match="true_code_fraction"):
         train(tmp_path / "run", base=str(x2), recipe="dan-x2-fluo", minutes=0.01,
               true_code_fraction=1.5, **SMALL)
+
+
+def test_restorer_finetune_on_the_squared_error(tmp_path):
+    from napari_dan.training.restorer import _sr_loss, _val_loss, export, main, train
+
+    sr = torch.tensor([[[[0.0, 1.0], [3.0, 0.5]]]])
+    hr = torch.zeros_like(sr)
+    assert float(_sr_loss(sr, hr, "l1")) == pytest.approx(4.5 / 4)
+    assert float(_sr_loss(sr, hr, "l2")) == pytest.approx(10.25 / 4)
+    base = _lr_only()
+    base_path = base.save(tmp_path / "base.pt")
+    lines = []
+    state = train(tmp_path / "run", base=str(base_path), minutes=0.02, val_every=1, loss="l2",
+                  log=lines.append, **SMALL)
+    obj = torch.load(state, weights_only=False)
+    assert obj["args"]["loss"] == "l2" and "on the l2 loss" in lines[0]
+    assert lines[-1].startswith(f"done: {obj['step']} steps") and "held-out l2" in lines[-1]
+    # the base's held-out value is its squared error on the held-out batches, not its L1
+    from napari_dan.training.restorer import _held_out
+
+    val = _held_out("dan-x4-fluo", SMALL["batch"], SMALL["lr_patch"], SMALL["seed"],
+                    {"real_fraction": 0.0, "data": []}, SMALL["val_batches"], 0.25)
+    net = base.network.eval()
+    assert obj["base_val"] == pytest.approx(_val_loss(net, val, "l2"), rel=1e-5)
+    assert obj["base_val"] != pytest.approx(_val_loss(net, val, "l1"), rel=1e-3)
+    # resuming with the other loss is refused; a bad loss too
+    with pytest.raises(ValueError, match="trains on the l2 loss, not l1"):
+        train(tmp_path / "run", base=str(base_path), minutes=0.05, log=lines.append, **SMALL)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train(tmp_path / "other", base=str(base_path), minutes=0.01, loss="huber", **SMALL)
+    # the export says which loss and its held-out values
+    export(tmp_path / "run", tmp_path / "ft.pt", "tiny-ft")
+    prov = load_model(tmp_path / "ft.pt").info["provenance"]["restorer"]
+    assert prov["loss"] == "l2" and prov["held_out_l2"]["base"] == obj["base_val"]
+    with pytest.raises(SystemExit):
+        main(["train", "--run-dir", str(tmp_path / "x"), "--loss", "huber"])

@@ -7,7 +7,8 @@ the Restorer never saw the kernels that Estimator reports, only those of the Est
 trained beside. Here it learns on them: each step draws the recipe's batch (its specimens,
 PSFs, camera, noise and real specimens), estimates every field's kernel with the frozen
 Estimator (DAN's own Estimator: the loop's last round, as the engine restores with it), and
-trains the Restorer on the L1 loss of its SR image against the HR target. A share of the fields
+trains the Restorer on the L1 loss (or ``--loss l2``, the mean squared error) of its SR image
+against the HR target. A share of the fields
 (``true_code_fraction``) gets the true PSF's code instead, so that a kernel the user supplies
 (``--psf spots``, a measured PSF) still restores as well. One Restorer pass a step: x4, batch 8
 of 32 LR px, 0.5 s on this project's two CPU threads.
@@ -17,8 +18,14 @@ of 32 LR px, 0.5 s on this project's two CPU threads.
     python -m napari_dan.training.restorer export --run-dir RUN --name NAME --out NAME.pt
 
 ``train`` resumes from ``RUN/state.pt`` (written every 200 steps); the cosine schedule spans
-``--minutes`` of training time. Every ``--val-every`` steps the L1 loss on fixed held-out
-batches (their own seed) is logged beside the base model's, so the log says whether it learns.
+``--minutes`` of training time. Every ``--val-every`` steps the training loss on fixed
+held-out batches (their own seed) is logged beside the base model's, so the log says whether it
+learns.
+
+Why ``l2``: the L1 loss is minimised by the conditional median, so where a faint spot is more
+likely absent than present (sparse beads in noise) the L1-trained Restorer erases it; the squared
+error is minimised by the conditional mean, a spot as bright as it is likely, which is also what
+PSNR scores (docs/models.md, *Session 28*).
 """
 
 from __future__ import annotations
@@ -82,19 +89,28 @@ def _held_out(recipe_name: str, batch: int, lr_patch: int, seed: int, overrides,
     return out
 
 
+LOSSES = ("l1", "l2")
+
+
+def _sr_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str) -> torch.Tensor:
+    d = sr.float() - hr
+    return d.abs().mean() if kind == "l1" else (d * d).mean()
+
+
 @torch.no_grad()
-def _val_loss(net, batches) -> float:
+def _val_loss(net, batches, kind: str = "l1") -> float:
     total = 0.0
     for hr, lr, ks, mask in batches:
         sr = net.restore(lr, _codes(net, lr, ks, mask))
-        total += float((sr.float() - hr).abs().mean())
+        total += float(_sr_loss(sr, hr, kind))
     return total / len(batches)
 
 
 def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str = "dan-x4-fluo",
           minutes: float = 75.0, batch: int = 8, lr_patch: int = 32, lr: float = 5e-5,
           lr_min: float = 1e-6, true_code_fraction: float = 0.25, seed: int = 0,
-          val_every: int = 1000, val_batches: int = 6, log=print, **overrides) -> Path:
+          val_every: int = 1000, val_batches: int = 6, loss: str = "l1", log=print,
+          **overrides) -> Path:
     """Fine-tune (or resume) ``base``'s Restorer for ``minutes`` of training time on the
     ``recipe``'s batches; returns the state file. ``overrides``: recipe fields to change
     (tests: ``real_fraction=0``)."""
@@ -102,14 +118,19 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
 
     if not 0.0 <= true_code_fraction <= 1.0:
         raise ValueError(f"true_code_fraction must be in [0, 1], got {true_code_fraction}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     state = run / "state.pt"
     args = dict(base=base, recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch,
-                lr=lr, lr_min=lr_min, true_code_fraction=true_code_fraction, seed=seed)
+                lr=lr, lr_min=lr_min, true_code_fraction=true_code_fraction, seed=seed,
+                loss=loss)
     obj = torch.load(state, weights_only=False, map_location="cpu") if state.exists() else None
     if obj is not None and obj["args"]["base"] != base:
         raise ValueError(f"{run} fine-tunes {obj['args']['base']}, not {base}")
+    if obj is not None and obj["args"].get("loss", "l1") != loss:
+        raise ValueError(f"{run} trains on the {obj['args'].get('loss', 'l1')} loss, not {loss}")
     data = _data(run, recipe, batch, lr_patch, seed, overrides)
     m = _base(base, data.cfg)
     if obj is not None and m.fingerprint != obj["base_fingerprint"]:
@@ -133,9 +154,9 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
         base_val = obj["base_val"]
         log(f"resumed at step {step}, {elapsed / 60:.1f} min")
     else:
-        base_val = _val_loss(net, val)
+        base_val = _val_loss(net, val, loss)
         log(f"fine-tuning the Restorer of {base} ({sum(p.numel() for p in params)} parameters; "
-            f"the Estimator is frozen); held-out L1 {base_val:.5f}")
+            f"the Estimator is frozen) on the {loss} loss; held-out {base_val:.6g}")
     fingerprint = m.fingerprint
     budget = 60.0 * minutes
     acc = []
@@ -156,30 +177,30 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
         mask = torch.from_numpy(data.rng.random(x.shape[0]) < true_code_fraction).to(x.device)
         code = _codes(net, x, ks, mask)
         sr = net.restore(x, code)
-        loss = (sr.float() - hr).abs().mean()
+        value = _sr_loss(sr, hr, loss)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
         step += 1
         elapsed += time.perf_counter() - t0
-        acc.append(loss.item())
+        acc.append(value.item())
         if step % 50 == 0:
             entry = {"step": step, "min": elapsed / 60, "loss_sr": float(np.mean(acc))}
             acc = []
-            msg = f"step {step} {elapsed / 60:.1f} min loss_sr {entry['loss_sr']:.5f}"
+            msg = f"step {step} {elapsed / 60:.1f} min loss_sr {entry['loss_sr']:.6g}"
             if val_every and step % val_every == 0:
-                entry["val"] = _val_loss(net, val)
-                msg += f" held-out {entry['val']:.5f} (base {base_val:.5f})"
+                entry["val"] = _val_loss(net, val, loss)
+                msg += f" held-out {entry['val']:.6g} (base {base_val:.6g})"
             hist.append(entry)
             log(msg)
         if step % 200 == 0 or elapsed >= budget:
             save()
-    final = _val_loss(net, val)
+    final = _val_loss(net, val, loss)
     if not hist or hist[-1].get("step") != step or "val" not in hist[-1]:
         hist.append({"step": step, "min": elapsed / 60, "val": final})
         save()
-    log(f"done: {step} steps, {elapsed / 60:.1f} min, held-out L1 {final:.5f} "
-        f"(base {base_val:.5f})")
+    log(f"done: {step} steps, {elapsed / 60:.1f} min, held-out {loss} {final:.6g} "
+        f"(base {base_val:.6g})")
     return state
 
 
@@ -209,7 +230,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str,
                         "train_hours": round(obj["elapsed"] / 3600, 3), "batch": a["batch"],
                         "lr_patch": a["lr_patch"], "lr": a["lr"],
                         "true_code_fraction": a["true_code_fraction"],
-                        "held_out_l1": {"base": obj["base_val"],
+                        "loss": a.get("loss", "l1"),
+                        f"held_out_{a.get('loss', 'l1')}": {"base": obj["base_val"],
                                         "at_end": next((h["val"] for h in reversed(obj["hist"])
                                                       if "val" in h), None)}}
     info["provenance"] = prov
@@ -230,12 +252,14 @@ def main(argv=None) -> int:
                    help="share of fields restored with the true PSF's code")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--val-every", type=int, default=1000)
+    t.add_argument("--loss", choices=LOSSES, default="l1",
+                   help="l1, or l2 (squared error: faint spots as bright as they are likely)")
     a = p.parse_args(argv)
     if a.cmd == "train":
         train(a.run_dir, base=a.base, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
               lr_patch=a.lr_patch, lr=a.lr, lr_min=a.lr_min,
               true_code_fraction=a.true_code_fraction, seed=a.seed, val_every=a.val_every,
-              log=lambda m: print(m, flush=True))
+              loss=a.loss, log=lambda m: print(m, flush=True))
     else:
         print(export(a.run_dir, a.out, a.name, a.description, a.base_label))
     return 0
