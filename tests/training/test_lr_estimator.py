@@ -135,6 +135,10 @@ def test_lr_estimator_trains_resumes_and_exports(tmp_path):
     assert m.info["provenance"]["estimator"]["init_from"] is None
     cont = load_model(export(tmp_path / "run2", str(base_path), tmp_path / "cont.pt", "cont"))
     assert cont.info["provenance"]["estimator"]["init_from"] == str(out)
+    assert "earlier" not in cont.info["provenance"]["estimator"]
+    # exported onto a base that has an LR-only Estimator already: that one's record is kept
+    onto = load_model(export(tmp_path / "run2", str(out), tmp_path / "onto.pt", "onto"))
+    assert onto.info["provenance"]["estimator"]["earlier"] == m.info["provenance"]["estimator"]
     # ... but not from DAN's own Estimator, another size or another scale
     with pytest.raises(ValueError, match="reads the SR image"):
         _load_estimator(net, str(base_path), cfg)

@@ -139,5 +139,12 @@ def test_restorer_finetune_on_the_squared_error(tmp_path):
     export(tmp_path / "run", tmp_path / "ft.pt", "tiny-ft")
     prov = load_model(tmp_path / "ft.pt").info["provenance"]["restorer"]
     assert prov["loss"] == "l2" and prov["held_out_l2"]["base"] == obj["base_val"]
+    assert "earlier" not in prov
+    # fine-tuning that result again keeps the first fine-tuning's record
+    train(tmp_path / "again", base=str(tmp_path / "ft.pt"), minutes=0.01, log=lines.append,
+          **SMALL)
+    export(tmp_path / "again", tmp_path / "ft2.pt", "tiny-ft2")
+    prov2 = load_model(tmp_path / "ft2.pt").info["provenance"]["restorer"]
+    assert prov2["loss"] == "l1" and prov2["earlier"] == prov
     with pytest.raises(SystemExit):
         main(["train", "--run-dir", str(tmp_path / "x"), "--loss", "huber"])

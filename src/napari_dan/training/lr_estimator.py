@@ -171,6 +171,8 @@ def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: 
                          "est_nf": int(a["nf"]), "est_nb": int(a["nb"]),
                          # a continuation: its steps count from this checkpoint's Estimator
                          "init_from": a.get("init_from")}
+    if "estimator" in info.get("provenance", {}):  # the base's own LR-only Estimator's record
+        prov["estimator"]["earlier"] = info["provenance"]["estimator"]
     info["provenance"] = prov
     return save_checkpoint(out, net, info=info, name=name)
 

@@ -223,17 +223,18 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str,
     m.network.Restorer.load_state_dict(obj["restorer"])
     info = {**m.info, "description": description or m.description}
     prov = dict(info.get("provenance", {}))
-    prov["restorer"] = {"trained": "Restorer fine-tuned with the Estimator frozen "
-                                   "(training.restorer)",
-                        "base": base_label or a["base"], "base_fingerprint": obj["base_fingerprint"],
-                        "recipe_data": a["recipe"], "steps": obj["step"],
-                        "train_hours": round(obj["elapsed"] / 3600, 3), "batch": a["batch"],
-                        "lr_patch": a["lr_patch"], "lr": a["lr"],
-                        "true_code_fraction": a["true_code_fraction"],
-                        "loss": a.get("loss", "l1"),
-                        f"held_out_{a.get('loss', 'l1')}": {"base": obj["base_val"],
-                                        "at_end": next((h["val"] for h in reversed(obj["hist"])
-                                                      if "val" in h), None)}}
+    loss = a.get("loss", "l1")
+    at_end = next((h["val"] for h in reversed(obj["hist"]) if "val" in h), None)
+    record = {"trained": "Restorer fine-tuned with the Estimator frozen (training.restorer)",
+              "base": base_label or a["base"], "base_fingerprint": obj["base_fingerprint"],
+              "recipe_data": a["recipe"], "steps": obj["step"],
+              "train_hours": round(obj["elapsed"] / 3600, 3), "batch": a["batch"],
+              "lr_patch": a["lr_patch"], "lr": a["lr"],
+              "true_code_fraction": a["true_code_fraction"], "loss": loss,
+              f"held_out_{loss}": {"base": obj["base_val"], "at_end": at_end}}
+    if "restorer" in prov:  # a base that was fine-tuned before: keep that record too
+        record["earlier"] = prov["restorer"]
+    prov["restorer"] = record
     info["provenance"] = prov
     return save_checkpoint(out, m.network, info=info, name=name)
 
