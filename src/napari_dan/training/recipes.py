@@ -94,6 +94,9 @@ RECIPES: dict[str, dict] = {
 # trained by ``train --recipe dan-x2-fluo --lr-patch 48 --minutes 75``, then 40 minutes more with
 # ``specimen_kinds=_BEAD_WEIGHTED`` (logs dan-x2-fluo-lr-estimator-s24.txt and
 # dan-x2-fluo-lr-estimator-beads-s25.txt; the command in docs/models.md, Sessions 24-25).
+# Since sessions 27 and 28 the bundled dan-x4-fluo's Restorer is fine-tuned with that Estimator
+# frozen, on its kernels (training/restorer.py): on L1, then on the squared error (logs
+# dan-x4-fluo-restorer-s27.txt, dan-x4-fluo-restorer-l2-s28.txt; docs/models.md, Sessions 27-28).
 _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=True,
               photons_range=(30.0, 30000.0), clean_fraction=0.2, psf_fwhm_range=(1.6, 10.5),
               lr=2e-4, restorer_frac=0.3, stage1_estimator=True, val_every=100,
