@@ -94,6 +94,15 @@ def test_restorer_finetune_trains_resumes_and_exports(tmp_path):
         train(tmp_path / "run", base=str(base_path), minutes=0.05, log=lines.append, **SMALL)
     with pytest.raises(ValueError, match="fine-tunes"):
         train(tmp_path / "run", base=str(out), minutes=0.05, log=lines.append, **SMALL)
+    # the base's weights under another path (a copy kept when the original was replaced)
+    # resume, and the export then reads that path
+    base.save(tmp_path / "base-copy.pt")
+    train(tmp_path / "run", base=str(tmp_path / "base-copy.pt"), minutes=0.06, log=lines.append,
+          **SMALL)
+    third = torch.load(state, weights_only=False)
+    assert third["step"] > second["step"] and third["args"]["base"] == str(tmp_path / "base-copy.pt")
+    again = load_model(export(tmp_path / "run", tmp_path / "ft3.pt", "tiny-ft3"))
+    assert again.info["provenance"]["restorer"]["base_fingerprint"] == base.fingerprint
 
 
 def test_restorer_finetune_refuses_a_base_of_another_scale(tmp_path):

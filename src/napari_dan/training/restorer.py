@@ -127,13 +127,16 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
                 lr=lr, lr_min=lr_min, true_code_fraction=true_code_fraction, seed=seed,
                 loss=loss)
     obj = torch.load(state, weights_only=False, map_location="cpu") if state.exists() else None
-    if obj is not None and obj["args"]["base"] != base:
-        raise ValueError(f"{run} fine-tunes {obj['args']['base']}, not {base}")
     if obj is not None and obj["args"].get("loss", "l1") != loss:
         raise ValueError(f"{run} trains on the {obj['args'].get('loss', 'l1')} loss, not {loss}")
     data = _data(run, recipe, batch, lr_patch, seed, overrides)
     m = _base(base, data.cfg)
+    # the base is checked by its weights, not its name: the same weights under another name or
+    # path (a copy of a bundled model that has since been replaced) resume; the run then
+    # records the new name, which export reads
     if obj is not None and m.fingerprint != obj["base_fingerprint"]:
+        if obj["args"]["base"] != base:
+            raise ValueError(f"{run} fine-tunes {obj['args']['base']}, not {base}")
         raise ValueError(f"{base} is not the model {run} started from (its weights changed "
                          "since): resume with that model's file as --base")
     net = m.network.to(data.device)
