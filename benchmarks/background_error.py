@@ -79,6 +79,27 @@ def measure(models, fwhm: float = 5.0, noises=(None, 1000.0, 200.0), seed: int =
     return rows
 
 
+def bead_snr(model, fwhm: float = 5.0, noises=(1000.0, 200.0)):
+    """(photons, median bead SNR) on :func:`measure`'s bead fields at ``model``'s scale: the
+    noiseless LR at each bead's pixel above the background, over sqrt(background + read^2)."""
+    from scipy.ndimage import maximum_filter
+
+    from napari_dan.model import load_model
+
+    s = load_model(model).scale
+    spec = specimens(True)["beads"]
+    lr0, hr0 = observe(spec, psf_for(fwhm), s, None, np.random.default_rng(0))  # no noise drawn
+    top = hr0 - (OFFSET + 0.02 * 1e4)
+    peaks = (hr0 == maximum_filter(hr0, 9)) & (top > 0.2 * top.max())
+    ys, xs = np.nonzero(peaks)
+    out = []
+    for ph in noises:
+        lam = (lr0.astype(np.float64) - OFFSET) * ph / 1e4
+        bg = float(np.median(lam))
+        out.append((ph, float(np.median((lam[ys // s, xs // s] - bg) / np.sqrt(bg + 1.5 ** 2)))))
+    return out
+
+
 def residual_at_beads(models, fwhm: float = 5.0, noises=(None, 1000.0, 200.0), seed: int = 5):
     """Rows of (photons, model, erased beads, median residual max at them, at kept beads,
     anywhere, residual SD), in input counts, on :func:`measure`'s bead fields."""
@@ -121,6 +142,10 @@ def main(argv=None) -> int:
     p.add_argument("--residual", action="store_true",
                    help="also: the residual map at erased and kept beads (bead fields)")
     a = p.parse_args(argv)
+    print("How faint the beads are in the LR (noiseless bead peak above the background, over the "
+          "background's noise SD, median over the beads):",
+          ", ".join(f"{int(ph)} photons {v:.1f}" for ph, v in bead_snr(a.model[0])))
+    print()
     if a.residual:
         print("| photons | model | residual at erased beads | at kept beads | anywhere | residual SD |")
         print("| --- | --- | --- | --- | --- | --- |")
