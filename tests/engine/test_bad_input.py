@@ -258,3 +258,21 @@ def test_colour_and_complex_psfs_are_refused(tmp_path):
     np.save(tmp_path / "c.npy", np.ones((5, 5)) * (1 + 1j))
     with pytest.raises(InputError, match="real numbers"):
         load_psf(tmp_path / "c.npy")
+
+
+def test_few_grey_levels_are_warned_about(tiny_gray):
+    """An integer image spanning a handful of levels is rounded back to them (the result keeps
+    the dtype): the user is told, with what to do; wide ranges, floats and 8-bit photos are not."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    few = (100 + rng.integers(0, 7, (24, 24))).astype(np.uint16)
+    with pytest.warns(UserWarning, match=r"only about 7 grey levels .*convert the image to float32"):
+        r = super_resolve(few, tiny_gray, precision="fp32")
+    assert r.image.dtype == np.uint16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        super_resolve(few.astype(np.float32), tiny_gray, precision="fp32")
+        super_resolve((few - 100) * 150, tiny_gray, precision="fp32")  # 900 levels
+        super_resolve(rng.integers(0, 6, (24, 24)).astype(np.uint8), tiny_gray,
+                      precision="fp32")  # 8-bit for a photo model: /255, not stretched

@@ -46,7 +46,7 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["Layout", "analyse", "Normalisation", "compute_normalisation", "LOW_PERCENTILE",
-           "HIGH_PERCENTILE", "SPARSE_RANGE", "MIN_SIDE"]
+           "HIGH_PERCENTILE", "SPARSE_RANGE", "MIN_SIDE", "FEW_LEVELS", "few_levels_warning"]
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 99.9
 #: the unit range reaches at least 1/SPARSE_RANGE of the way from the low percentile to the
@@ -247,6 +247,26 @@ class Normalisation:
 
     def to_dict(self) -> dict:
         return {"method": self.method, "low": self.lo.tolist(), "high": self.hi.tolist()}
+
+
+#: an integer image whose 0.1-99.9 percentile range spans fewer grey levels than this gets a
+#: warning: the result keeps the input's dtype, so it is rounded to those few levels
+FEW_LEVELS = 16
+
+
+def few_levels_warning(layout: Layout, norm: Normalisation) -> str | None:
+    """A warning for integer images that span only a few grey levels (None otherwise): the
+    result is rounded to the same integers, so its finer values are lost in visible steps."""
+    if not np.issubdtype(layout.dtype, np.integer) or norm.method == "uint8/255":
+        return None
+    span = float(np.max(norm.hi - norm.lo))
+    if span >= FEW_LEVELS:
+        return None
+    return (f"the image spans only about {span + 1:.0f} grey levels ({layout.dtype}, "
+            f"{LOW_PERCENTILE}-{HIGH_PERCENTILE} percentiles {float(np.min(norm.lo)):g} to "
+            f"{float(np.max(norm.hi)):g}), and the result keeps its dtype, so it is rounded to "
+            "those levels and shows steps; convert the image to float32 first for a smooth "
+            "result")
 
 
 def cast(x: np.ndarray, dtype: np.dtype, inplace: bool = False) -> np.ndarray:
