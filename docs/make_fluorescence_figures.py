@@ -13,6 +13,12 @@ likewise, else the default "auto"), the HR target; every panel 96 x 96 HR pixels
 (nearest), each with its own contrast (0.5 / 99.9 percentiles, as napari's auto-contrast would).
 And docs/images/fluorescence_kernels.png: for each row, the true PSF and each model's blind
 kernel (21 x 21, 8x, each scaled to its maximum).
+
+``--recordings``: docs/images/recordings{suffix}.png instead, the real recordings of
+../shared/data/microscopy as a user gives them (nothing added: no PSF, no binning, no noise;
+there is no target): the TIRF microtubules, the DSB2018 nuclei, the line grid's brightest
+plane and the bead stack's in-focus plane, 96 x 96 input pixels from the centre; columns = the
+input (nearest), bicubic, each model blind; each model's kernel FWHM (output px) is printed.
 """
 
 from __future__ import annotations
@@ -90,6 +96,44 @@ def widget_screenshot(model_name: str, per_plane: bool = False) -> None:
     viewer.close()
 
 
+def recordings(model_names: list[str], suffix: str) -> None:
+    """The --recordings figure (see the module docstring)."""
+    import tifffile
+    from skimage import io
+
+    from napari_dan import load_model, super_resolve
+    from napari_dan.model.kernels import kernel_stats
+
+    micro = ROOT.parent / "shared" / "data" / "microscopy"
+    models = [load_model(m) for m in model_names]
+    s = models[0].scale
+    rows = []
+    for name, file in (("microtubules (TIRF)", "microtubules_tirf_widefield.tif"),
+                       ("nuclei (DSB2018)", "nuclei2d_dsb2018.tif"),
+                       ("line grid", "DeconvolutionSampleVerticalGrid1AU-crop.tif"),
+                       ("beads, in focus", "Bead_Image1_crop.tif")):
+        a = tifffile.imread(micro / file)
+        if a.ndim == 3:  # a z-stack: its brightest plane, as a user would look at it
+            a = a[int(np.argmax(a.reshape(len(a), -1).max(1)))]
+        y0, x0 = (a.shape[0] - 96) // 2, (a.shape[1] - 96) // 2
+        lr = a[y0:y0 + 96, x0:x0 + 96]
+        results = [super_resolve(lr, m) for m in models]
+        print(f"{name}: " + ", ".join(f"{n} {kernel_stats(r.kernel).fwhm:.2f} px"
+                                      for n, r in zip(model_names, results, strict=True)))
+        panels = [np.kron(lr.astype(np.float64), np.ones((s, s))),
+                  bicubic(lr.astype(np.float64), s)] + [r.image for r in results]
+        row = []
+        for x in panels:
+            x = np.asarray(x, np.float64)
+            lo, hi = np.percentile(x, [0.5, 99.9])
+            row.append(np.clip((x - lo) / max(hi - lo, 1e-9), 0, 1))
+        rows.append(np.concatenate(sum([[x, np.ones((x.shape[0], 4))] for x in row], [])[:-1], 1))
+    img = np.concatenate(sum([[r, np.ones((6, r.shape[1]))] for r in rows], [])[:-1], 0)
+    io.imsave(OUT / f"recordings{suffix}.png", (img * 255).astype(np.uint8), check_contrast=False)
+    print("rows: microtubules, nuclei, line grid, beads | columns: input, bicubic, "
+          + ", ".join(f"{m} blind" for m in model_names))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="+", default=["dan-x2-gray", "dan-x2-fluo"],
@@ -104,7 +148,12 @@ def main(argv=None) -> int:
                    help="only the widget screenshot (display), not the comparison figures")
     p.add_argument("--widget-per-plane", action="store_true",
                    help="only the per-plane widget screenshot of the whole bead stack (display)")
+    p.add_argument("--recordings", action="store_true",
+                   help="the real recordings as given instead (docs/images/recordings*.png)")
     a = p.parse_args(argv)
+    if a.recordings:
+        recordings(a.models, a.suffix)
+        return 0
     if a.widget_per_plane:
         widget_screenshot(a.models[-1].split("@")[0], per_plane=True)
         return 0

@@ -100,7 +100,7 @@ class NetworkRunner:
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if self.ov is not None \
                 else self._tensor(x)
             code, prev, done = None, None, 0
-            once = not reads_sr(self.net) and self.ov is None and rounds > 0
+            once = not reads_sr(self.net) and rounds > 0
             if once:
                 # an Estimator of the LR image alone finds the same kernel every round: one
                 # call, and no Restorer pass to feed it

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..model.danv2 import reads_sr
 from .devices import Precision, is_oom
 
 __all__ = ["RUNTIMES", "openvino_version", "resolve_runtime", "OpenVinoNetwork",
@@ -120,10 +121,13 @@ class OpenVinoNetwork:
             warnings.simplefilter("ignore")  # tracer warnings about Python-side shape logic
             traced = torch.jit.trace(net.Restorer, (lr, code), check_trace=False)
             restorer = ov.convert_model(traced, example_input=(lr, code))
-            sr = net.Restorer(lr, code)
-            traced = torch.jit.trace(net.Estimator, (sr, lr), check_trace=False)
-            estimator = ov.convert_model(traced, example_input=(sr, lr))
-        self._models = {"restorer": restorer, "estimator": estimator}
+            self._models = {"restorer": restorer}
+            if reads_sr(net):
+                # an Estimator of the LR image alone runs once a patch, in PyTorch (the
+                # two-sampling one computes percentiles, which tracing would freeze)
+                sr = net.Restorer(lr, code)
+                traced = torch.jit.trace(net.Estimator, (sr, lr), check_trace=False)
+                self._models["estimator"] = ov.convert_model(traced, example_input=(sr, lr))
         self._compiled = {}
 
     def _request(self, part: str, precision: Precision, threads: int):
@@ -157,14 +161,16 @@ class OpenVinoNetwork:
         return self._run("restorer", lr, code, precision)
 
     def parts(self, precision: Precision):
-        """(restorer, estimator) as callables on torch tensors, for ``network.forward_all``."""
+        """(restorer, estimator) as callables on torch tensors, for ``network.forward_all``
+        (estimator None: the network's own, for an Estimator of the LR image alone)."""
         def restorer(lr: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(self._run("restorer", lr.numpy(), code.numpy(), precision))
 
         def estimator(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(self._run("estimator", sr.numpy(), lr.numpy(), precision))
 
-        return restorer, estimator
+        self._request("restorer", precision, max(1, torch.get_num_threads()))  # converts
+        return restorer, (estimator if "estimator" in self._models else None)
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -145,7 +145,7 @@ class DanModel:
 #: outside these bounds is refused before anything is allocated
 HP_LIMITS = {"in_nc": (1, 3), "nf": (1, 256), "nb": (1, 64), "ng": (1, 16), "scale": (2, 4),
              "code_len": (1, 256), "kernel_size": (3, 63), "loop": (1, 16), "est_nf": (2, 256),
-             "est_nb": (1, 32), "est_attention": (0, 1), "est_input": (0, 1)}
+             "est_nb": (1, 32), "est_attention": (0, 1), "est_input": (0, 2)}
 #: hyperparameters that may be absent (the released checkpoints): their default when they are
 OPTIONAL_HP = {"DANv2": {"est_attention": 0, "est_input": 0}}
 #: parameters a network may have (the released DANv2 x4 has 4.7 M)
@@ -230,7 +230,14 @@ def infer_hyperparameters(sd: dict[str, torch.Tensor]) -> tuple[str, dict]:
         nf, in_nc = int(w.shape[0]), int(w.shape[1])
         hp = {"in_nc": in_nc, "nf": nf, "ng": _count(keys, "Restorer.body."),
               "nb": _count(keys, "Restorer.body.0.body.")}
-        if "Estimator.mlp.0.weight" in sd:  # our LR-only Estimator (EstimatorLR)
+        if "Estimator.fine.mlp.0.weight" in sd:  # ours at two samplings (EstimatorTwoScale)
+            share = sd.get("Estimator.coarse_share")
+            if share is None or share.numel() != 1 or not 0.0 <= float(share) <= 1.0:
+                raise ValueError("Estimator.coarse_share must be one number in 0..1, got "
+                                 f"{None if share is None else share.flatten()[:3].tolist()}")
+            hp.update(est_input=2, est_nf=int(sd["Estimator.fine.head.0.weight"].shape[0]),
+                      est_nb=_count(keys, "Estimator.fine.blocks."))
+        elif "Estimator.mlp.0.weight" in sd:  # our LR-only Estimator (EstimatorLR)
             hp.update(est_input=1, est_nf=int(sd["Estimator.head.0.weight"].shape[0]),
                       est_nb=_count(keys, "Estimator.blocks."))
         else:
@@ -438,6 +445,10 @@ def load_checkpoint(path: str | os.PathLike, name: str | None = None) -> DanMode
         source_kind = "official"
         info = {"description": f"{arch} x{hp['scale']} released checkpoint (authors' weights)"}
     _check_state(arch, hp, sd, path)  # before anything of the network's size is allocated
+    share = sd.get("Estimator.coarse_share")  # EstimatorTwoScale: a mixing weight
+    if share is not None and not 0.0 <= float(share) <= 1.0:
+        raise CheckpointError(f"{path}: Estimator.coarse_share must be one number in 0..1, "
+                              f"got {float(share):g}")
     if mean is None:
         mean = torch.from_numpy(default_kernel_mean(hp["kernel_size"]))
     if not isinstance(mean, torch.Tensor) or mean.numel() != hp["kernel_size"] ** 2:

@@ -13,7 +13,8 @@ from torch import nn
 
 from .base import DANBase
 
-__all__ = ["DPCB", "DPCG", "RestorerV2", "EstimatorV2", "EstimatorLR", "DANv2", "reads_sr"]
+__all__ = ["DPCB", "DPCG", "RestorerV2", "EstimatorV2", "EstimatorLR", "EstimatorTwoScale",
+           "DANv2", "reads_sr", "percentile_stretch"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int | None = None) -> nn.Conv2d:
@@ -212,6 +213,62 @@ class EstimatorLR(nn.Module):
         return self.mlp(pooled).float().softmax(1).to(f.dtype)
 
 
+def percentile_stretch(x: torch.Tensor) -> torch.Tensor:
+    """Each image of the batch (B, C, H, W) mapped as the engine maps a whole image
+    (``engine.normalize.compute_normalisation``, joint over channels): its low / high
+    percentiles to 0 / 1, the high one at least 1/``SPARSE_RANGE`` of the way to its brightest
+    value. A flat image becomes 0."""
+    from ..engine.normalize import HIGH_PERCENTILE, LOW_PERCENTILE, SPARSE_RANGE
+
+    # the percentiles in float64 on the CPU (MPS has no float64; a patch is small)
+    flat = x.detach().flatten(1).to("cpu", torch.float64)
+    if flat.shape[1] > 1 << 22:  # torch.quantile's input limit; a sample is as good
+        flat = flat[:, :: -(-flat.shape[1] // (1 << 22))]
+    q = torch.tensor([LOW_PERCENTILE / 100, HIGH_PERCENTILE / 100], dtype=flat.dtype)
+    lo, hi = torch.quantile(flat, q, dim=1)
+    hi = torch.maximum(hi, lo + (flat.amax(1) - lo) / SPARSE_RANGE)
+    span = (hi - lo).clamp_min(1e-6)
+    sh = (-1,) + (1,) * (x.dim() - 1)
+    lo, span = (t.reshape(sh).to(x.device, torch.float32) for t in (lo, span))
+    return ((x.float() - lo) / span).to(x.dtype)
+
+
+class EstimatorTwoScale(nn.Module):
+    """The kernel read from the LR image at two samplings: ``fine``, an :class:`EstimatorLR`
+    trained at this model's scale, on the LR image; ``coarse``, one trained at twice the scale
+    (the x4 model's for an x2 model), on the LR image binned 2 x 2 (mean), re-stretched by its
+    percentiles as the x4 model's engine would stretch it. Both kernels are on the same output
+    grid (LR x s = (LR / 2) x 2s); the kernel is their mixture, ``coarse_share`` of the coarse
+    one (a buffer, so checkpoints carry it; clamped to [0, 1]).
+
+    Why: binning averages the specimen's finest structure and the noise away, so the coarse
+    reading counts less of a recording's own blur or texture as sharpness, and on a bead stack
+    reads the PSF as the x4 model does; the fine reading resolves narrow PSFs the binned image
+    cannot (docs/models.md, session 29)."""
+
+    reads_sr = False
+
+    def __init__(self, in_nc: int = 1, nf: int = 64, nb: int = 6, kernel_size: int = 21,
+                 coarse_share: float = 0.5):
+        super().__init__()
+        self.fine = EstimatorLR(in_nc, nf, nb, kernel_size)
+        self.coarse = EstimatorLR(in_nc, nf, nb, kernel_size)
+        self.register_buffer("coarse_share", torch.tensor(float(coarse_share)))
+
+    def forward(self, sr: torch.Tensor | None, lr: torch.Tensor) -> torch.Tensor:
+        h, wd = lr.shape[-2] // 2 * 2, lr.shape[-1] // 2 * 2
+        # an image under 2 x 2 pixels has no binned reading: the fine one alone
+        w = float(self.coarse_share.clamp(0, 1)) if min(h, wd) > 0 else 0.0
+        out = None
+        if w > 0:
+            binned = nn.functional.avg_pool2d(lr[..., :h, :wd], 2)
+            out = w * self.coarse(None, percentile_stretch(binned)).float()
+        if w < 1:
+            k = (1 - w) * self.fine(None, lr).float()
+            out = k if out is None else out + k
+        return out.to(lr.dtype)
+
+
 class DANv2(DANBase):
     """The unrolled alternating optimisation: Restorer and Estimator, ``loop`` times.
 
@@ -229,7 +286,8 @@ class DANv2(DANBase):
     est_input : int
         0: the Estimator reads the SR and the LR image (:class:`EstimatorV2`, as released);
         1: the LR image alone (:class:`EstimatorLR`, ``est_nf`` wide, ``est_nb`` blocks;
-        ``est_attention`` does not apply).
+        ``est_attention`` does not apply); 2: the LR image alone at two samplings
+        (:class:`EstimatorTwoScale`: two such Estimators, the second on the image binned 2 x 2).
 
     ``forward(lr)`` returns ``(sr, kernel)``: the last iteration's SR image (unclamped) and kernel
     (B, k, k). ``forward_all(lr)`` returns every iteration's SR, kernel and code.
@@ -242,7 +300,9 @@ class DANv2(DANBase):
                  est_nb: int = 5, est_attention: int = 0, est_input: int = 0):
         super().__init__(in_nc, scale, code_len, kernel_size, loop)
         self.Restorer = RestorerV2(in_nc, nf, nb, ng, scale, code_len)
-        if est_input:
+        if est_input == 2:
+            self.Estimator = EstimatorTwoScale(in_nc, est_nf, est_nb, kernel_size)
+        elif est_input:
             self.Estimator = EstimatorLR(in_nc, est_nf, est_nb, kernel_size)
         else:
             self.Estimator = EstimatorV2(in_nc, est_nf, est_nb, scale, kernel_size,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["train", "export", "main"]
+__all__ = ["train", "export", "combine", "main"]
 
 
 def _data(run_dir: Path, recipe_name: str, batch: int, lr_patch: int, seed: int, overrides):
@@ -124,6 +124,8 @@ def _load_estimator(net, source: str, cfg) -> None:
                          f"recipe trains x{cfg.scale} with {cfg.kernel_size}-px kernels")
     sd = {k[len("Estimator."):]: v for k, v in m.network.state_dict().items()
           if k.startswith("Estimator.")}
+    if "fine.mlp.0.weight" in sd:  # two samplings: the one read at this scale
+        sd = {k[len("fine."):]: v for k, v in sd.items() if k.startswith("fine.")}
     mine = net.state_dict()
     if set(sd) != set(mine) or any(sd[k].shape != mine[k].shape for k in mine):
         raise ValueError(f"{source}'s Estimator has another size than --nf/--nb ask for")
@@ -155,10 +157,18 @@ def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: 
         raise ValueError(f"the Estimator in {run_dir} was trained for {want} "
                          f"(recipe {a.get('recipe', 'dan-x4-fluo')}), but {base} has {have}")
     hp.pop("est_attention", None)
-    hp.update(est_input=1, est_nf=int(a["nf"]), est_nb=int(a["nb"]), loop=src.network.loop)
+    # a base that reads at two samplings keeps its coarse Estimator; this one is its fine one
+    two = hp.get("est_input") == 2
+    if two and (int(a["nf"]), int(a["nb"])) != (hp["est_nf"], hp["est_nb"]):
+        raise ValueError(f"{base}'s coarse Estimator is {hp['est_nf']} wide with "
+                         f"{hp['est_nb']} blocks; the one in {run_dir} is {a['nf']} / {a['nb']}")
+    hp.update(est_input=2 if two else 1, est_nf=int(a["nf"]), est_nb=int(a["nb"]),
+              loop=src.network.loop)
     net = build_network(arch, hp)
-    sd = {k: v for k, v in src.network.state_dict().items() if not k.startswith("Estimator.")}
-    sd.update({"Estimator." + k: v for k, v in obj["net"].items()})
+    prefix = "Estimator.fine." if two else "Estimator."
+    sd = {k: v for k, v in src.network.state_dict().items()
+          if not k.startswith(prefix) and (two or not k.startswith("Estimator."))}
+    sd.update({prefix + k: v for k, v in obj["net"].items()})
     net.load_state_dict(sd)
     net.kernel_mean.copy_(src.network.kernel_mean)
     info = {**src.info, "description": description or src.description}
@@ -177,9 +187,63 @@ def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: 
     return save_checkpoint(out, net, info=info, name=name)
 
 
+def combine(base: str, coarse: str, out: str | os.PathLike, name: str, share: float = 0.5,
+            description: str = "", base_label: str = "", coarse_label: str = "") -> Path:
+    """One checkpoint that reads the kernel at two samplings (:class:`EstimatorTwoScale`):
+    ``base`` (Restorer, PCA basis, loop, and its LR-only Estimator as the fine one) and the
+    LR-only Estimator of ``coarse``, a model at twice the scale, applied to the LR image binned
+    2 x 2; the kernel is ``share`` of the coarse reading and the rest of the fine one."""
+    from ..model import load_model
+    from ..model.checkpoint import build_network, infer_hyperparameters, save_checkpoint
+    from ..model.danv2 import EstimatorLR
+
+    if Path(out).exists():
+        raise FileExistsError(f"{out} exists; choose another --out or remove it first")
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    b, c = load_model(base), load_model(coarse)
+    for m, what in ((b, base), (c, coarse)):
+        if not isinstance(m.network.Estimator, EstimatorLR):
+            raise ValueError(f"{what} has no LR-only Estimator (training.lr_estimator) of its own")
+    if c.scale != 2 * b.scale:
+        raise ValueError(f"{coarse} is x{c.scale}; the coarse reading of an x{b.scale} model "
+                         f"needs an x{2 * b.scale} one (its kernels are on the same grid)")
+    if (c.network.in_nc, c.network.kernel_size) != (b.network.in_nc, b.network.kernel_size):
+        raise ValueError(f"{coarse} has {c.network.in_nc} channel(s) and "
+                         f"{c.network.kernel_size}-px kernels, {base} {b.network.in_nc} and "
+                         f"{b.network.kernel_size}")
+    arch, hp = infer_hyperparameters(b.network.state_dict())
+    _, hc = infer_hyperparameters(c.network.state_dict())
+    if (hc["est_nf"], hc["est_nb"]) != (hp["est_nf"], hp["est_nb"]):
+        raise ValueError(f"the two Estimators differ in size ({hp['est_nf']}/{hp['est_nb']} "
+                         f"against {hc['est_nf']}/{hc['est_nb']})")
+    hp.update(est_input=2, loop=b.network.loop)
+    net = build_network(arch, hp)
+    sd = {}
+    for k, v in b.network.state_dict().items():
+        sd[k.replace("Estimator.", "Estimator.fine.", 1) if k.startswith("Estimator.") else k] = v
+    sd.update({k.replace("Estimator.", "Estimator.coarse.", 1): v
+               for k, v in c.network.state_dict().items() if k.startswith("Estimator.")})
+    sd["Estimator.coarse_share"] = torch.tensor(float(share))
+    net.load_state_dict(sd)
+    net.kernel_mean.copy_(b.network.kernel_mean)
+    info = {**b.info, "description": description or b.description}
+    prov = dict(info.get("provenance", {}))
+    prov["estimator"] = {
+        "trained": "two samplings (training.lr_estimator combine): the fine Estimator reads "
+                   "the LR image, the coarse one the LR image binned 2 x 2",
+        "coarse_share": float(share),
+        "fine": b.info.get("provenance", {}).get("estimator"),
+        "coarse": {"from": coarse_label or str(coarse), "fingerprint": c.fingerprint,
+                   "estimator": c.info.get("provenance", {}).get("estimator")},
+        "restorer_from": base_label or str(base), "restorer_fingerprint": b.fingerprint}
+    info["provenance"] = prov
+    return save_checkpoint(out, net, info=info, name=name)
+
+
 def _train_export_parser(module: str, doc: str, train_help: str, export_help: str):
     """The ``train`` / ``export`` command line that this module and :mod:`.restorer` share:
-    (parser, train subparser, export subparser) with their common options."""
+    (parser, train subparser, export subparser, the subparsers) with their common options."""
     p = argparse.ArgumentParser(prog=f"python -m napari_dan.training.{module}",
                                 description=doc.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -192,11 +256,11 @@ def _train_export_parser(module: str, doc: str, train_help: str, export_help: st
         e.add_argument(flag, required=True)
     e.add_argument("--description", default="")
     e.add_argument("--base-label", default="", help="how the provenance names the base")
-    return p, t, e
+    return p, t, e, sub
 
 
 def main(argv=None) -> int:
-    p, t, e = _train_export_parser("lr_estimator", __doc__, "train or resume an LR-only Estimator",
+    p, t, e, sub = _train_export_parser("lr_estimator", __doc__, "train or resume an LR-only Estimator",
                                    "a checkpoint: base model's Restorer + this Estimator")
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr-patch", type=int, default=40)
@@ -210,7 +274,20 @@ def main(argv=None) -> int:
     t.add_argument("--real-lr-patch", type=int, default=None,
                    help="LR patch of the real specimens (the recipe's field; 0: --lr-patch)")
     e.add_argument("--base", required=True, help="bundled name or checkpoint (DANv2)")
+    c = sub.add_parser(
+        "combine", help="a checkpoint that reads the kernel at two samplings: --base's "
+        "Estimator on the LR image, --coarse's (a model at twice the scale) on it binned 2 x 2")
+    for flag in ("--base", "--coarse", "--name", "--out"):
+        c.add_argument(flag, required=True)
+    c.add_argument("--share", type=float, default=0.5, help="the coarse reading's share (0-1]")
+    c.add_argument("--description", default="")
+    c.add_argument("--base-label", default="", help="how the provenance names the base")
+    c.add_argument("--coarse-label", default="", help="how the provenance names --coarse")
     a = p.parse_args(argv)
+    if a.cmd == "combine":
+        print(combine(a.base, a.coarse, a.out, a.name, a.share, a.description, a.base_label,
+                      a.coarse_label))
+        return 0
     if a.cmd == "train":
         train(a.run_dir, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
               lr_patch=a.lr_patch, nf=a.nf, nb=a.nb, lr=a.lr, width_weight=a.width_weight,

@@ -245,7 +245,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str,
 def main(argv=None) -> int:
     from .lr_estimator import _train_export_parser
 
-    p, t, e = _train_export_parser("restorer", __doc__, "fine-tune or resume a model's Restorer",
+    p, t, e, _ = _train_export_parser("restorer", __doc__, "fine-tune or resume a model's Restorer",
                                    "a checkpoint: the base model with this Restorer")
     t.add_argument("--base", default="dan-x4-fluo", help="bundled name or checkpoint")
     t.add_argument("--batch", type=int, default=8)
