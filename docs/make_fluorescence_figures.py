@@ -17,7 +17,8 @@ kernel (21 x 21, 8x, each scaled to its maximum).
 ``--recordings``: docs/images/recordings{suffix}.png instead, the real recordings of
 ../shared/data/microscopy as a user gives them (nothing added: no PSF, no binning, no noise;
 there is no target): the TIRF microtubules, the DSB2018 nuclei, the line grid's brightest
-plane and the bead stack's in-focus plane, 96 x 96 input pixels from the centre; columns = the
+plane (as the 8-bit file holds it, values 1-8, and converted to float32) and the bead stack's
+in-focus plane, 96 x 96 input pixels from the centre; columns = the
 input (nearest), bicubic, each model blind; each model's kernel FWHM (output px) is printed.
 """
 
@@ -111,10 +112,13 @@ def recordings(model_names: list[str], suffix: str) -> None:
     for name, file in (("microtubules (TIRF)", "microtubules_tirf_widefield.tif"),
                        ("nuclei (DSB2018)", "nuclei2d_dsb2018.tif"),
                        ("line grid", "DeconvolutionSampleVerticalGrid1AU-crop.tif"),
+                       ("line grid as float32", "DeconvolutionSampleVerticalGrid1AU-crop.tif"),
                        ("beads, in focus", "Bead_Image1_crop.tif")):
         a = tifffile.imread(micro / file)
         if a.ndim == 3:  # a z-stack: its brightest plane, as a user would look at it
             a = a[int(np.argmax(a.reshape(len(a), -1).max(1)))]
+        if name.endswith("float32"):  # what the few-grey-levels warning advises
+            a = a.astype(np.float32)
         y0, x0 = (a.shape[0] - 96) // 2, (a.shape[1] - 96) // 2
         lr = a[y0:y0 + 96, x0:x0 + 96]
         results = [super_resolve(lr, m) for m in models]
@@ -130,7 +134,7 @@ def recordings(model_names: list[str], suffix: str) -> None:
         rows.append(np.concatenate(sum([[x, np.ones((x.shape[0], 4))] for x in row], [])[:-1], 1))
     img = np.concatenate(sum([[r, np.ones((6, r.shape[1]))] for r in rows], [])[:-1], 0)
     io.imsave(OUT / f"recordings{suffix}.png", (img * 255).astype(np.uint8), check_contrast=False)
-    print("rows: microtubules, nuclei, line grid, beads | columns: input, bicubic, "
+    print("rows: microtubules, nuclei, line grid (uint8, then float32), beads | columns: input, bicubic, "
           + ", ".join(f"{m} blind" for m in model_names))
 
 
