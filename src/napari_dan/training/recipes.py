@@ -97,6 +97,9 @@ RECIPES: dict[str, dict] = {
 # Since sessions 27 and 28 the bundled dan-x4-fluo's Restorer is fine-tuned with that Estimator
 # frozen, on its kernels (training/restorer.py): on L1, then on the squared error (logs
 # dan-x4-fluo-restorer-s27.txt, dan-x4-fluo-restorer-l2-s28.txt; docs/models.md, Sessions 27-28).
+# Since session 29 the bundled dan-x2-fluo reads its kernel with dan-x4-fluo's Estimator from
+# the LR image binned 2x2 (nothing trained: ``python -m napari_dan.training.lr_estimator combine
+# --base <dan-x2-fluo of session 25> --coarse dan-x4-fluo --share 1``; docs/models.md, Session 29).
 _MICRO = dict(in_nc=1, nf=64, data_kind="microscopy", est_attention=1, noise=True,
               photons_range=(30.0, 30000.0), clean_fraction=0.2, psf_fwhm_range=(1.6, 10.5),
               lr=2e-4, restorer_frac=0.3, stage1_estimator=True, val_every=100,
