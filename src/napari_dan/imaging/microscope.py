@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..engine.normalize import HIGH_PERCENTILE, LOW_PERCENTILE, SPARSE_RANGE
+from ..model.danv2 import percentile_bounds
 from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel
 from .camera import bin_pixels_torch
 from .degradations import blur_torch
@@ -65,11 +65,7 @@ def degrade_microscopy_torch(spec: torch.Tensor, psfs: torch.Tensor, scale: int,
     lr = e + offset.reshape(sh).to(spec.dtype)
     tk = torch.from_numpy(target_kernel()).to(spec)[None].expand(b, -1, -1)
     hr = blur_torch(spec, tk) * p + offset.reshape(sh).to(spec.dtype)
-    flat = lr.reshape(b, -1)
-    lo = torch.quantile(flat, LOW_PERCENTILE / 100, dim=1).reshape(sh)
-    hi = torch.quantile(flat, HIGH_PERCENTILE / 100, dim=1).reshape(sh)
-    top = flat.max(1).values.reshape(sh)
-    hi = torch.maximum(hi, lo + (top - lo) / SPARSE_RANGE)  # as compute_normalisation
+    lo, hi = (t.reshape(sh) for t in percentile_bounds(lr.reshape(b, -1)))  # as the engine
     span = (hi - lo).clamp_min(1.0)  # a flat image: one count, as the engine
     return (hr - lo) / span, (lr - lo) / span
 

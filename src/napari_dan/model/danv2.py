@@ -14,7 +14,7 @@ from torch import nn
 from .base import DANBase
 
 __all__ = ["DPCB", "DPCG", "RestorerV2", "EstimatorV2", "EstimatorLR", "EstimatorTwoScale",
-           "DANv2", "reads_sr", "percentile_stretch"]
+           "DANv2", "reads_sr", "percentile_bounds", "percentile_stretch"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int | None = None) -> nn.Conv2d:
@@ -213,20 +213,26 @@ class EstimatorLR(nn.Module):
         return self.mlp(pooled).float().softmax(1).to(f.dtype)
 
 
-def percentile_stretch(x: torch.Tensor) -> torch.Tensor:
-    """Each image of the batch (B, C, H, W) mapped as the engine maps a whole image
-    (``engine.normalize.compute_normalisation``, joint over channels): its low / high
-    percentiles to 0 / 1, the high one at least 1/``SPARSE_RANGE`` of the way to its brightest
-    value. A flat image becomes 0."""
+def percentile_bounds(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``flat`` (B, N): the low and high values that the engine maps to 0 and 1
+    (``engine.normalize.compute_normalisation``): the low / high percentiles, the high one at
+    least 1/``SPARSE_RANGE`` of the way to the row's brightest value. In ``flat``'s dtype and
+    device; the one torch form of that map (training's degradation uses it too)."""
     from ..engine.normalize import HIGH_PERCENTILE, LOW_PERCENTILE, SPARSE_RANGE
 
+    lo = torch.quantile(flat, LOW_PERCENTILE / 100, dim=1)
+    hi = torch.quantile(flat, HIGH_PERCENTILE / 100, dim=1)
+    return lo, torch.maximum(hi, lo + (flat.max(1).values - lo) / SPARSE_RANGE)
+
+
+def percentile_stretch(x: torch.Tensor) -> torch.Tensor:
+    """Each image of the batch (B, C, H, W) mapped as the engine maps a whole image
+    (:func:`percentile_bounds`, joint over channels). A flat image becomes 0."""
     # the percentiles in float64 on the CPU (MPS has no float64; a patch is small)
     flat = x.detach().flatten(1).to("cpu", torch.float64)
     if flat.shape[1] > 1 << 22:  # torch.quantile's input limit; a sample is as good
         flat = flat[:, :: -(-flat.shape[1] // (1 << 22))]
-    q = torch.tensor([LOW_PERCENTILE / 100, HIGH_PERCENTILE / 100], dtype=flat.dtype)
-    lo, hi = torch.quantile(flat, q, dim=1)
-    hi = torch.maximum(hi, lo + (flat.amax(1) - lo) / SPARSE_RANGE)
+    lo, hi = percentile_bounds(flat)
     span = (hi - lo).clamp_min(1e-6)
     sh = (-1,) + (1,) * (x.dim() - 1)
     lo, span = (t.reshape(sh).to(x.device, torch.float32) for t in (lo, span))
