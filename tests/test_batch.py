@@ -282,3 +282,31 @@ def test_streaming_memory_does_not_grow_with_stack(tmp_path, tiny_ckpt):
     grown = peaks[40] - peaks[10]
     print(f"peak RSS: 10 planes {peaks[10]:.0f} MB, 40 planes {peaks[40]:.0f} MB")
     assert grown < 20, peaks
+
+
+def test_psf_from_optics_takes_the_files_pixel_size(tmp_path, rng, tiny_ckpt):
+    from napari_dan import Optics
+
+    with_px, without = tmp_path / "px.tif", tmp_path / "nopx.tif"
+    data = rng.integers(100, 2000, (2, 24, 24), dtype=np.uint16)
+    tifffile.imwrite(with_px, data, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
+                     metadata={"axes": "ZYX", "unit": "um"})
+    tifffile.imwrite(without, data[0])
+    s = run_batch([with_px, without], tmp_path / "o", tiny_ckpt, psf=Optics(1.0, 0.6),
+                  quiet=True)
+    assert [r.status for r in s.results] == ["done", "failed"]
+    assert "states no pixel size" in s.results[1].message and "--pixel-size" in s.results[1].message
+    _, info = read_kernels(tmp_path / "o" / "px_x2_kernel.tif")
+    assert info["kernel_mode"] == "user kernel" and info["optics"]["pixel_size"] == 0.2
+    assert "NA 1" in info["psf"] and "from the file" in info["psf"]
+    assert info["produced_by"]["options"]["psf"]["optics"]["pixel_size"] == 0.2
+    # the same run again is skipped as made with the same options; other optics are refused
+    again = run_batch([with_px], tmp_path / "o", tiny_ckpt, psf=Optics(1.0, 0.6), quiet=True)
+    assert again.results[0].status == "skipped"
+    other = run_batch([with_px], tmp_path / "o", tiny_ckpt, psf=Optics(0.8, 0.6), quiet=True)
+    assert other.results[0].status == "failed"
+    # a pixel size given wins over the file's; it makes the file without one work
+    s2 = run_batch([without], tmp_path / "o2", tiny_ckpt, psf=Optics(1.0, 0.6, pixel_size=0.1),
+                   quiet=True)
+    assert not s2.failed
+    assert read_kernels(tmp_path / "o2" / "nopx_x2_kernel.tif")[1]["optics"]["pixel_size"] == 0.1

@@ -259,3 +259,27 @@ def test_failure_line_names_the_file_that_failed(tmp_path, tiny_ckpt, capsys):
     err = capsys.readouterr().err
     failed = [ln for ln in err.splitlines() if ln.startswith("FAILED")]
     assert rc == 1 and failed and all(str(tmp_path / "d2" / "u.tif") in ln for ln in failed)
+
+
+def test_psf_optics_options(tmp_path, tiny_ckpt, capsys):
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, np.random.default_rng(0).integers(100, 900, (20, 20), dtype=np.uint16),
+                     imagej=True, resolution=(1 / 0.13, 1 / 0.13), metadata={"unit": "um"})
+    base = ["super-resolve", str(src), "-o", str(tmp_path / "o"), "-m", str(tiny_ckpt), "-q"]
+    rc = cli.main(base + ["--psf", "optics", "--na", "1.2", "--emission", "600",
+                          "--excitation", "561", "--immersion", "1.33"])
+    assert rc == 0
+    from napari_dan.io import read_kernels
+
+    info = read_kernels(tmp_path / "o" / "a_x2_kernel.tif")[1]
+    o = info["optics"]
+    assert (o["na"], o["wavelength"], o["excitation"], o["ni"]) == (1.2, 0.6, 0.561, 1.33)
+    assert o["pixel_size"] == pytest.approx(0.13) and o["modality"] == "confocal"
+    capsys.readouterr()
+    for extra, words in ((["--na", "1.2"], "--na only applies with --psf optics"),
+                         (["--psf", "optics", "--na", "1.2"], "needs --emission"),
+                         (["--psf", "optics", "--na", "1.2", "--emission", "0.6"], "in nm"),
+                         (["--psf", "optics", "--na", "1.6", "--emission", "600"],
+                          "below the immersion")):
+        assert cli.main(base + extra) == 2, extra
+        assert words in capsys.readouterr().err, extra

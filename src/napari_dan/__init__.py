@@ -15,12 +15,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import Cancelled, CheckpointError, DanError, InputError, UnknownModelError
+from .imaging.psf import Optics
 from .model import DanModel, list_models, load_model
 from .model.kernels import kernel_stats
 
 __version__ = "0.1.0"
 
 __all__ = ["load_model", "list_models", "super_resolve", "SRResult", "DanModel", "kernel_stats",
+           "Optics",
            "DanError", "CheckpointError", "UnknownModelError", "InputError", "Cancelled",
            "__version__"]
 

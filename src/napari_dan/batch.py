@@ -34,6 +34,7 @@ from .engine.normalize import analyse
 from .engine.options import KERNEL_MODES, SROptions
 from .engine.threads import check_threads
 from .errors import DanError, InputError, UsageError, clean_message
+from .imaging.psf import Optics, micrometres
 from .io import (
     OutputLock,
     StackWriter,
@@ -215,6 +216,23 @@ def _is_spots(psf) -> bool:
     return isinstance(psf, str) and psf == "spots"
 
 
+def optics_for_file(optics: Optics, meta, name: str) -> tuple[Optics, str]:
+    """``optics`` with the file's input pixel size (µm) when it has none of its own, and a
+    sentence saying what the PSF is. InputError when neither states a pixel size."""
+    if optics.pixel_size is None:
+        px, unit = meta.spatial_pixel_size()
+        um = micrometres(px, unit)
+        if um is None:
+            raise InputError(f"{name} states no pixel size in a length unit"
+                             + (f" (it says {px:g} {unit})" if px is not None else "")
+                             + ": a PSF from optics needs one; give --pixel-size (µm)")
+        optics, where = optics.with_pixel_size(um), "from the file"
+    else:
+        where = "given"
+    return optics, (f"theoretical PSF ({optics.summary()}; input pixel size "
+                    f"{optics.pixel_size:g} µm, {where})")
+
+
 def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
              unit: str | None = None) -> tuple[np.ndarray, str]:
     """A PSF for non-blind super-resolution from a TIFF (or ``.npy``) file, on the output grid.
@@ -340,7 +358,7 @@ def _kernel_info(res, model: DanModel, src: Path, mode: str, meta, hr_px, unit,
     if psf_note:
         info["psf"] = psf_note
     for k in ("channels", "normalisation", "device", "precision", "runtime", "tile_size",
-              "tile_overlap", "consistency", "spots", "iterations", "kernel_views",
+              "tile_overlap", "consistency", "spots", "optics", "iterations", "kernel_views",
               "kernel_fwhm"):
         if k in res.metadata:
             info[k] = res.metadata[k]
@@ -399,7 +417,8 @@ def _existing_output(out_img: Path, out_ker: Path, record: dict) -> tuple[str, s
 
 def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: DanModel,
                  options: SROptions | None = None, *,
-                 psf: str | os.PathLike | None = None, channel_axis: int | str | None = None,
+                 psf: str | os.PathLike | Optics | None = None,
+                 channel_axis: int | str | None = None,
                  series: int | None = None, overwrite: bool = False,
                  inputs: Sequence[Path] = (), runner=None,
                  on_start: Callable[[int, str], Any] | None = None,
@@ -424,7 +443,9 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
         set per file from ``psf`` and ``channel_axis`` below. Threads and compilation are not
         used on a cluster.
     psf, channel_axis
-        As for the CLI options of the same names: a PSF file or "spots"; ``channel_axis``
+        As for the CLI options of the same names: a PSF file, "spots" or an
+        :class:`~napari_dan.imaging.psf.Optics` (the file's pixel size fills a missing one);
+        ``channel_axis``
         indexes the file's axes (or is a letter such as ``"C"``).
     series
         Which image series of a multi-series file (None: the first, with a warning when there
@@ -467,6 +488,8 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
             kernel = psf_note = None
             if _is_spots(psf):
                 kernel, psf_note = "spots", "measured from isolated spots in the input"
+            elif isinstance(psf, Optics):
+                kernel, psf_note = optics_for_file(psf, meta, src.name)
             elif psf is not None:
                 kernel, psf_note = load_psf(psf, hr_px, unit)
             record = {"input": _input_record(src, meta.series),
@@ -474,7 +497,9 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                       # what decides the result; the "run" settings change speed and memory
                       # (and pixels by at most about a grey level), so a re-run may differ there
                       "options": {"scale": s, "kernel_mode": opts.kernel_mode,
-                                  "psf": ("spots" if _is_spots(psf) else file_fingerprint(psf)
+                                  "psf": ("spots" if _is_spots(psf) else
+                                          {"optics": kernel.describe()}
+                                          if isinstance(psf, Optics) else file_fingerprint(psf)
                                           if psf is not None else None),
                                   "channel_axis": ch, "iterations": opts.iterations,
                                   "kernel_views": opts.kernel_views},
@@ -562,7 +587,7 @@ def _usable_output_dir(output_dir: str | os.PathLike) -> Path:
 
 def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
               model: str | os.PathLike | DanModel, options: SROptions | None = None, *,
-              psf: str | os.PathLike | None = None,
+              psf: str | os.PathLike | Optics | None = None,
               channel_axis: int | str | None = None, series: int | None = None,
               overwrite: bool = False,
               scheduler: str | None = None, workers: int | None = None,
@@ -584,7 +609,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
         device, precision, threads (default "auto": the cores other processes leave idle),
         runtime, compiled); see :func:`process_file`.
     psf
-        A measured PSF file, or "spots": non-blind, no kernel estimation.
+        A measured PSF file, "spots", or an :class:`~napari_dan.imaging.psf.Optics` (its pixel
+        size, when left out, is each file's): non-blind, no kernel estimation.
     series
         Which image series of multi-series files (None: the first, with a warning per file
         that has more).
@@ -634,7 +660,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
             raise UsageError(str(e)) from None
     if Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise UsageError(f"--output-dir {output_dir} exists and is not a directory")
-    if psf is not None and not _is_spots(psf):  # a bad PSF is one message, not one per file
+    if psf is not None and not _is_spots(psf) and not isinstance(psf, Optics):
+        # a bad PSF is one message, not one per file
         try:
             load_psf(psf)
         except InputError as e:

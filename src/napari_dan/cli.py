@@ -80,6 +80,37 @@ def _parse_channel_axis(v: str) -> int | str:
 # super-resolve
 
 
+_OPTICS_FLAGS = (("na", "--na"), ("emission", "--emission"), ("excitation", "--excitation"),
+                 ("immersion", "--immersion"), ("pixel_size", "--pixel-size"))
+
+
+def _psf_choice(args: argparse.Namespace):
+    """--psf as run_batch takes it: a file, "spots", or (``--psf optics``) an Optics built from
+    --na, --emission (nm), --excitation (nm), --immersion and --pixel-size (µm)."""
+    given = [flag for name, flag in _OPTICS_FLAGS if getattr(args, name) is not None]
+    if args.psf != "optics":
+        if given:
+            raise UsageError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} "
+                             "with --psf optics")
+        return args.psf
+    missing = [flag for name, flag in _OPTICS_FLAGS[:2] if getattr(args, name) is None]
+    if missing:
+        raise UsageError(f"--psf optics needs {' and '.join(missing)} (the objective's numerical "
+                         "aperture and the emission wavelength in nm)")
+    for name in ("emission", "excitation"):
+        nm = getattr(args, name)
+        if nm is not None and not 200 <= nm <= 2000:
+            raise UsageError(f"--{name} is a wavelength in nm (e.g. 520), got {nm:g}")
+    from .imaging.psf import Optics
+
+    try:
+        return Optics(na=args.na, wavelength=args.emission / 1000, pixel_size=args.pixel_size,
+                      ni=1.515 if args.immersion is None else args.immersion,
+                      excitation=None if args.excitation is None else args.excitation / 1000)
+    except DanError as e:
+        raise UsageError(f"--psf optics: {e}") from None
+
+
 def _cmd_super_resolve(args: argparse.Namespace) -> int:
     from .batch import run_batch
     from .engine.options import SROptions
@@ -91,7 +122,7 @@ def _cmd_super_resolve(args: argparse.Namespace) -> int:
                         precision=args.precision, threads=args.threads, runtime=args.runtime,
                         compiled=args.compile, iterations=args.iterations,
                         kernel_views=args.kernel_views)
-    summary = run_batch(args.inputs, args.output_dir, model, options, psf=args.psf,
+    summary = run_batch(args.inputs, args.output_dir, model, options, psf=_psf_choice(args),
                         channel_axis=args.channel_axis, series=args.series,
                         overwrite=args.overwrite, scheduler=args.scheduler,
                         workers=args.workers, quiet=args.quiet)
@@ -165,10 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--kernel-mode", choices=("global", "per-plane", "per-tile"),
                     default="global",
                     help="one kernel per file (default), one per plane, or one per tile")
-    sr.add_argument("--psf", metavar="FILE|spots",
-                    help="measured PSF (TIFF 2D/3D or .npy), or 'spots' to measure it from "
-                         "isolated spots (beads, puncta) of each input: non-blind, no kernel "
+    sr.add_argument("--psf", metavar="FILE|spots|optics",
+                    help="measured PSF (TIFF 2D/3D or .npy), 'spots' to measure it from "
+                         "isolated spots (beads, puncta) of each input, or 'optics' for the "
+                         "theoretical PSF of --na and --emission: non-blind, no kernel "
                          "estimation")
+    op = sr.add_argument_group("--psf optics", "the theoretical in-focus PSF (Gibson-Lanni "
+                               "with psfmodels installed, else a Gaussian of its FWHM)")
+    op.add_argument("--na", type=float, metavar="NA", help="numerical aperture of the objective")
+    op.add_argument("--emission", type=float, metavar="NM", help="emission wavelength in nm")
+    op.add_argument("--excitation", type=float, metavar="NM",
+                    help="excitation wavelength in nm: a confocal PSF (pinhole closed); "
+                         "default: widefield")
+    op.add_argument("--immersion", type=float, metavar="N",
+                    help="refractive index of the immersion medium (default 1.515, oil)")
+    op.add_argument("--pixel-size", type=float, metavar="UM",
+                    help="input pixel size in µm at the sample (default: what each file "
+                         "states)")
     sr.add_argument("--tile-size", type=_tile_size, default="auto", metavar="N",
                     help="tile side in input pixels (default: auto, from device memory)")
     sr.add_argument("--tile-overlap", type=_tile_overlap, default="auto", metavar="N",

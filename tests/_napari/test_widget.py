@@ -584,3 +584,32 @@ def test_form_is_magicgui_and_maps_to_options(setup, tmp_path):
     a, b = w.load_checkpoint(path), w.load_checkpoint(path)
     labels = [w.model_combo.itemText(i) for i in range(w.model_combo.count())]
     assert sum("m.pt" in t for t in labels) == 2 and w.selected_model() is b is not a
+
+
+def test_psf_from_optics_uses_the_layers_pixel_size(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(32, 32), name="bare")
+    assert w.na_box.native.isHidden()  # the optics rows show only for "PSF from optics"
+    _run(w, qtbot, mode="PSF from optics (non-blind)")
+    assert not w.na_box.native.isHidden()
+    assert "needs the input pixel size" in w.status.text()
+    assert [ly.name for ly in viewer.layers] == ["bare"]  # nothing added
+    viewer.add_image(_image(32, 32), name="cells", scale=(0.2, 0.2), units=("µm", "µm"))
+    w.layer_combo.setCurrentText("cells")
+    w.na_box.value, w.emission_box.value = 0.9, 600
+    _run(w, qtbot)
+    meta = viewer.layers["cells DAN x2"].metadata[KEY]
+    assert meta["mode"] == "PSF from optics"
+    o = meta["engine"]["optics"]
+    assert (o["na"], o["wavelength"], o["pixel_size"], o["excitation"]) == (0.9, 0.6, 0.2, None)
+    assert meta["params"]["psf"]["na"] == 0.9
+    text = w.kernel_label.text()
+    assert text.startswith("PSF from optics (widefield, NA 0.9, emission 600 nm") and "µm" in text
+    # a typed-in pixel size wins; confocal with an excitation wavelength
+    w.pixel_spin.setValue(0.1)
+    w.excitation_box.value = 561
+    _run(w, qtbot)
+    o = viewer.layers[-2].metadata[KEY]["engine"]["optics"]
+    assert o["pixel_size"] == 0.1 and o["modality"] == "confocal" and o["excitation"] == 0.561
+    w.mode_combo.setCurrentIndex(0)
+    assert w.na_box.native.isHidden()

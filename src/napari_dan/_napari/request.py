@@ -7,7 +7,7 @@ Nothing here runs a network. :func:`build_request` checks the layer and the opti
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 from ..engine.options import KERNEL_MODES as KERNEL_MODES_ENGINE
 from ..engine.options import SROptions
 from ..errors import InputError
+from ..imaging.psf import micrometres
 
 __all__ = ["KERNEL_MODES", "SCOPES", "RunOptions", "RunRequest", "build_request", "model_id",
            "psf_from_layer"]
@@ -23,7 +24,7 @@ __all__ = ["KERNEL_MODES", "SCOPES", "RunOptions", "RunRequest", "build_request"
 # label shown in the widget -> value understood here ("psf": a PSF taken from another layer)
 KERNEL_MODES = {"global (one kernel)": "global", "per plane": "per-plane",
                 "per tile (PSF map)": "per-tile", "PSF from layer (non-blind)": "psf",
-                "PSF from spots (non-blind)": "spots"}
+                "PSF from spots (non-blind)": "spots", "PSF from optics (non-blind)": "optics"}
 SCOPES = {"current plane": "plane", "whole stack": "stack"}
 
 
@@ -34,7 +35,7 @@ class RunOptions:
     model: Any                                  # DanModel, bundled name or checkpoint path
     tile_size: int | str = "auto"
     tile_overlap: int | str = "auto"
-    kernel_mode: str = "global"    # "global" | "per-plane" | "per-tile" | "psf" | "spots"
+    kernel_mode: str = "global"  # "global" | "per-plane" | "per-tile" | "psf" | "spots" | "optics"
     psf: np.ndarray | None = None               # the PSF for kernel_mode "psf"
     psf_name: str | None = None
     device: str = "auto"
@@ -43,6 +44,7 @@ class RunOptions:
     channel_axis: int | str | None = "auto"     # "auto": RGB layers -> last axis, others none
     residual: bool = False                      # add the consistency check's residual map
     pixel_size: float | None = None             # input pixel size in µm typed by the user
+    optics: Any = None          # kernel_mode "optics": an Optics (its pixel size filled here)
 
 
 @dataclass
@@ -262,6 +264,22 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None,
     elif options.scope not in ("plane", "stack"):
         raise InputError(f"scope must be 'plane' or 'stack', got {options.scope!r}")
 
+    pixel = None
+    if not options.pixel_size and not square_pixels(layer.scale, spatial):
+        notes.append("the layer's pixels are not square (scale "
+                     f"{float(layer.scale[spatial[0]]):.4g} x {float(layer.scale[spatial[1]]):.4g}): "
+                     "kernel widths are given in pixels only")
+    if options.pixel_size:
+        if not np.isfinite(options.pixel_size) or options.pixel_size <= 0:
+            raise InputError(f"the pixel size must be positive, got {options.pixel_size}")
+        pixel = (float(options.pixel_size), "µm", "typed in")
+    elif _layer_pixel(layer, spatial) is not None:
+        pixel = (*_layer_pixel(layer, spatial), "layer")
+    elif file_pixel(layer) is not None:
+        pixel = (*file_pixel(layer), "file")
+        notes.append(f"pixel size {pixel[0]:.4g} {pixel[1]} from {Path(layer.source.path).name} "
+                     "(the layer has none)")
+
     mode = options.kernel_mode
     # the widget's one "Kernel" choice -> the engine's kernel_mode (estimated) or kernel (known)
     if mode == "psf":
@@ -270,11 +288,22 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None,
         kernel_mode, kernel = "global", np.asarray(options.psf, dtype=np.float32)
     elif mode == "spots":
         kernel_mode, kernel = "global", "spots"
+    elif mode == "optics":
+        if options.optics is None:
+            raise InputError("kernel mode 'PSF from optics' needs the objective's NA and the "
+                             "emission wavelength")
+        um = micrometres(pixel[0], pixel[1]) if pixel is not None else None
+        if um is None:
+            raise InputError("'PSF from optics' needs the input pixel size in µm: the layer and "
+                             "its file state none" + (f" in a length unit ({pixel[0]:g} "
+                                                       f"{pixel[1]})" if pixel else "")
+                             + "; type it into 'Pixel size'")
+        kernel_mode, kernel = "global", replace(options.optics, pixel_size=um)
     elif mode in KERNEL_MODES_ENGINE:
         kernel_mode, kernel = mode, None
     else:
-        raise InputError(f"unknown kernel mode {mode!r}; use global, per-plane, per-tile, psf "
-                         "or spots")
+        raise InputError(f"unknown kernel mode {mode!r}; use global, per-plane, per-tile, psf, "
+                         "spots or optics")
     engine_options = SROptions(channel_axis=engine_ca, tile_size=options.tile_size,
                                tile_overlap=options.tile_overlap, kernel_mode=kernel_mode,
                                kernel=kernel, device=options.device, precision=options.precision,
@@ -291,25 +320,11 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None,
 
     params = {"model": model_id(options.model), "tile_size": options.tile_size,
               "tile_overlap": options.tile_overlap, "kernel_mode": mode,
-              "psf": options.psf_name if mode == "psf" else None, "precision": options.precision,
+              "psf": options.psf_name if mode == "psf" else kernel.describe()
+              if mode == "optics" else None, "precision": options.precision,
               "scope": "stack" if (other and options.scope == "stack") else "plane",
               "residual": bool(options.residual),
               "plane": {str(a): i for a, i in plane.items()}, "channel_axis": channel_axis}
-    pixel = None
-    if not options.pixel_size and not square_pixels(layer.scale, spatial):
-        notes.append("the layer's pixels are not square (scale "
-                     f"{float(layer.scale[spatial[0]]):.4g} x {float(layer.scale[spatial[1]]):.4g}): "
-                     "kernel widths are given in pixels only")
-    if options.pixel_size:
-        if not np.isfinite(options.pixel_size) or options.pixel_size <= 0:
-            raise InputError(f"the pixel size must be positive, got {options.pixel_size}")
-        pixel = (float(options.pixel_size), "µm", "typed in")
-    elif _layer_pixel(layer, spatial) is not None:
-        pixel = (*_layer_pixel(layer, spatial), "layer")
-    elif file_pixel(layer) is not None:
-        pixel = (*file_pixel(layer), "file")
-        notes.append(f"pixel size {pixel[0]:.4g} {pixel[1]} from {Path(layer.source.path).name} "
-                     "(the layer has none): used for the kernel's physical width only")
     return RunRequest(
         image=image, options=engine_options, source_name=layer.name, rgb=rgb, data_ndim=ndim,
         data_shape=tuple(int(n) for n in data.shape),

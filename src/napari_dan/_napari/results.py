@@ -281,7 +281,7 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
     """
     name = req.source_name
     mode = {"estimated": req.options.kernel_mode, "spots": "PSF from spots",
-            "array": "user PSF"}[req.options.kernel_source]
+            "optics": "PSF from optics", "array": "user PSF"}[req.options.kernel_source]
     px, unit = physical_pixel(req, s)
     stats = kernel_stats(result.kernel, px, unit)
     meta = {"source": name, "source_id": req.source_id, "params": req.params,

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import QFileDialog, QGroupBox, QSizePolicy, QVBoxLayout, QWi
 
 from ..engine.devices import available_devices
 from ..errors import Cancelled, DanError
+from ..imaging.psf import OPTICS_FIELDS, Optics
 from ..model import DEFAULT_MODEL, GREY_MODEL, DanModel, list_models, load_model
 from ..model.kernels import kernel_stats
 from .request import KERNEL_MODES, SCOPES, RunOptions, build_request, psf_from_layer
@@ -105,9 +106,23 @@ class DanWidget(QWidget):
         self.mode_box = ComboBox(label="Kernel", choices=list(KERNEL_MODES), tooltip=(
             "global: one kernel for the image/stack; per plane: one per plane of a stack; "
             "per tile: one per tile (a PSF map); PSF from layer: a known PSF (non-blind); "
-            "PSF from spots: measured from isolated beads/puncta of the image (non-blind)"))
+            "PSF from spots: measured from isolated beads/puncta of the image (non-blind); "
+            "PSF from optics: the theoretical PSF of the objective's NA, the emission "
+            "wavelength and the pixel size (non-blind; a lower bound on a real PSF)"))
         self.psf_box = ComboBox(label="PSF layer", choices=self._psf_choices,
                                 tooltip="Image layer holding the PSF on the high-resolution grid")
+        self.na_box = FloatSpinBox(label="NA", min=0.05, max=1.65, step=0.05, value=1.4,
+                                   tooltip="Numerical aperture of the objective")
+        self.emission_box = FloatSpinBox(label="Emission", min=200, max=2000, step=10, value=520,
+                                         tooltip="Emission wavelength")
+        self.excitation_box = FloatSpinBox(
+            label="Excitation", min=0, max=2000, step=10, value=0,
+            tooltip="Excitation wavelength for a confocal PSF (pinhole closed); left at "
+            "'widefield' for a widefield PSF. With a pinhole of about one Airy unit the "
+            "lateral PSF lies between the two.")
+        self.immersion_box = FloatSpinBox(label="Immersion n", min=1.0, max=1.8, step=0.01,
+                                          value=1.515, tooltip="Refractive index of the "
+                                          "immersion medium: 1.515 oil, 1.33 water, 1.0 air")
         self.scope_box = ComboBox(label="Stack", choices=list(SCOPES),
                                   tooltip="For stacks: the plane under the dims slider, or every plane")
         self.channel_box = ComboBox(label="Channel axis", choices=[("auto", "auto")],
@@ -139,6 +154,12 @@ class DanWidget(QWidget):
         self.kernel_box = Label(value="Kernel: (run to estimate)")
 
         # Qt where magicgui has nothing
+        for box, suffix in ((self.emission_box, " nm"), (self.excitation_box, " nm")):
+            box.native.setDecimals(0)
+            box.native.setSuffix(suffix)
+        self.excitation_box.native.setSpecialValueText("widefield")
+        self.immersion_box.native.setDecimals(3)
+        self.immersion_box.value = 1.515  # set again: magicgui made the box with 2 decimals
         self.pixel_box.native.setDecimals(4)
         self.pixel_box.native.setSuffix(" µm")
         self.pixel_box.native.setSpecialValueText("from layer or file")
@@ -166,7 +187,8 @@ class DanWidget(QWidget):
         self.status, self.kernel_label = self.status_box.native, self.kernel_box.native
 
         form = Container(widgets=[self.layer_box, self.model_box, self.model_info_box,
-                                  self.mode_box, self.psf_box, self.scope_box, self.channel_box,
+                                  self.mode_box, self.psf_box, *self._optics_boxes(),
+                                  self.scope_box, self.channel_box,
                                   self.pixel_box, self.residual_box], labels=True)
         advanced = Container(widgets=[self.tile_box, self.overlap_box, self.device_box,
                                       self.precision_box], labels=True)
@@ -192,10 +214,16 @@ class DanWidget(QWidget):
         self.layer_box.changed.connect(self._on_layer_changed)
         self.mode_box.changed.connect(self._update_enabled)
 
+    def _optics_boxes(self) -> tuple:
+        return self.na_box, self.emission_box, self.excitation_box, self.immersion_box
+
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         """Align the form's labels once napari's style (its font) is applied: magicgui sizes
         them with the default font, so rows with long labels would start further right."""
         super().showEvent(event)
+        self._align_labels()
+
+    def _align_labels(self) -> None:
         labels = [lab for c in self._containers[:2] for row in c
                   if (lab := getattr(row, "_labeled_widget", lambda: None)()) is not None]
         width = max((lab._label_widget.native.sizeHint().width() for lab in labels), default=0)
@@ -392,6 +420,11 @@ class DanWidget(QWidget):
         layer = self.selected_layer()
         running = self._worker is not None
         self.psf_box.enabled = KERNEL_MODES[self.mode_box.value] == "psf"
+        optics = KERNEL_MODES[self.mode_box.value] == "optics"
+        if self.na_box.native.isHidden() == optics:  # (isVisible is False in a hidden window)
+            for box in self._optics_boxes():  # shown only for "PSF from optics"
+                box.visible = optics
+            self._align_labels()  # rows shown now were not aligned with the others
         self.scope_box.enabled = layer is not None and layer.ndim > 2
         self.channel_box.enabled = layer is not None and not layer.rgb and layer.ndim > 2
         self.run_box.enabled = not running
@@ -406,13 +439,18 @@ class DanWidget(QWidget):
             psf_layer = self.psf_box.value
             psf = psf_from_layer(psf_layer, self.viewer.dims.point)
             psf_name = psf_layer.name
+        optics = None
+        if mode == "optics":
+            ex = self.excitation_box.value
+            optics = Optics(na=self.na_box.value, wavelength=self.emission_box.value / 1000,
+                            ni=self.immersion_box.value, excitation=ex / 1000 if ex else None)
         tile, overlap = round(self.tile_box.value), round(self.overlap_box.value)
         return RunOptions(model=self.selected_model(), tile_size=tile if tile > 0 else "auto",
                           tile_overlap=overlap if overlap >= 0 else "auto", kernel_mode=mode,
                           psf=psf, psf_name=psf_name, device=self.device_box.value,
                           precision=self.precision_box.value, scope=SCOPES[self.scope_box.value],
                           channel_axis=self.channel_box.value, residual=self.residual_box.value,
-                          pixel_size=self.pixel_box.value or None)
+                          pixel_size=self.pixel_box.value or None, optics=optics)
 
     @property
     def is_running(self) -> bool:
@@ -501,6 +539,14 @@ class DanWidget(QWidget):
         if meta.get("spots"):
             lines[0] = f"Kernel used ({model.name}, HR grid): {st.summary()}"
             lines.insert(0, _spots_line(meta["spots"], px, unit))
+        if meta.get("optics"):
+            o = meta["optics"]
+            lines[0] = f"Kernel used ({model.name}, HR grid): {st.summary()}"
+            lines.insert(0, f"PSF from optics ({Optics(**{k: o[k] for k in OPTICS_FIELDS}).summary()}; "
+                         f"pixel size {o['pixel_size']:.4g} µm): FWHM {o['fwhm_px']:.2f} px = "
+                         f"{o['fwhm_um']:.3g} µm on the HR grid")
+            if o.get("note"):
+                lines.append("Note: " + o["note"])
         spots = meta.get("spots_comparison") or {}
         if "kernel" in spots:
             lines.append(_spots_line(spots, px, unit))

@@ -190,11 +190,13 @@ def super_resolve(image, model, options: SROptions | None = None, *,
         Overlap of neighbouring tiles in LR pixels; "auto" probes the model's receptive field.
     kernel_mode : {"global", "per-plane", "per-tile"}
         One kernel for the whole array, one per plane, or one per tile (full loop on every tile).
-    kernel : (k, k) array or "spots", optional
+    kernel : (k, k) array, "spots" or Optics, optional
         A known PSF on the output (HR) grid, odd sides: non-blind, the Estimator is skipped.
         "spots": the PSF measured from isolated spots (beads, puncta) of the image itself
         (:func:`napari_dan.imaging.spots.measure_psf` on the brightest of up to 8 planes),
         as a Gaussian on the output grid; reported in ``metadata["spots"]``.
+        ``napari_dan.Optics(na, wavelength, pixel_size)``: the theoretical in-focus PSF of those
+        optics on the output grid (``pixel_size / scale``); reported in ``metadata["optics"]``.
     device : str
         "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
     precision : str

@@ -9,8 +9,9 @@ The kernel vocabulary, everywhere:
 
 * ``kernel_mode``: where kernels are *estimated*: ``"global"`` (one for the array),
   ``"per-plane"``, ``"per-tile"``;
-* ``kernel``: a *known* PSF instead (non-blind): a 2D array on the output grid, or ``"spots"``
-  (measured from isolated spots of the image). With a known kernel the mode is moot and the
+* ``kernel``: a *known* PSF instead (non-blind): a 2D array on the output grid, ``"spots"``
+  (measured from isolated spots of the image), or an :class:`~napari_dan.imaging.psf.Optics`
+  (the theoretical PSF of an objective, wavelength and pixel size). With a known kernel the mode is moot and the
   result's ``metadata["mode"]`` says ``"user kernel"``.
 
 ``iterations``: how many rounds of the DAN loop (Restorer, then Estimator) run before the image
@@ -35,7 +36,7 @@ __all__ = ["SROptions", "KERNEL_MODES", "KERNEL_SOURCES"]
 #: where kernels are estimated (``kernel_mode``)
 KERNEL_MODES = ("global", "per-plane", "per-tile")
 #: what ``SROptions.kernel_source`` can be
-KERNEL_SOURCES = ("estimated", "array", "spots")
+KERNEL_SOURCES = ("estimated", "array", "spots", "optics")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class SROptions:
     channel_axis : int or None
     tile_size, tile_overlap : int or "auto"  (LR pixels)
     kernel_mode : one of :data:`KERNEL_MODES`
-    kernel : None, a 2D array (PSF on the output grid) or "spots"
+    kernel : None, a 2D array (PSF on the output grid), "spots" or an Optics
     device : "auto", "cpu", "cuda", "cuda:N", "mps"
     precision : "auto", "fp32", "fp16", "bf16"
     threads : int, "auto" or None
@@ -88,9 +89,14 @@ class SROptions:
 
     @property
     def kernel_source(self) -> str:
-        """"estimated" (blind), "array" (a PSF given) or "spots" (measured from the image)."""
+        """"estimated" (blind), "array" (a PSF given), "spots" (measured from the image) or
+        "optics" (the PSF of an objective)."""
+        from ..imaging.psf import Optics
+
         if self.kernel is None:
             return "estimated"
+        if isinstance(self.kernel, Optics):
+            return "optics"
         if isinstance(self.kernel, str):
             return "spots" if self.kernel == "spots" else self.kernel
         return "array"
@@ -98,6 +104,8 @@ class SROptions:
     def describe(self) -> dict:
         """JSON-friendly summary (the kernel array as its shape)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.kernel is not None and not isinstance(self.kernel, str):
+        if self.kernel_source == "optics":
+            out["kernel"] = {"optics": self.kernel.describe()}
+        elif self.kernel is not None and not isinstance(self.kernel, str):
             out["kernel"] = f"array {tuple(np.shape(self.kernel))}"
         return out

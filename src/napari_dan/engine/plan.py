@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DanError, InputError
+from ..imaging.psf import Optics
 from ..model import DanModel, load_model
 from ..model.danv2 import reads_sr
 from ..model.kernels import kernel_stats
@@ -340,6 +341,7 @@ class Plan:
     requested_runtime: str = "torch"
     estimate_s: float = 0.0
     spots: dict | None = None
+    optics: dict | None = None  # kernel=Optics(...): what the PSF came from (Optics.kernel)
     started: float = field(default_factory=time.perf_counter)
     source: Any = field(default=None, repr=False)
     runner: NetworkRunner | None = field(default=None, repr=False)
@@ -503,6 +505,25 @@ def spot_kernel(image, layout: Layout, model: DanModel) -> tuple[np.ndarray, dic
     return kernel, info
 
 
+def optics_kernel(optics: Optics, model: DanModel) -> tuple[np.ndarray, dict]:
+    """The PSF of ``optics`` on the model's output grid, and what it is (``Optics.kernel``);
+    a ``UserWarning`` when its width is outside the PSFs the model was trained on."""
+    kernel, info = optics.kernel(model.scale, model.kernel_size)
+    rng = model.trained_fwhm_range
+    fw = info["fwhm_px"]
+    if rng is not None and not rng[0] / 1.25 <= fw <= rng[1] * 1.25:
+        side = "narrower" if fw < rng[0] else "wider"
+        info["note"] = (f"the optics' PSF ({fw:.2f} px on the output grid) is {side} than any "
+                        f"PSF {model.name} was trained on ({rng[0]:.1f}-{rng[1]:.1f} px): "
+                        + ("the camera's pixels are coarse for these optics, a model of a "
+                           "larger scale suits them better" if side == "narrower" else
+                           "the camera oversamples these optics (the kernel is cut to the "
+                           "model's size); a model of a smaller scale, or the image binned "
+                           "first, suits them better"))
+        warnings.warn(info["note"], UserWarning, stacklevel=5)
+    return kernel, info
+
+
 def spot_psf(image, model, channel_axis: int | None = None) -> tuple[np.ndarray, dict]:
     """The PSF measured from isolated spots of ``image``, as ``kernel="spots"`` measures it: a
     Gaussian kernel on the model's output grid and a dict describing the measurement (spots
@@ -570,12 +591,15 @@ def decide(image, model, opts: SROptions) -> Plan:
     check_tile_args(tile_size, tile_overlap)
     iterations, settle = resolve_iterations(opts.iterations, model)
     layout = analyse(image, opts.channel_axis, model.in_channels, model.scale)
-    user = spots = None
+    user = spots = optics = None
     if isinstance(kernel, str):
         if kernel != "spots":
-            raise InputError(f"kernel must be an array (a PSF on the output grid) or 'spots' "
-                             f"(measured from isolated spots in the image), got {kernel!r}")
+            raise InputError(f"kernel must be an array (a PSF on the output grid), 'spots' "
+                             f"(measured from isolated spots in the image) or an Optics "
+                             f"(the PSF of an objective), got {kernel!r}")
         kernel, spots = spot_kernel(image, layout, model)
+    elif isinstance(kernel, Optics):
+        kernel, optics = optics_kernel(kernel, model)
     if kernel is not None:
         user = user_kernel(kernel, model.pca_basis, model.kernel_mean)
     dev = resolve_device(device)
@@ -615,4 +639,5 @@ def decide(image, model, opts: SROptions) -> Plan:
                 iterations=iterations, settle=settle, views=views,
                 requested_device=str(device), requested_precision=str(precision),
                 requested_runtime=str(opts.runtime),
-                spots=spots, started=started, source=image, runner=runner)
+                spots=spots, optics=optics, started=started, source=image,
+                runner=runner)

@@ -226,9 +226,11 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
                                             else "kernels", snrs)
     if plan.mode == "user kernel":
         meta["kernel_projection_error"] = est.projection_error
-        meta["kernel_source"] = "spots" if plan.spots else "user"
+        meta["kernel_source"] = "spots" if plan.spots else "optics" if plan.optics else "user"
     if plan.spots:
         meta["spots"] = plan.spots
+    if plan.optics:
+        meta["optics"] = plan.optics
     rels = [p.consistency for p in planes if p.consistency is not None]
     if rels:
         meta["consistency"] = {

@@ -15,6 +15,10 @@ output pixel size is its FWHM in micrometres.
   bead's image): flat-topped once the bead is about as wide as the PSF.
 * :func:`lumpy_psf`: an irregular PSF (a few overlapping lobes, its maximum off its centroid,
   a faint pixel-scale texture), the shape of a PSF averaged from real beads under aberrations.
+* :class:`Optics`: a microscope's objective, wavelength(s) and camera pixel size, and the PSF
+  they give on a model's output grid: the theoretical kernel of non-blind runs
+  (``super_resolve(..., kernel=Optics(...))``, CLI ``--psf optics``, the widget's "PSF from
+  optics").
 * :func:`random_psfs`: the training distribution of the microscopy models (Gaussian, widefield
   and confocal shapes, FWHM uniform in a range of HR pixels, mild defocus and astigmatism; on
   request a share of bead-measured and of irregular PSFs).
@@ -23,14 +27,17 @@ output pixel size is its FWHM in micrometres.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import numpy as np
 
-from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel
+from ..errors import InputError
+from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel, kernel_stats
 
-__all__ = ["gaussian_psf", "widefield_psf", "confocal_psf", "airy_fwhm", "random_psfs",
-           "bead_image", "bead_psf", "bead_fwhm_factor", "lumpy_psf", "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
+__all__ = ["Optics", "OPTICS_FIELDS", "micrometres", "gaussian_psf", "widefield_psf", "confocal_psf",
+           "airy_fwhm", "random_psfs", "bead_image", "bead_psf", "bead_fwhm_factor", "lumpy_psf",
+           "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
 
 #: FWHM range (HR pixels) of the microscopy models' training PSFs: the benchmark asks for 2-10 px,
 #: and the averaged PSF of the bead sample is about 8.7 px at its pixel size
@@ -353,3 +360,138 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
         out[i] = p
         widths[i] = final
     return out, widths
+
+
+#: the parameters of an :class:`Optics` (its ``describe()`` adds derived values)
+OPTICS_FIELDS = ("na", "wavelength", "pixel_size", "ni", "excitation")
+#: wavelengths (µm) an :class:`Optics` accepts: far UV to the near infrared
+WAVELENGTH_RANGE = (0.2, 2.0)
+
+
+def _number(name: str, value, lo: float, hi: float, hint: str = "") -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not (np.isfinite(v) and lo < v <= hi):
+        raise InputError(f"{name} must be in ({lo:g}, {hi:g}], got {value!r}{hint}")
+    return v
+
+
+@dataclass(frozen=True)
+class Optics:
+    """A microscope's optics: the theoretical in-focus PSF as a known (non-blind) kernel.
+
+    ``super_resolve(image, model, kernel=Optics(na=1.4, wavelength=0.52, pixel_size=0.065))``
+    restores with the PSF these optics give on the model's output grid (``pixel_size / scale``)
+    instead of estimating one. Use it when the blind estimate cannot be trusted (large smooth
+    objects such as nuclei, whose soft edges the Estimator reads as blur; nearly empty or very
+    noisy fields) and no isolated spots can be measured (``kernel="spots"``). A real system is
+    never sharper than this and often wider (aberrations, a thick sample, a mounting medium
+    that does not match ``ni``): it is a lower bound on the true PSF.
+
+    Parameters
+    ----------
+    na : float
+        Numerical aperture of the objective (below ``ni``).
+    wavelength : float
+        Emission wavelength in micrometres (0.52 for GFP; not nanometres).
+    pixel_size : float, optional
+        Input (camera) pixel size at the sample, in micrometres. Required to make the kernel;
+        the CLI and the widget fill it from the file or layer when it is left out.
+    ni : float
+        Refractive index of the immersion medium (1.515 oil, 1.33 water, 1.0 air).
+    excitation : float, optional
+        Excitation wavelength in micrometres for a confocal PSF (pinhole closed: the product of
+        the excitation and emission PSFs); None (default): widefield. With a pinhole of about one
+        Airy unit a confocal's lateral PSF lies between the two.
+
+    The PSF is the Gibson-Lanni scalar model of ``psfmodels`` when that package is installed,
+    else a Gaussian of the same in-focus FWHM (0.51 lambda / NA widefield); :meth:`describe`
+    says which.
+    """
+
+    na: float
+    wavelength: float
+    pixel_size: float | None = None
+    ni: float = 1.515
+    excitation: float | None = None
+
+    def __post_init__(self) -> None:
+        lo, hi = WAVELENGTH_RANGE
+        nm = " (micrometres: 0.52 for 520 nm)"
+        ni = _number("the immersion index ni", self.ni, 0.99, 2.0)
+        na = _number("the numerical aperture", self.na, 0.0, 1.7)
+        if na >= ni:
+            raise InputError(f"the numerical aperture {na:g} must be below the immersion "
+                             f"medium's refractive index {ni:g} (1.515 oil, 1.33 water, 1.0 air)")
+        object.__setattr__(self, "na", na)
+        object.__setattr__(self, "ni", ni)
+        object.__setattr__(self, "wavelength",
+                           _number("the emission wavelength", self.wavelength, lo, hi, nm))
+        if self.excitation is not None:
+            object.__setattr__(self, "excitation",
+                               _number("the excitation wavelength", self.excitation, lo, hi, nm))
+        if self.pixel_size is not None:
+            object.__setattr__(self, "pixel_size",
+                               _number("the pixel size (µm)", self.pixel_size, 0.0, 1000.0))
+
+    @property
+    def modality(self) -> str:
+        return "widefield" if self.excitation is None else "confocal"
+
+    def with_pixel_size(self, pixel_size: float) -> Optics:
+        """The same optics with this input pixel size (µm), unless one was given already."""
+        return self if self.pixel_size is not None else replace(self, pixel_size=pixel_size)
+
+    def psf(self, size: int, grid: float) -> tuple[np.ndarray, str]:
+        """The in-focus PSF on a ``size`` x ``size`` grid of ``grid`` µm pixels (sum 1), and the
+        model it came from."""
+        if have_psfmodels():
+            if self.excitation is None:
+                k = widefield_psf(size, grid, self.na, self.wavelength, self.ni)
+            else:
+                k = confocal_psf(size, grid, self.na, self.wavelength, self.excitation, self.ni)
+            return k, "Gibson-Lanni scalar model (psfmodels)"
+        sig = airy_fwhm(self.na, self.wavelength) / FWHM_PER_SIGMA
+        if self.excitation is not None:  # product of two Gaussians
+            sx = airy_fwhm(self.na, self.excitation) / FWHM_PER_SIGMA
+            sig = sig * sx / math.hypot(sig, sx)
+        return (gaussian_psf(size, sig * FWHM_PER_SIGMA / grid),
+                "Gaussian of the in-focus FWHM (psfmodels not installed)")
+
+    def kernel(self, scale: int, size: int) -> tuple[np.ndarray, dict]:
+        """The PSF on a model's output grid (``pixel_size / scale``), ``size`` x ``size``, and a
+        JSON-friendly description of it (:meth:`describe` plus its FWHM, Gaussian fit)."""
+        if self.pixel_size is None:
+            raise InputError("a PSF from optics needs the input pixel size: give "
+                             "Optics(..., pixel_size=<µm>) (CLI: --pixel-size when the file "
+                             "states none; widget: the 'Pixel size' field)")
+        grid = self.pixel_size / scale
+        k, how = self.psf(size, grid)
+        st = kernel_stats(self.psf(4 * size + 1, grid)[0])  # uncropped, for its width
+        info = {**self.describe(), "psf_model": how, "output_pixel_size_um": grid,
+                "fwhm_px": st.fwhm, "fwhm_um": st.fwhm * grid,
+                "fwhm_input_px": st.fwhm / scale}
+        return k.astype(np.float32), info
+
+    def describe(self) -> dict:
+        return {**asdict(self), "modality": self.modality}
+
+    def summary(self) -> str:
+        what = (f"widefield, NA {self.na:g}, emission {1000 * self.wavelength:.0f} nm"
+                if self.excitation is None else
+                f"confocal (pinhole closed), NA {self.na:g}, excitation "
+                f"{1000 * self.excitation:.0f} nm, emission {1000 * self.wavelength:.0f} nm")
+        return f"{what}, immersion n = {self.ni:g}"
+
+
+_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def micrometres(value: float | None, unit: str | None) -> float | None:
+    """``value`` in ``unit`` (µm, nm, mm, cm, m) as micrometres; None when either is unknown."""
+    if value is None or unit is None:
+        return None
+    f = _TO_UM.get(str(unit).strip().replace("μ", "µ"))
+    return None if f is None else float(value) * f
