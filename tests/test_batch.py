@@ -310,3 +310,23 @@ def test_psf_from_optics_takes_the_files_pixel_size(tmp_path, rng, tiny_ckpt):
                    quiet=True)
     assert not s2.failed
     assert read_kernels(tmp_path / "o2" / "nopx_x2_kernel.tif")[1]["optics"]["pixel_size"] == 0.1
+
+
+def test_engine_warnings_become_the_files_warning_lines(tmp_path, rng):
+    import warnings
+
+    from napari_dan.model.kernels import gaussian_kernel as gk
+
+    few = tmp_path / "few.tif"
+    tifffile.imwrite(few, rng.integers(1, 9, (24, 24), dtype=np.uint8))  # 8 grey levels
+    np.save(tmp_path / "wide.npy", gk(41, 9.0))  # FWHM 21 px: wider than the model knows
+    grey_rgb = tiny_model(in_nc=3, scale=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # none may escape as a Python warning
+        s = run_batch([few], tmp_path / "o", "dan-x2-fluo", psf=tmp_path / "wide.npy",
+                      quiet=True)
+        s2 = run_batch([few], tmp_path / "o2", grey_rgb, quiet=True)
+    w = s.results[0].warnings
+    assert any(m.startswith("few.tif: the image spans only about") for m in w), w
+    assert any(m.startswith("few.tif: the PSF given (") and "wider than any PSF" in m for m in w)
+    assert any("is grey and" in m and "-m dan-x2-fluo" in m for m in s2.results[0].warnings)

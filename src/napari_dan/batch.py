@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -482,7 +483,13 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                                      f"{Path(other).name}; choose another --output-dir")
             ch = _resolve_channel_axis(meta.axes, meta.shape, channel_axis)
             layout = stack.layout(ch)  # checks the channel axis against the page structure
-            analyse(stack.array(), ch, model.in_channels, s)  # dtype and shape, before writing
+            # dtype and shape, before writing
+            planes = analyse(stack.array(), ch, model.in_channels, s)
+            if model.in_channels == 3 and planes.colour_channels == 1:
+                result.warnings.append(
+                    f"{src.name} is grey and {model.name} a model of colour photographs; for "
+                    "microscopy use -m dan-x2-fluo (or dan-x4-fluo), for other grey images "
+                    "-m dan-x2-gray (napari-dan models)")
             out_meta = scaled_metadata(meta, s)
             hr_px, unit = out_meta.spatial_pixel_size()
             kernel = psf_note = None
@@ -516,15 +523,26 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                     on_start(layout.n_blocks, src.name)
                 with StackWriter(out_img, out_meta, layout.scaled(s)) as writer:
                     file_opts = SROptions.build(opts, channel_axis=ch, kernel=kernel)
-                    if runner is None:
-                        from .engine import super_resolve
+                    # the engine's warnings (few grey levels, a kernel out of the model's range)
+                    # become this file's warning lines, not Python's "file:line: UserWarning"
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", UserWarning)
+                        if runner is None:
+                            from .engine import super_resolve
 
-                        res = super_resolve(stack.array(), model, progress=progress,
-                                            out=_PlaneCounter(writer, on_plane),
-                                            options=file_opts)
-                    else:
-                        res = runner.super_resolve(stack.array(), file_opts, out=writer,
-                                                   on_plane=lambda d, n: on_plane and on_plane())
+                            res = super_resolve(stack.array(), model, progress=progress,
+                                                out=_PlaneCounter(writer, on_plane),
+                                                options=file_opts)
+                        else:
+                            res = runner.super_resolve(
+                                stack.array(), file_opts, out=writer,
+                                on_plane=lambda d, n: on_plane and on_plane())
+                    for w in caught:
+                        if issubclass(w.category, UserWarning):
+                            if f"{src.name}: {w.message}" not in result.warnings:
+                                result.warnings.append(f"{src.name}: {w.message}")
+                        else:
+                            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
                     info = _kernel_info(res, model, src, opts.kernel_mode, meta, hr_px, unit,
                                         psf_note)
                     info["produced_by"] = record
@@ -539,9 +557,13 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
             if spread.get("count", 1) > 1:
                 result.fwhm_spread = {k: spread[k] for k in ("what", "count", "min", "median",
                                                              "max")}
-                result.message += (f" (mean of {spread['count']} {spread['what']}: FWHM "
-                                   f"{spread['min']:.2f}-{spread['max']:.2f} px, median "
-                                   f"{spread['median']:.2f})")
+                # the spread first: the mean of kernels that differ is wider than their median
+                # and narrower than the widest, so its width alone (in µm, too) misleads
+                med = (f" = {spread['median'] * hr_px:.4g} {unit}" if hr_px is not None else "")
+                result.message = (f"FWHM {spread['min']:.2f}-{spread['max']:.2f} px over "
+                                  f"{spread['count']} {spread['what']}, median "
+                                  f"{spread['median']:.2f} px{med}; their mean kernel "
+                                  f"{st.fwhm:.2f} px")
             if spread.get("snr_min") is not None:
                 result.snr = spread["snr_min"]
                 result.message += (f"; signal-to-noise {result.snr:.0f}"

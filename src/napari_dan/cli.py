@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Super-resolve TIFF images and stacks plane by plane. For each INPUT writes "
                     "OUTPUT_DIR/<stem>_x<s>.tif (same dtype, axes and metadata; pixel size / s) "
                     "and <stem>_x<s>_kernel.tif (float32 kernels, statistics as JSON in the "
-                    "description). Existing outputs are skipped; inputs are never overwritten.")
+                    "description). An existing output made from the same input, model and "
+                    "options is skipped, any other is refused (see --overwrite); inputs are "
+                    "never overwritten.")
     sr.add_argument("inputs", nargs="+", metavar="INPUT",
                     help="TIFF files, directories (every .tif/.tiff inside) or glob patterns")
     sr.add_argument("-o", "--output-dir", required=True, metavar="DIR",

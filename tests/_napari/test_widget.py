@@ -613,3 +613,14 @@ def test_psf_from_optics_uses_the_layers_pixel_size(setup, qtbot):
     assert o["pixel_size"] == 0.1 and o["modality"] == "confocal" and o["excitation"] == 0.561
     w.mode_combo.setCurrentIndex(0)
     assert w.na_box.native.isHidden()
+
+
+def test_even_sized_psf_layer_is_named_in_the_message(setup, qtbot):
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(32, 32), name="img")
+    viewer.add_image(np.ones((4, 4), np.float32), name="evenpsf")
+    w.layer_combo.setCurrentText("img")
+    w.mode_combo.setCurrentText("PSF from layer (non-blind)")
+    w.psf_combo.setCurrentText("evenpsf")
+    w.run()
+    assert "PSF layer 'evenpsf' is 4 x 4 px" in w.status.text() and not w.is_running

@@ -90,3 +90,30 @@ def test_micrometres():
     assert micrometres(65, "nm") == pytest.approx(0.065)
     assert micrometres(0.1, "µm") == 0.1 and micrometres(0.1, "um") == 0.1
     assert micrometres(0.1, "inch") is None and micrometres(None, "µm") is None
+
+
+def test_every_known_kernel_is_checked_against_the_trained_range():
+    from napari_dan.model.kernels import gaussian_kernel
+
+    model = napari_dan.load_model("dan-x2-fluo")
+    for kernel, expect in ((gaussian_kernel(41, 6.0), "wider"),
+                           (gaussian_kernel(21, 0.4), "narrower"), (gaussian_kernel(21, 2.0), None)):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            super_resolve(_image(), model, kernel=kernel)
+        msgs = [str(w.message) for w in got]
+        if expect is None:
+            assert not any("trained on" in m for m in msgs), msgs
+        else:
+            assert any(m.startswith("the PSF given (") and f"is {expect} than any PSF" in m
+                       for m in msgs), msgs
+            assert not any("misses" in m for m in msgs)  # one warning, not two
+
+
+def test_python_m_napari_dan():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "napari_dan", "--version"], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.startswith("napari-dan ")

@@ -117,6 +117,10 @@ def psf_from_layer(layer: Any, dims_point: Any = None) -> np.ndarray:
     psf = np.asarray(data, dtype=np.float32)
     if psf.ndim != 2 or psf.size == 0:
         raise InputError(f"PSF layer {layer.name!r} is not a 2D image")
+    if psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0:
+        raise InputError(f"PSF layer {layer.name!r} is {psf.shape[0]} x {psf.shape[1]} px; a PSF "
+                         "needs odd sides (its centre on the middle pixel): crop one row or "
+                         "column")
     return psf
 
 

@@ -341,9 +341,10 @@ class DanWidget(QWidget):
             return
         text = (f"{f.get('architecture', 'DAN')}, x{f['scale']}, {_channels(f['in_channels'])}, "
                 f"{f['kernel_size']}x{f['kernel_size']} kernel, {f['iterations']} iterations")
-        if f.get("description"):
-            text += f"\n{f['description']}"
+        # the description (a paragraph for our models) as the tooltip: shown in the form, its
+        # wrapped width made the dock at least 673 px wide and left the image little room
         self.model_info_box.value = text
+        self.model_info.setToolTip(f.get("description") or "")
 
     # ---------------------------------------------------------------- layers
     def _image_layers(self) -> list:
@@ -526,9 +527,12 @@ class DanWidget(QWidget):
         meta = result.metadata
         spread = meta.get("kernel_fwhm") or {}
         if spread.get("count", 1) > 1:
-            lines.append(f"{spread['count']} {spread['what']}: FWHM {spread['min']:.2f} to "
-                         f"{spread['max']:.2f} px, median {spread['median']:.2f} (the line "
-                         "above is their mean kernel)")
+            # the spread first: the mean of kernels that differ is no one plane's (or tile's) PSF
+            med = f" = {spread['median'] * px:.4g} {unit or ''}".rstrip() if px else ""
+            lines = [f"{spread['count']} {spread['what']} ({model.name}, HR grid): FWHM "
+                     f"{spread['min']:.2f} to {spread['max']:.2f} px, median "
+                     f"{spread['median']:.2f} px{med}",
+                     f"Their mean kernel: FWHM {st.fwhm:.2f} px"]
         if "snr_median" in spread:
             many = spread.get("count", 1) > 1
             lines.append("Signal-to-noise of the field" + (

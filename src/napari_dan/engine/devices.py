@@ -83,11 +83,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                          "'mps'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} was asked for but this PyTorch has no usable CUDA "
-                         "GPU; use device='cpu' or 'auto'")
+                         "GPU; use the device 'cpu' or 'auto'")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
                                   and torch.backends.mps.is_available()):
         raise InputError(f"device {device!r} was asked for but MPS is not available; use "
-                         "device='cpu' or 'auto'")
+                         "the device 'cpu' or 'auto'")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise InputError(f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda' or 'mps'")
     return dev

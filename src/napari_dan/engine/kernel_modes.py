@@ -124,11 +124,14 @@ def combine(codes: list[np.ndarray], kernels: list[np.ndarray]) -> tuple[np.ndar
     return c.mean(0).astype(np.float32), kernel.astype(np.float32)
 
 
-def user_kernel(kernel, basis: np.ndarray, mean: np.ndarray) -> KernelEstimate:
+def user_kernel(kernel, basis: np.ndarray, mean: np.ndarray, warn: bool = True,
+                hint: bool = True) -> KernelEstimate:
     """Project a user PSF (2D, odd sides, on the HR grid) onto the model's PCA basis.
 
-    Warns (``UserWarning``) when the relative projection error exceeds 0.2: the model can only
-    represent kernels like those it was trained on, so the result is then less trustworthy.
+    Warns (``UserWarning``, unless ``warn`` is False) when the relative projection error exceeds
+    0.2: the model can only represent kernels like those it was trained on, so the result is
+    then less trustworthy; ``hint``: the warning asks to check the kernel's grid and size (for a
+    kernel the user made; not for one the plugin measured or computed).
     """
     k = np.asarray(kernel)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
@@ -142,11 +145,12 @@ def user_kernel(kernel, basis: np.ndarray, mean: np.ndarray) -> KernelEstimate:
     if not np.any(k > 0):
         raise InputError("the kernel has no positive values")
     code, rec, err = project_kernel(k.astype(np.float64), basis, mean)
-    if err > PROJECTION_WARNING:
+    if err > PROJECTION_WARNING and warn:
         warnings.warn(f"the kernel is far from what the model knows: its projection onto the "
                       f"model's kernel space misses {100 * err:.0f}% of it (relative error "
-                      f"{err:.2f}); the result may be unreliable. Check that the kernel is on "
-                      "the output (HR) grid and fits the model's kernel size "
-                      f"{rec.shape[0]}x{rec.shape[1]}.", UserWarning, stacklevel=4)
+                      f"{err:.2f}); the result may be unreliable."
+                      + (" Check that the kernel is on the output (HR) grid and fits the "
+                         f"model's kernel size {rec.shape[0]}x{rec.shape[1]}." if hint else ""),
+                      UserWarning, stacklevel=4)
     return KernelEstimate(code.astype(np.float32), rec.astype(np.float32), "user kernel",
                           projection_error=float(err))

@@ -505,23 +505,40 @@ def spot_kernel(image, layout: Layout, model: DanModel) -> tuple[np.ndarray, dic
     return kernel, info
 
 
-def optics_kernel(optics: Optics, model: DanModel) -> tuple[np.ndarray, dict]:
-    """The PSF of ``optics`` on the model's output grid, and what it is (``Optics.kernel``);
-    a ``UserWarning`` when its width is outside the PSFs the model was trained on."""
-    kernel, info = optics.kernel(model.scale, model.kernel_size)
+#: a known kernel this much narrower than the narrowest, or wider than the widest PSF a model
+#: was trained on gets a note (its restoration is an extrapolation)
+KNOWN_KERNEL_MARGIN = 1.25
+
+
+def known_kernel_note(fwhm: float, model: DanModel, what: str) -> str | None:
+    """A sentence when a known kernel (``what``: "the PSF", "the spots PSF", "the optics' PSF";
+    FWHM in output-grid px, uncropped) lies outside the PSFs the model was trained on."""
     rng = model.trained_fwhm_range
-    fw = info["fwhm_px"]
-    if rng is not None and not rng[0] / 1.25 <= fw <= rng[1] * 1.25:
-        side = "narrower" if fw < rng[0] else "wider"
-        info["note"] = (f"the optics' PSF ({fw:.2f} px on the output grid) is {side} than any "
-                        f"PSF {model.name} was trained on ({rng[0]:.1f}-{rng[1]:.1f} px): "
-                        + ("the camera's pixels are coarse for these optics, a model of a "
-                           "larger scale suits them better" if side == "narrower" else
-                           "the camera oversamples these optics (the kernel is cut to the "
-                           "model's size); a model of a smaller scale, or the image binned "
-                           "first, suits them better"))
-        warnings.warn(info["note"], UserWarning, stacklevel=5)
-    return kernel, info
+    if rng is None or rng[0] / KNOWN_KERNEL_MARGIN <= fwhm <= rng[1] * KNOWN_KERNEL_MARGIN:
+        return None
+    wide = fwhm > rng[1]
+    return (f"{what} ({fwhm:.2f} px on the output grid) is {'wider' if wide else 'narrower'} "
+            f"than any PSF {model.name} was trained on ({rng[0]:.1f}-{rng[1]:.1f} px), so the "
+            "result is an extrapolation" + ("" if model.sampling != "bin" else ": "
+            + ("the image is oversampled for this PSF (the kernel is also cut to the model's "
+               f"{model.kernel_size} px); a model of a smaller scale, or the image binned first, "
+               "suits it better" if wide else
+               "the camera's pixels are coarse for this PSF; a model of a larger scale suits it "
+               "better")))
+
+
+def optics_kernel(optics: Optics, model: DanModel) -> tuple[np.ndarray, dict]:
+    """The PSF of ``optics`` on the model's output grid, and what it is (``Optics.kernel``)."""
+    return optics.kernel(model.scale, model.kernel_size)
+
+
+def _kernel_fwhm(kernel) -> float:
+    """FWHM of a kernel given as an array (checked by :func:`user_kernel` afterwards)."""
+    try:
+        k = np.clip(np.asarray(kernel, dtype=np.float64), 0, None)
+        return float(kernel_stats(k / k.sum()).fwhm) if k.ndim == 2 and k.sum() > 0 else np.nan
+    except (TypeError, ValueError):
+        return np.nan
 
 
 def spot_psf(image, model, channel_axis: int | None = None) -> tuple[np.ndarray, dict]:
@@ -601,7 +618,16 @@ def decide(image, model, opts: SROptions) -> Plan:
     elif isinstance(kernel, Optics):
         kernel, optics = optics_kernel(kernel, model)
     if kernel is not None:
-        user = user_kernel(kernel, model.pca_basis, model.kernel_mean)
+        # one check of a known kernel's width, whatever it came from
+        what, fw = (("the optics' PSF", optics["fwhm_px"]) if optics else
+                    ("the spots PSF", spots["output_grid"]["fwhm_px"]) if spots else
+                    ("the PSF given", _kernel_fwhm(kernel)))
+        note = known_kernel_note(fw, model, what)
+        if note is not None:
+            warnings.warn(note, UserWarning, stacklevel=4)
+            (optics or spots or {})["note"] = note
+        user = user_kernel(kernel, model.pca_basis, model.kernel_mean, warn=note is None,
+                           hint=optics is None and spots is None)
     dev = resolve_device(device)
     if not isinstance(compiled, bool):
         raise InputError(f"compiled must be True or False, got {compiled!r}")
@@ -626,7 +652,7 @@ def decide(image, model, opts: SROptions) -> Plan:
         overlap = auto_overlap(runner.net, None if code is None else code.to(dev))
         note = "auto (probe of the model)"
     else:
-        overlap, note = int(tile_overlap), "asked for"
+        overlap, note = int(tile_overlap), f"{int(tile_overlap)} asked for"
     if tile_size == "auto":
         tile = auto_tile_size(model.network, layout.batch, memory_budget(dev), overlap,
                               full_loop=mode == "per-tile")
