@@ -390,3 +390,19 @@ def test_fit_gaussian_2d_with_offset_and_failure():
     assert f.offset == pytest.approx(5, abs=1e-3) and f.cy == pytest.approx(12.3, abs=1e-3)
     assert f.fwhm == pytest.approx(2.0 * 2 * math.sqrt(2 * math.log(2)), rel=1e-3)
     assert fit_gaussian_2d(np.zeros((9, 9))) is None
+
+
+def test_nuclei_edge_softness_is_an_option():
+    from napari_dan.imaging.microscope import MicroscopyFields
+    from napari_dan.imaging.specimens import nuclei
+
+    # the same draws but the edge: a soft edge spreads light beyond where a sharp one ends
+    sharp, soft = (nuclei((96, 96), 1 / 20, np.random.default_rng(1), radius=(20, 20), edge=e)
+                   for e in ((0.5, 0.5), (6.0, 6.0)))
+    outside = sharp < 1e-3 * sharp.max()
+    assert outside.mean() > 0.2
+    assert soft[outside].sum() > 20 * sharp[outside].sum() + 1.0
+    with pytest.raises(ValueError, match="nuclei_edge"):
+        MicroscopyFields(32, 21, np.random.default_rng(0), nuclei_edge=(3, 1))
+    f = MicroscopyFields(32, 21, np.random.default_rng(0), kinds=("nuclei",), nuclei_edge=(4, 6))
+    assert f.draw(2)[0].shape == (2, 1, 32, 32)

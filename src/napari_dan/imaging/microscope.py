@@ -91,7 +91,8 @@ class MicroscopyFields:
     def __init__(self, size: int, kernel_size: int, rng: np.random.Generator,
                  fwhm_range=MICROSCOPY_FWHM_RANGE, photons_range=(30.0, 30000.0),
                  clean_fraction: float = 0.2, kinds=KINDS, images=None, real_fraction: float = 0.0,
-                 bead_fraction: float = 0.0, lumpy_fraction: float = 0.0):
+                 bead_fraction: float = 0.0, lumpy_fraction: float = 0.0,
+                 nuclei_edge: tuple[float, float] | None = None):
         if not 0.0 <= real_fraction <= 1.0 or (real_fraction > 0 and images is None):
             raise ValueError(f"real_fraction must be in [0, 1] and needs images, got {real_fraction}")
         self.size, self.kernel_size, self.rng = size, kernel_size, rng
@@ -104,12 +105,17 @@ class MicroscopyFields:
         if not 0.0 <= lumpy_fraction <= 1.0:
             raise ValueError(f"lumpy_fraction must be in [0, 1], got {lumpy_fraction}")
         self.lumpy_fraction = float(lumpy_fraction)
+        if nuclei_edge is not None and not 0 < nuclei_edge[0] <= nuclei_edge[1]:
+            raise ValueError(f"nuclei_edge must be (low, high) with 0 < low <= high, got "
+                             f"{nuclei_edge}")
+        self.nuclei_edge = tuple(nuclei_edge) if nuclei_edge else None
 
     def _specimen(self) -> np.ndarray:
         rng = self.rng
         if self.real_fraction > 0 and rng.random() < self.real_fraction:
             return self.images.sample(1)[0].astype(np.float64) + rng.uniform(0, 0.08)
-        return random_specimen((self.size, self.size), rng, self.kinds)[0]
+        return random_specimen((self.size, self.size), rng, self.kinds,
+                               nuclei_edge=self.nuclei_edge)[0]
 
     def draw(self, n: int):
         """(specimens (n,1,S,S) float32, psfs (n,k,k) float32, photons, read_noise, offset (n,),

@@ -128,9 +128,10 @@ def membranes(shape, density: float, rng: np.random.Generator, radius=(15, 60),
 
 
 def nuclei(shape, density: float, rng: np.random.Generator, radius=(8, 40),
-           brightness=(0.3, 0.9)) -> np.ndarray:
+           brightness=(0.3, 0.9), edge=(0.5, 1.5)) -> np.ndarray:
     """Filled ellipses with a soft edge and a textured interior (chromatin-like), brightest
-    inside around ``brightness``."""
+    inside around ``brightness``; the edge is a logistic step of scale ``edge`` px (uniform in
+    that range; 0.5-1.5 by default, the benchmark's nuclei)."""
     from scipy.ndimage import gaussian_filter
 
     img = np.zeros(shape)
@@ -144,14 +145,14 @@ def nuclei(shape, density: float, rng: np.random.Generator, radius=(8, 40),
         v = -(xx - cx) * math.sin(t) + (yy - cy) * math.cos(t)
         d = np.sqrt((u / a) ** 2 + (v / b) ** 2)
         with np.errstate(over="ignore"):  # far outside: exp overflows to inf, mask 0 as meant
-            mask = 1 / (1 + np.exp((d - 1) * a / rng.uniform(0.5, 1.5)))
+            mask = 1 / (1 + np.exp((d - 1) * a / rng.uniform(*edge)))
         tex = gaussian_filter(rng.standard_normal(shape), rng.uniform(0.7, 2.5))
         tex = 1 + rng.uniform(0.3, 0.8) * tex / max(tex.std(), 1e-9)
         img += rng.uniform(*brightness) * mask * np.clip(tex, 0, None)
     return img
 
 
-def _render(kind: str, shape, density: float, rng) -> np.ndarray:
+def _render(kind: str, shape, density: float, rng, nuclei_edge=None) -> np.ndarray:
     if kind == "beads":
         return beads(shape, density, rng)
     if kind == "puncta":
@@ -166,27 +167,29 @@ def _render(kind: str, shape, density: float, rng) -> np.ndarray:
     if kind == "membranes":
         return membranes(shape, density, rng)
     if kind == "nuclei":
-        return nuclei(shape, density, rng)
+        return nuclei(shape, density, rng, **({"edge": tuple(nuclei_edge)} if nuclei_edge else {}))
     raise ValueError(f"unknown specimen {kind!r}; known: {', '.join(KINDS)}")
 
 
 def random_specimen(shape, rng: np.random.Generator, kinds: tuple[str, ...] = KINDS,
                     density_range=(1 / 3000, 1 / 10), kind: str | None = None,
-                    density: float | None = None, haze: bool = True) -> tuple[np.ndarray, dict]:
+                    density: float | None = None, haze: bool = True,
+                    nuclei_edge: tuple[float, float] | None = None) -> tuple[np.ndarray, dict]:
     """A training/benchmark field: one specimen kind (or, one time in four, two mixed) at a
     log-uniform density (objects per pixel; filaments, membranes and nuclei scale it down to
     a comparable coverage), scaled so its brightest pixel is 1, plus (when ``haze``) a smooth
     out-of-focus haze and a flat background.
 
-    Returns the image (float64, peak about 1) and a dict of what was drawn."""
+    ``nuclei_edge``: the nuclei's edge-softness range (:func:`nuclei`'s ``edge``; None: its
+    default). Returns the image (float64, peak about 1) and a dict of what was drawn."""
     k1 = kind or kinds[rng.integers(len(kinds))]
     dens = density if density is not None else math.exp(rng.uniform(*np.log(density_range)))
-    img = _render(k1, shape, dens, rng)
+    img = _render(k1, shape, dens, rng, nuclei_edge)
     info = {"kind": k1, "density": dens}
     if kind is None and rng.random() < 0.25:
         k2 = kinds[rng.integers(len(kinds))]
         d2 = math.exp(rng.uniform(*np.log(density_range)))
-        img = img + rng.uniform(0.3, 1.0) * _render(k2, shape, d2, rng)
+        img = img + rng.uniform(0.3, 1.0) * _render(k2, shape, d2, rng, nuclei_edge)
         info.update(kind2=k2, density2=d2)
     img /= max(img.max(), 1e-9)
     if haze:

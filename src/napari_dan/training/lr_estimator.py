@@ -64,7 +64,7 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
     step, elapsed, hist = 0, 0.0, []
     state = run / "state.pt"
     args = dict(recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch, nf=nf, nb=nb,
-                lr=lr, width_weight=width_weight, seed=seed, init_from=init_from)
+                lr=lr, width_weight=width_weight, seed=seed, init_from=init_from, **overrides)
     if not state.exists() and init_from:
         _load_estimator(net, init_from, data.cfg)
         log(f"Estimator initialised from {init_from}")
@@ -271,6 +271,9 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init-from", default=None,
                    help="start a new run from this checkpoint's LR-only Estimator")
+    t.add_argument("--nuclei-edge", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="the synthetic nuclei's edge softness in HR px (default 0.5 1.5): wider "
+                        "teaches that a blob's soft edge is not the PSF")
     t.add_argument("--real-lr-patch", type=int, default=None,
                    help="LR patch of the real specimens (the recipe's field; 0: --lr-patch)")
     e.add_argument("--base", required=True, help="bundled name or checkpoint (DANv2)")
@@ -292,7 +295,8 @@ def main(argv=None) -> int:
         train(a.run_dir, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
               lr_patch=a.lr_patch, nf=a.nf, nb=a.nb, lr=a.lr, width_weight=a.width_weight,
               seed=a.seed, init_from=a.init_from, log=lambda m: print(m, flush=True),
-              **({} if a.real_lr_patch is None else {"real_lr_patch": a.real_lr_patch}))
+              **({} if a.real_lr_patch is None else {"real_lr_patch": a.real_lr_patch}),
+              **({} if a.nuclei_edge is None else {"nuclei_edge": tuple(a.nuclei_edge)}))
     else:
         print(export(a.run_dir, a.base, a.out, a.name, a.description, a.base_label))
     return 0

@@ -118,6 +118,7 @@ class TrainConfig:
     #: microscopy: the synthetic specimen kinds drawn, equally often each entry (repeat a kind
     #: to draw it more often); empty: every kind of ``imaging.specimens.KINDS`` once
     specimen_kinds: tuple[str, ...] = ()
+    nuclei_edge: tuple[float, ...] = ()  # the nuclei's edge-softness range (px); () default
     #: microscopy: share of fields blurred (and labelled) by a PSF as measured from beads of
     #: finite size (``imaging.psf.bead_psf``, flat-topped); the PCA basis is not drawn from them
     bead_psf_fraction: float = 0.0
@@ -316,7 +317,8 @@ class Trainer:
             if split:
                 real += f" in batches of their own, {real_hr}x{real_hr}"
         common = dict(kinds=tuple(cfg.specimen_kinds) or KINDS,
-                      bead_fraction=cfg.bead_psf_fraction, lumpy_fraction=cfg.lumpy_psf_fraction)
+                      bead_fraction=cfg.bead_psf_fraction, lumpy_fraction=cfg.lumpy_psf_fraction,
+                      nuclei_edge=tuple(cfg.nuclei_edge) or None)
         ranges = (tuple(cfg.psf_fwhm_range), tuple(cfg.photons_range), cfg.clean_fraction)
         if split:
             self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, *ranges, **common)
