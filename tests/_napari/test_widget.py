@@ -413,6 +413,19 @@ def test_writer_keeps_pixel_size(setup, qtbot, tmp_path):
     meta = read_metadata(path)
     assert meta.pixel_size["X"] == pytest.approx(0.15) and meta.unit == "µm"
     np.testing.assert_array_equal(read_tiff(path)[0], sr.data)
+    # a layer without units whose pixel size was typed in (or read from its file): the saved
+    # result states the physical HR pixel size, not the layer's scale in pixels
+    viewer.add_image(_image(20, 20), name="bare")
+    w.layer_combo.setCurrentText("bare")
+    w.pixel_spin.setValue(0.2)
+    w.residual_check.setChecked(True)
+    _run(w, qtbot)
+    for name, px in (("bare DAN x2", 0.1), ("bare kernel", 0.1), ("bare residual", 0.2)):
+        ly = viewer.layers[name]
+        (path,) = write_tiff_layer(str(tmp_path / f"{name}.tif"), ly.data,
+                                   ly.as_layer_data_tuple()[1])
+        meta = read_metadata(path)
+        assert meta.pixel_size["X"] == pytest.approx(px) and meta.unit == "µm", name
 
 
 def test_helpers():

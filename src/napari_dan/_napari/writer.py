@@ -53,6 +53,14 @@ def layer_tiff_meta(data: np.ndarray, meta: dict) -> TiffMeta:
     pixel_size = {"Y": float(scale[nd - 2]), "X": float(scale[nd - 1])}
     if "Z" in letters:
         pixel_size["Z"] = float(scale[letters.index("Z")])
+    ks = own.get("kernel_stats") or {}
+    hr_grid = {"super-resolved": 1, "kernel": 1, "spots PSF": 1, "residual": own.get("scale")}
+    if unit is None and ks.get("unit") and ks.get("pixel_size") and hr_grid.get(own.get("kind")):
+        # a result of a layer without units whose physical pixel size the plugin knew (typed in,
+        # or from the source's TIFF, which napari's reader drops): keep that, not "pixel"
+        # (the plane spacing is not known in that unit, so it is left out)
+        px = float(ks["pixel_size"]) * float(hr_grid[own["kind"]])
+        unit, pixel_size = ks["unit"], {"Y": px, "X": px}
     photometric = "rgb" if rgb and data.shape[-1] == 3 else "minisblack"
     dtype = np.dtype(data.dtype)
     if dtype in [np.dtype(d) for d in _IMAGEJ_DTYPES] and not (rgb and dtype != np.uint8):
