@@ -270,6 +270,8 @@ def test_few_grey_levels_are_warned_about(tiny_gray):
     with pytest.warns(UserWarning, match=r"only about 7 grey levels .*convert the image to float32"):
         r = super_resolve(few, tiny_gray, precision="fp32")
     assert r.image.dtype == np.uint16
+    with pytest.warns(UserWarning, match=r"the image is flat \(uint16, nearly all of it 7\)"):
+        super_resolve(np.full((24, 24), 7, np.uint16), tiny_gray, precision="fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         super_resolve(few.astype(np.float32), tiny_gray, precision="fp32")

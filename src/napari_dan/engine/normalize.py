@@ -262,6 +262,9 @@ def few_levels_warning(layout: Layout, norm: Normalisation) -> str | None:
     span = float(np.max(norm.hi - norm.lo))
     if span >= FEW_LEVELS:
         return None
+    if float(np.max(norm.hi)) - float(np.min(norm.lo)) <= 1:  # a flat field: no steps to see
+        return (f"the image is flat ({layout.dtype}, nearly all of it {float(np.min(norm.lo)):g}): "
+                "there is nothing to super-resolve and no PSF to estimate")
     return (f"the image spans only about {span + 1:.0f} grey levels ({layout.dtype}, "
             f"{LOW_PERCENTILE}-{HIGH_PERCENTILE} percentiles {float(np.min(norm.lo)):g} to "
             f"{float(np.max(norm.hi)):g}), and the result keeps its dtype, so it is rounded to "
