@@ -150,14 +150,32 @@ def optics_shot() -> None:
     viewer.close()
 
 
+def fluorescence_sample_shot() -> None:
+    """widget_fluorescence_sample.png: the synthetic fluorescence sample after a global run of
+    dan-x2-fluo (the model the widget picks for it), the degraded input hidden."""
+    viewer, widget = _viewer()
+    viewer.open_sample("napari-dan", "fluorescence")
+    widget.run()
+    _wait(widget)
+    viewer.layers["fluorescence"].visible = False
+    _shot(viewer, "widget_fluorescence_sample.png")
+    print("widget:", widget.kernel_label.text())
+    viewer.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", help="model name or checkpoint for both samples")
     p.add_argument("--optics", action="store_true",
                    help="only widget_optics.png (the PSF from optics; needs ../shared)")
+    p.add_argument("--fluorescence-sample", action="store_true",
+                   help="only widget_fluorescence_sample.png")
     args = p.parse_args()
-    if args.optics:
-        optics_shot()
+    if args.optics or args.fluorescence_sample:
+        if args.optics:
+            optics_shot()
+        if args.fluorescence_sample:
+            fluorescence_sample_shot()
         return
     notes = []
 

@@ -283,3 +283,16 @@ def test_psf_optics_options(tmp_path, tiny_ckpt, capsys):
                           "below the immersion")):
         assert cli.main(base + extra) == 2, extra
         assert words in capsys.readouterr().err, extra
+
+
+def test_demo_of_a_fluorescence_model_uses_the_fluorescence_sample(tmp_path, capsys):
+    m = tiny_model(in_nc=1, scale=2)
+    m.info.setdefault("provenance", {})["config"] = {"data_kind": "microscopy"}
+    assert m.sampling == "bin"
+    ck = tmp_path / "fluo2.pt"
+    m.save(ck)
+    rc = cli.main(["demo", "-o", str(tmp_path / "demo"), "-m", str(ck), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "synthetic fluorescence" in out and "peak = the truth maximum" in out
+    sr = tifffile.imread(tmp_path / "demo" / "demo_fluorescence_x2.tif")
+    assert sr.dtype == np.uint16 and sr.shape == (512, 512)

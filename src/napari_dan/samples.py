@@ -19,7 +19,7 @@ from .model.kernels import gaussian_kernel
 
 __all__ = ["SAMPLE_KINDS", "make_sample"]
 
-SAMPLE_KINDS = ("photo", "microscopy", "microscopy-stack")
+SAMPLE_KINDS = ("photo", "microscopy", "microscopy-stack", "fluorescence")
 
 # Blur widths inside the range the released setting-1 models were trained on and in the middle of
 # the Gaussian8 test range for each scale (x2: 0.8-1.6, x4: 1.8-3.2), so a good model should
@@ -28,6 +28,9 @@ _SIGMA = {2: 1.2, 3: 1.9, 4: 2.5}
 _KERNEL_SIZE = 21
 # skimage.data.cell(): "the pixel spacing is 0.107 um" (scikit-image documentation)
 _CELL_PIXEL_UM = 0.107
+# the fluorescence sample: HR pixels of 40 nm (a camera of 80 nm pixels at x2, 160 nm at x4)
+# seen through a 1.4-NA oil objective at 520 nm (FWHM about 0.18 µm = 4.5 HR px)
+_FLUO_HR_PIXEL_UM, _FLUO_NA, _FLUO_WAVELENGTH = 0.04, 1.4, 0.52
 
 
 def _bundled(name: str) -> np.ndarray:
@@ -66,11 +69,16 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
 
     Parameters
     ----------
-    kind : {"photo", "microscopy", "microscopy-stack"}
+    kind : {"photo", "microscopy", "microscopy-stack", "fluorescence"}
         ``"photo"``: scikit-image's astronaut (RGB, 512 x 512 HR). ``"microscopy"``: the
         quantitative-phase image of a cell (``skimage.data.cell``, grayscale, 0.107 um pixels).
         ``"microscopy-stack"``: five crops of that cell image, each blurred a little more than the
-        last (like a focus series), for trying per-plane kernel estimation.
+        last (like a focus series), for trying per-plane kernel estimation. ``"fluorescence"``: a
+        synthetic fluorescence field (filaments and beads, :mod:`napari_dan.imaging.specimens`)
+        through a 1.4-NA objective at 520 nm, camera pixel integration and Poisson-Gaussian
+        noise (1,000 photons, offset 100), uint16 counts: what the microscopy models
+        (``dan-x2-fluo``, ``dan-x4-fluo``) are made for; ``sigma`` and ``noise`` are ignored
+        (its PSF is the optics', its noise the camera's).
     scale : int
         Downsampling factor (2, 3 or 4).
     sigma : float, optional
@@ -92,6 +100,10 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
         ``scale``, ``rgb`` (bool), ``pixel_size`` (LR pixel size in ``unit``, None for the photo),
         ``hr_pixel_size``, ``unit`` (str or None) and ``description``.
     """
+    if kind == "fluorescence":
+        if scale not in _SIGMA:
+            raise InputError(f"sample scale must be 2, 3 or 4, got {scale!r}")
+        return _fluorescence(int(scale), noise, seed)
     if kind not in SAMPLE_KINDS:
         raise InputError(f"unknown sample kind {kind!r}; choose one of {', '.join(SAMPLE_KINDS)}")
     if scale not in _SIGMA:
@@ -140,3 +152,36 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
                description=f"{n} planes of skimage cell, Gaussian PSF sigma "
                            f"{sigmas[0]:g}..{sigmas[-1]:g} HR px, bicubic x{scale} sampling, 8 bit")
     return out
+
+
+def _fluorescence(scale: int, noise: dict | None, seed: int) -> dict:
+    """The "fluorescence" sample (see :func:`make_sample`): 512 x 512 HR pixels of 40 nm."""
+    from .imaging.camera import Camera, bin_pixels, expose
+    from .imaging.degradations import blur
+    from .imaging.microscope import target_kernel
+    from .imaging.psf import Optics
+    from .imaging.specimens import beads, filaments
+    from .model.kernels import fit_kernel_size, kernel_stats
+
+    rng = np.random.default_rng(2026 + seed)
+    hr_size = 512
+    spec = filaments((hr_size, hr_size), 1 / 4000, rng) + 3.0 * beads((hr_size, hr_size),
+                                                                       1 / 1500, rng)
+    spec = spec / spec.max() + 0.02  # a faint background, as on a coverslip
+    optics = Optics(_FLUO_NA, _FLUO_WAVELENGTH, pixel_size=_FLUO_HR_PIXEL_UM)
+    psf, _ = optics.psf(41, _FLUO_HR_PIXEL_UM)
+    camera = Camera(photons=1000.0, read_noise=1.5, offset=100.0)
+    lr = expose(bin_pixels(blur(spec, psf), scale), camera, rng)
+    hr = np.round(camera.expected(blur(spec, target_kernel()))).astype(np.uint16)
+    kernel, _ = fit_kernel_size(psf, _KERNEL_SIZE)
+    fwhm = kernel_stats(psf).fwhm
+    return {"kind": "fluorescence", "scale": scale, "noise": {"photons": 1000.0,
+                                                              "read_noise": 1.5},
+            "name": "fluorescence", "hr": hr, "lr": lr, "kernel": kernel.astype(np.float32),
+            "sigma": fwhm / 2.3548, "rgb": False, "pixel_size": _FLUO_HR_PIXEL_UM * scale,
+            "hr_pixel_size": _FLUO_HR_PIXEL_UM, "unit": "µm",
+            "description": f"synthetic fluorescence (filaments, beads), widefield PSF NA "
+                           f"{_FLUO_NA:g} at {1000 * _FLUO_WAVELENGTH:.0f} nm (FWHM {fwhm:.2f} "
+                           f"HR px of {1000 * _FLUO_HR_PIXEL_UM:.0f} nm), camera pixels of "
+                           f"{1000 * _FLUO_HR_PIXEL_UM * scale:.0f} nm, 1,000 photons, offset 100, "
+                           "16 bit"}

@@ -39,7 +39,8 @@ def test_napari_discovers_contributions():
     mf = pm.get_manifest("napari-dan")
     widgets = {w.display_name: w.command for w in mf.contributions.widgets}
     assert widgets == {"Blind super-resolution (DAN)": "napari-dan.widget"}
-    assert {s.key for s in mf.contributions.sample_data} == {"photo", "microscopy", "stack"}
+    assert {s.key for s in mf.contributions.sample_data} == {"photo", "microscopy", "stack",
+                                                             "fluorescence"}
     assert [w.command for w in mf.contributions.writers] == ["napari-dan.write_tiff"]
     # every command resolves to a callable in the package (no typo in python_name)
     for cmd in mf.contributions.commands:

@@ -82,3 +82,25 @@ def test_samples_import_neither_napari_nor_qt():
             "bad = [m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_fluorescence_sample_is_a_microscope_recording(scale):
+    """16-bit counts on an offset of 100, camera pixels twice/four times the HR grid's 40 nm, the
+    PSF of a 1.4-NA objective at 520 nm; the LR is the blurred original integrated over pixels."""
+    from napari_dan.imaging.camera import bin_pixels
+    from napari_dan.imaging.psf import airy_fwhm
+
+    s = make_sample("fluorescence", scale)
+    lr, hr, k = s["lr"], s["hr"], s["kernel"]
+    assert lr.dtype == hr.dtype == np.uint16 and not s["rgb"]
+    assert hr.shape == (512, 512) and lr.shape == (512 // scale, 512 // scale)
+    assert s["hr_pixel_size"] == 0.04 and s["pixel_size"] == pytest.approx(0.04 * scale)
+    assert 95 <= np.median(lr) <= 140  # a dark field on the camera's offset
+    assert kernel_stats(k).fwhm * 0.04 == pytest.approx(airy_fwhm(1.4, 0.52), rel=0.1)
+    # noise aside, the LR is the original (target blur undone is not needed: compare the PSF's
+    # blur of the clean original with the target's) integrated over camera pixels
+    clean = ndimage.convolve(hr.astype(np.float64) - 100, k.astype(np.float64), mode="reflect")
+    err = np.abs(bin_pixels(clean, scale) - (lr.astype(np.float64) - 100))[4:-4, 4:-4]
+    assert np.median(err) < 6 * np.sqrt(np.median(lr - 100.0) + 1.5 ** 2) + 3
+    assert make_sample("fluorescence", scale, seed=1)["lr"].tolist() != lr.tolist()

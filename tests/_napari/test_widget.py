@@ -400,6 +400,27 @@ def test_samples_open_with_true_kernel_beside(make_napari_viewer):
     np.testing.assert_allclose(_world_corner(hr, (0, -0.5, -0.5)), _world_corner(img, (0, -0.5, -0.5)))
 
 
+@pytest.mark.parametrize("widget_first", [True, False])
+def test_widget_picks_the_samples_degraded_image_not_its_original(make_napari_viewer,
+                                                                    widget_first):
+    viewer = make_napari_viewer()
+    def docked():
+        widget = DanWidget(viewer)
+        viewer.window.add_dock_widget(widget)  # napari then refreshes its layer choices
+        return widget
+
+    w = docked() if widget_first else None
+    viewer.open_sample("napari-dan", "fluorescence")
+    w = w or docked()
+    assert w.layer_combo.currentText() == "fluorescence"
+    assert viewer.layers["fluorescence"].data.dtype == np.uint16
+    # the original can still be chosen by hand
+    w.layer_combo.setCurrentText("fluorescence original (HR)")
+    w.layer_combo.activated.emit(w.layer_combo.currentIndex())
+    viewer.add_image(np.zeros((8, 8)), name="other", visible=False)
+    assert w.layer_combo.currentText() == "fluorescence original (HR)"
+
+
 def test_writer_keeps_pixel_size(setup, qtbot, tmp_path):
     from napari_dan.io import read_metadata, read_tiff
 

@@ -12,7 +12,8 @@ import numpy as np
 from ..samples import make_sample
 from .results import place_beside
 
-__all__ = ["sample_layers", "sample_photo", "sample_microscopy", "sample_stack"]
+__all__ = ["sample_layers", "sample_photo", "sample_microscopy", "sample_stack",
+           "sample_fluorescence"]
 
 
 def sample_layers(kind: str, scale: int) -> list[tuple]:
@@ -45,7 +46,9 @@ def sample_layers(kind: str, scale: int) -> list[tuple]:
     name = s["name"]
     return [
         (s["hr"], dict(name=f"{name} original (HR)", scale=hr_scale, translate=hr_translate,
-                       rgb=rgb, visible=False, metadata=meta, **units), "image"),
+                       rgb=rgb, visible=False,
+                       metadata={"napari_dan_sample": dict(meta["napari_dan_sample"],
+                                                           role="original")}, **units), "image"),
         (lr, dict(name=name, scale=scale_lr, translate=translate, rgb=rgb, metadata=meta,
                   **units), "image"),
         (kernel, dict(name=f"{name} true kernel", scale=k_scale, translate=k_translate,
@@ -70,3 +73,9 @@ def sample_microscopy() -> list[tuple]:
 def sample_stack() -> list[tuple]:
     """Five planes of the cell image, each more blurred than the last, sampled x2."""
     return sample_layers("microscopy-stack", 2)
+
+
+def sample_fluorescence() -> list[tuple]:
+    """Synthetic filaments and beads through a 1.4-NA objective, 80 nm camera pixels, 1,000
+    photons (uint16 counts), for x2: what dan-x2-fluo is made for."""
+    return sample_layers("fluorescence", 2)

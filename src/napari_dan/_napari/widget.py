@@ -62,6 +62,12 @@ def _spots_line(spots: dict, px: float | None, unit: str | None) -> str:
     return text + f", angle {g['angle_deg']:.0f} deg"
 
 
+def _is_original(layer) -> bool:
+    """A sample's hidden original (the answer to compare with, not an input)."""
+    md = getattr(layer, "metadata", None)
+    return isinstance(md, dict) and md.get("napari_dan_sample", {}).get("role") == "original"
+
+
 def _model_label(name: str, scale: int, in_channels: int) -> str:
     return f"{name}  (x{scale}, {_channels(in_channels)})"
 
@@ -211,6 +217,7 @@ class DanWidget(QWidget):
         # a model picked by hand is kept; until then the model follows the layer (grey or RGB);
         # Qt's "activated" fires on the user's picks only (magicgui's "changed" on every change)
         self.model_combo.activated.connect(lambda *_: setattr(self, "_model_chosen", True))
+        self.layer_combo.activated.connect(lambda *_: setattr(self, "_layer_chosen", True))
         self.layer_box.changed.connect(self._on_layer_changed)
         self.mode_box.changed.connect(self._update_enabled)
 
@@ -376,10 +383,16 @@ class DanWidget(QWidget):
                 box.native.clear()  # magicgui keeps old items first; list in the viewer's order
                 box.reset_choices()
                 layers = [v for v in box.choices if v is not None]
-                if before is None or not any(ly is before for ly in layers):
+                # a sample's original (hidden, the answer) is never picked by itself, only by
+                # hand: it comes first when a sample opens and would otherwise stay chosen
+                if before is None or not any(ly is before for ly in layers) or (
+                        box is self.layer_box and _is_original(before)
+                        and not getattr(self, "_layer_chosen", False)):
                     active = self.viewer.layers.selection.active
-                    before = active if any(ly is active for ly in layers) else (
-                        layers[-1] if layers else None)
+                    order = [ly for ly in self.viewer.layers if any(ly is c for c in layers)]
+                    auto = [ly for ly in order if not _is_original(ly)] or order
+                    before = active if any(ly is active for ly in auto) else (
+                        auto[-1] if auto else None)
                 box.value = before
         self._on_layer_changed()
 
