@@ -266,9 +266,10 @@ def test_psf_optics_options(tmp_path, tiny_ckpt, capsys):
     tifffile.imwrite(src, np.random.default_rng(0).integers(100, 900, (20, 20), dtype=np.uint16),
                      imagej=True, resolution=(1 / 0.13, 1 / 0.13), metadata={"unit": "um"})
     base = ["super-resolve", str(src), "-o", str(tmp_path / "o"), "-m", str(tiny_ckpt), "-q"]
-    rc = cli.main(base + ["--psf", "optics", "--na", "1.2", "--emission", "600",
-                          "--excitation", "561", "--immersion", "1.33"])
+    rc = cli.main(base[:-1] + ["--psf", "optics", "--na", "1.2", "--emission", "600",
+                               "--excitation", "561", "--immersion", "1.33"])
     assert rc == 0
+    assert "from optics (confocal (pinhole closed), NA 1.2" in capsys.readouterr().out
     from napari_dan.io import read_kernels
 
     info = read_kernels(tmp_path / "o" / "a_x2_kernel.tif")[1]

@@ -574,6 +574,8 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
             if cons:
                 result.consistency = cons["relative_residual"]
                 result.message += f"; consistency residual {result.consistency:.3f}"
+            if res.metadata.get("optics"):
+                result.message += f"; from optics ({kernel.summary()})"
             if res.metadata.get("spots"):
                 sp = res.metadata["spots"]
                 result.message += f"; from {sp['n_spots']} spots"
