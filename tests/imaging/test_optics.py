@@ -117,3 +117,12 @@ def test_python_m_napari_dan():
     out = subprocess.run([sys.executable, "-m", "napari_dan", "--version"], capture_output=True,
                          text=True, check=True)
     assert out.stdout.startswith("napari-dan ")
+
+
+def test_a_kernel_without_width_gets_its_error_not_a_range_note():
+    model = napari_dan.load_model("dan-x2-fluo")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        with pytest.raises(InputError, match="no positive values"):
+            super_resolve(_image(), model, kernel=np.zeros((21, 21)))
+    assert not any("trained on" in str(w.message) for w in got)

@@ -511,10 +511,12 @@ KNOWN_KERNEL_MARGIN = 1.25
 
 
 def known_kernel_note(fwhm: float, model: DanModel, what: str) -> str | None:
-    """A sentence when a known kernel (``what``: "the PSF", "the spots PSF", "the optics' PSF";
-    FWHM in output-grid px, uncropped) lies outside the PSFs the model was trained on."""
+    """A sentence when a known kernel (``what``: "the PSF given", "the spots PSF", "the optics'
+    PSF"; FWHM in output-grid px, uncropped) lies outside the PSFs the model was trained on
+    (None also when the width is not a number: :func:`user_kernel` then says what is wrong)."""
     rng = model.trained_fwhm_range
-    if rng is None or rng[0] / KNOWN_KERNEL_MARGIN <= fwhm <= rng[1] * KNOWN_KERNEL_MARGIN:
+    if rng is None or not np.isfinite(fwhm) or (
+            rng[0] / KNOWN_KERNEL_MARGIN <= fwhm <= rng[1] * KNOWN_KERNEL_MARGIN):
         return None
     wide = fwhm > rng[1]
     return (f"{what} ({fwhm:.2f} px on the output grid) is {'wider' if wide else 'narrower'} "
