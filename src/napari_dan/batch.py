@@ -35,11 +35,12 @@ from .engine.normalize import analyse
 from .engine.options import KERNEL_MODES, SROptions
 from .engine.threads import check_threads
 from .errors import DanError, InputError, UsageError, clean_message
-from .imaging.psf import Optics, micrometres
+from .imaging.psf import Optics
 from .io import (
     OutputLock,
     StackWriter,
     file_fingerprint,
+    micrometres,
     open_tiff,
     read_kernels,
     read_tiff,

@@ -11,7 +11,8 @@ import napari_dan
 from conftest import tiny_model
 from napari_dan import InputError, Optics, super_resolve
 from napari_dan.imaging import psf as psf_module
-from napari_dan.imaging.psf import airy_fwhm, micrometres
+from napari_dan.imaging.psf import airy_fwhm
+from napari_dan.io import micrometres
 from napari_dan.model.kernels import kernel_stats
 
 
@@ -89,6 +90,7 @@ def test_optics_without_pixel_size_or_out_of_range_says_so():
 def test_micrometres():
     assert micrometres(65, "nm") == pytest.approx(0.065)
     assert micrometres(0.1, "µm") == 0.1 and micrometres(0.1, "um") == 0.1
+    assert micrometres(0.1, "micron") == 0.1 and micrometres(2, "pixel") is None
     assert micrometres(0.1, "inch") is None and micrometres(None, "µm") is None
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..engine.options import KERNEL_MODES as KERNEL_MODES_ENGINE
 from ..engine.options import SROptions
 from ..errors import InputError
-from ..imaging.psf import micrometres
+from ..io import micrometres
 
 __all__ = ["KERNEL_MODES", "SCOPES", "RunOptions", "RunRequest", "build_request", "model_id",
            "psf_from_layer"]

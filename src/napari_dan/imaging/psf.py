@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import InputError
 from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel, kernel_stats
 
-__all__ = ["Optics", "OPTICS_FIELDS", "micrometres", "gaussian_psf", "widefield_psf", "confocal_psf",
+__all__ = ["Optics", "OPTICS_FIELDS", "gaussian_psf", "widefield_psf", "confocal_psf",
            "airy_fwhm", "random_psfs", "bead_image", "bead_psf", "bead_fwhm_factor", "lumpy_psf",
            "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
 
@@ -485,13 +485,3 @@ class Optics:
                 f"{1000 * self.excitation:.0f} nm, emission {1000 * self.wavelength:.0f} nm")
         return f"{what}, immersion n = {self.ni:g}"
 
-
-_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
-
-
-def micrometres(value: float | None, unit: str | None) -> float | None:
-    """``value`` in ``unit`` (µm, nm, mm, cm, m) as micrometres; None when either is unknown."""
-    if value is None or unit is None:
-        return None
-    f = _TO_UM.get(str(unit).strip().replace("μ", "µ"))
-    return None if f is None else float(value) * f

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TiffMeta", "scaled_metadata"]
+__all__ = ["TiffMeta", "scaled_metadata", "micrometres"]
 
 # ImageJ keys that tifffile derives from the array shape itself when it writes a hyperstack
 _IJ_DERIVED = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack", "axes"}
@@ -27,6 +27,18 @@ def _unit(u: Any) -> str | None:
     if not s or s.lower() in ("pixel", "pixels", "none"):
         return None
     return _UNIT_ALIASES.get(s, _UNIT_ALIASES.get(s.lower(), s))
+
+
+_MICROMETRES = {"µm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def micrometres(value: float | None, unit: Any) -> float | None:
+    """``value`` in ``unit`` (any spelling :func:`_unit` reads: µm, um, micron, nm, mm, cm, m)
+    as micrometres; None when either is unknown or not a length."""
+    u = _unit(unit)
+    if value is None or u is None or u.replace("μ", "µ") not in _MICROMETRES:
+        return None
+    return float(value) * _MICROMETRES[u.replace("μ", "µ")]
 
 
 @dataclass
