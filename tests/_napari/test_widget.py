@@ -591,6 +591,10 @@ def test_grey_layers_get_the_grey_model_until_one_is_picked(setup):
     w.model_combo.activated.emit(idx)
     w.layer_combo.setCurrentText("grey")
     assert current() == "dan-x2-fluo"
+    # the labels read "name (xS, channels)", one space apart
+    labels = [w.model_combo.itemText(i) for i in range(w.model_combo.count())]
+    assert "dan-x2-fluo (x2, gray)" in labels
+    assert not any("  " in t for t in labels)
 
 
 def test_form_is_magicgui_and_maps_to_options(setup, tmp_path):

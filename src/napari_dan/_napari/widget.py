@@ -69,7 +69,7 @@ def _is_original(layer) -> bool:
 
 
 def _model_label(name: str, scale: int, in_channels: int) -> str:
-    return f"{name}  (x{scale}, {_channels(in_channels)})"
+    return f"{name} (x{scale}, {_channels(in_channels)})"
 
 
 class DanWidget(QWidget):
