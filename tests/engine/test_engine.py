@@ -730,9 +730,9 @@ def test_peak_memory_2048_uint16(tmp_path):
     assert float(added_mb) < 1500
 
 
-def test_per_plane_mode_maps_each_plane_by_its_own_range():
-    # a z-stack whose focus is 50x brighter than its other planes: in per-plane mode each plane
-    # is seen (and restored) exactly as if it were run alone, and the metadata lists the maps
+def test_each_plane_of_a_stack_is_mapped_by_its_own_range():
+    # a z-stack whose focus is 50x brighter than its other planes: each plane is seen (and
+    # restored) as if it were run alone, in every kernel mode, and the metadata lists the maps
     m = tiny_model(seed=5)
     stack = np.stack([textured(24, 28, seed=s, dtype=np.uint16, lo=100, hi=100 + f)
                       for s, f in enumerate((60, 3000, 60))])
@@ -744,9 +744,37 @@ def test_per_plane_mode_maps_each_plane_by_its_own_range():
     norm = res.metadata["normalisation"]
     assert "each plane" in norm["method"] and norm["per_plane"]["planes"] == [[0], [1], [2]]
     assert norm["per_plane"]["high"][1][0] > norm["per_plane"]["high"][0][0] + 1000
-    # global mode keeps one map for the stack
-    g = napari_dan.super_resolve(stack, m, **FP32)
-    assert "whole array" in g.metadata["normalisation"]["method"]
+    # one kernel for the stack (known here): the dim planes are still restored as if alone,
+    # not squeezed into a fiftieth of the unit range by the bright one
+    k = gaussian_kernel(m.kernel_size, 1.5)
+    g = napari_dan.super_resolve(stack, m, kernel=k, **FP32)
+    assert "each plane" in g.metadata["normalisation"]["method"]
+    for z in range(3):
+        np.testing.assert_array_equal(g.image[z], napari_dan.super_resolve(stack[z], m, kernel=k,
+                                                                           **FP32).image)
+    # global (blind) mode: one kernel, each plane its own map
+    b = napari_dan.super_resolve(stack, m, **FP32)
+    assert b.metadata["normalisation"]["per_plane"]["planes"] == [[0], [1], [2]]
+
+
+def test_a_channel_axis_given_to_a_grey_model_means_independent_channels():
+    # (Y, X, 3) with channel_axis=-1 through a 1-channel model: three images, each with its own
+    # map, as in (3, Y, X) with channel_axis=0 (not one RGB map that squeezes the dim channel)
+    m = tiny_model(seed=5)
+    base = textured(24, 28, seed=3, dtype=np.uint16, lo=100, hi=400).astype(np.float64)
+    yxc = np.stack([base * 20, base * 5, base / 5], -1).astype(np.uint16)
+    a = napari_dan.super_resolve(yxc, m, channel_axis=-1, **FP32)
+    b = napari_dan.super_resolve(np.moveaxis(yxc, -1, 0), m, channel_axis=0, **FP32)
+    assert "per channel" in a.metadata["normalisation"]["method"]
+    np.testing.assert_allclose(a.image, np.moveaxis(b.image, 0, -1), atol=1)
+    # four channels given as an axis: all four through the network (no alpha)
+    four = np.concatenate([yxc, yxc[..., :1]], -1)
+    r = napari_dan.super_resolve(four, m, channel_axis=-1, **FP32)
+    assert "alpha" not in r.metadata["channels"] and "4 channels" in r.metadata["channels"]
+    np.testing.assert_array_equal(r.image[..., 3], r.image[..., 0])
+    # found by itself, a last axis of 4 is still RGBA (napari's reading)
+    assert "alpha" in napari_dan.super_resolve(four.astype(np.uint8), m, **FP32).metadata[
+        "channels"]
 
 
 def test_microscopy_models_stretch_8bit_input_photo_models_do_not():

@@ -267,6 +267,8 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None,
             engine_ca -= sum(1 for a in other if a < engine_ca)
     elif options.scope not in ("plane", "stack"):
         raise InputError(f"scope must be 'plane' or 'stack', got {options.scope!r}")
+    if rgb:  # the engine finds the colour axis itself: RGB(A) for every model (alpha kept out)
+        engine_ca = None
 
     pixel = None
     if not options.pixel_size and not square_pixels(layer.scale, spatial):

@@ -71,7 +71,8 @@ def estimate_global(plan: Plan, prog: Progress, cache: dict) -> Generator:
     t0 = time.perf_counter()
     planes = {}
     for lead in sample_leads(plan, ESTIMATION_PLANES):
-        planes[lead] = to_batch(read_plane_hwc(plan, lead), plan.layout, plan.norm)
+        hwc = read_plane_hwc(plan, lead)
+        planes[lead] = to_batch(hwc, plan.layout, plan.norm_of(lead, hwc))
     cache.clear()
     last = list(planes)[-1]
     cache[last] = planes[last]

@@ -4,9 +4,12 @@ Axes
 ----
 - The two spatial axes are the last two axes that are not the channel axis.
 - RGB/RGBA: the channel axis is the last axis and has 3 or 4 entries. Without ``channel_axis``
-  a last axis of 3 or 4 (on an array of 3 or more dimensions) is taken as RGB(A), as napari does.
-  Alpha never goes through the network: it is upsampled with bicubic interpolation.
-- Any other ``channel_axis``: independent channels (fluorescence), each run as a grey image.
+  a last axis of 3 or 4 (on an array of 3 or more dimensions) is taken as RGB(A), as napari does;
+  so is a ``channel_axis`` given for such an axis with a 3-channel (colour) model. Alpha never
+  goes through the network: it is upsampled with bicubic interpolation.
+- Any other ``channel_axis``: independent channels (fluorescence), each run as a grey image;
+  with a 1-channel model this includes a last axis of 3 or 4 given as ``channel_axis`` (a
+  fourth channel is then a channel, not alpha).
 - All remaining leading axes (Z, T, ...) are processed one plane at a time.
 
 Channels and the model
@@ -23,12 +26,13 @@ Values
   is treated like any other dtype.
 - Every other dtype (uint16, other ints, float16/32/64): an affine map sending the 0.1 and 99.9
   percentiles to 0 and 1; values outside are kept (not clipped), so bright spots survive. The
-  percentiles are computed once for the whole array (from up to 8 evenly spaced planes, each
-  subsampled to about 1 Mpx), jointly over RGB channels and per channel for multichannel data,
-  so every plane of a stack gets the same map (no flicker), and every tile of a plane. In
-  per-plane kernel mode each plane gets its own map instead: each plane is then seen as the
-  network was trained (a field by its own range), which matters for z-stacks whose focus is
-  many times brighter than their other planes. The map is inverted on the output.
+  percentiles are computed per plane (subsampled to about 1 Mpx), jointly over the colours a
+  3-channel model sees together and per channel otherwise; every tile of a plane shares its
+  plane's map (no seams). Each plane of a stack gets its own map, in every kernel mode: each
+  plane is then seen as the network was trained (a field by its own range). One map for the
+  stack would put a dim plane of a z-stack whose focus is 50x brighter at a fiftieth of the
+  unit range, where the network's small absolute errors become large relative ones. The map
+  is inverted on the output, so intensities between planes keep their ratios.
 - Output dtype = input dtype: integers are rounded and clipped to their range (64-bit ones
   exactly to their maximum), floats clipped to their dtype's finite range, so an output never
   holds Inf. Network inputs are limited to +-1e6 times the percentile range (``UNIT_LIMIT``):
@@ -175,6 +179,7 @@ def analyse(image, channel_axis: int | None, in_nc: int, scale: int) -> Layout:
         ch = ndim - 1
     else:
         ch = None
+    auto = channel_axis is None
     rest = [a for a in range(ndim) if a != ch]
     spatial = (rest[-2], rest[-1])
     lead = tuple(rest[:-2])
@@ -186,7 +191,10 @@ def analyse(image, channel_axis: int | None, in_nc: int, scale: int) -> Layout:
         raise InputError(f"the spatial axes are {h} x {w} pixels (shape {shape}); at least "
                          f"{MIN_SIDE} pixels per axis are needed{hint}")
     channels = shape[ch] if ch is not None else 0
-    rgb = ch == ndim - 1 and channels in (3, 4)
+    # RGB(A): a last axis of 3 or 4 found by itself, or given to a colour (3-channel) model; a
+    # channel axis given to a 1-channel model means independent channels (fluorescence), each
+    # with its own value map, a 4th one through the network too (not upsampled as alpha)
+    rgb = ch == ndim - 1 and channels in (3, 4) and (auto or in_nc == 3)
     layout = Layout(shape, dtype, ch, spatial, lead, channels, rgb, rgb and channels == 4,
                     int(in_nc), int(scale))
     if rgb and in_nc == 3:
@@ -332,7 +340,9 @@ def compute_normalisation(read_plane, layout: Layout, *, stretch_uint8: bool = F
         check_finite(hwc, f"plane {tuple(lead)}" if lead else "")
         samples.append(hwc.reshape(-1, nc).astype(np.float64))
     data = np.concatenate(samples)
-    if layout.rgb or nc == 1:
+    if (layout.rgb and layout.in_nc == 3) or nc == 1:
+        # one map for the colours a 3-channel model sees together (their balance is its input);
+        # through a 1-channel model every channel is its own image and gets its own map
         lo, hi = np.percentile(data, [LOW_PERCENTILE, HIGH_PERCENTILE])
         top = data.max()
         lo, hi, top = np.full(nc, lo), np.full(nc, hi), np.full(nc, top)

@@ -349,14 +349,14 @@ class Plan:
 
     @property
     def per_plane_norm(self) -> bool:
-        """True when each plane gets its own value map (per-plane mode on a stack, except
-        8-bit data for a photo model, which is always /255)."""
-        return self.mode == "per-plane" and self.layout.n_planes > 1 and self.norm.method != "uint8/255"
+        """True when each plane gets its own value map: every stack, in every kernel mode,
+        except 8-bit data for a photo model, which is always /255."""
+        return self.layout.n_planes > 1 and self.norm.method != "uint8/255"
 
     def norm_of(self, lead: tuple[int, ...], hwc: np.ndarray | None = None) -> Normalisation:
-        """The value map of one plane: its own percentiles in per-plane mode (each plane is
-        seen as the network was trained, a field by its own range), else the whole array's
-        (one kernel, and tiles of a plane must share one map). ``hwc``: the plane, if read."""
+        """The value map of one plane: its own percentiles for a plane of a stack (each plane
+        is seen as the network was trained, a field by its own range; the tiles of a plane
+        share it), else the array's. ``hwc``: the plane, if read."""
         if not self.per_plane_norm:
             return self.norm
         lead = tuple(int(i) for i in lead)
