@@ -78,3 +78,22 @@ def test_thread_count_does_not_change_the_result_much(tiny_gray):
     a = super_resolve(img, tiny_gray, threads=1, precision="fp32").image.astype(int)
     b = super_resolve(img, tiny_gray, threads=2, precision="fp32").image.astype(int)
     assert np.abs(a - b).max() <= 1
+
+
+def test_an_error_in_the_progress_callback_restores_the_thread_count(tiny_gray):
+    # the engine's generator is closed when the caller's callback raises: the count it set is
+    # restored at once, not when the traceback happens to be collected
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    img = np.random.default_rng(0).integers(0, 255, (3, 24, 24), dtype=np.uint8)
+
+    def boom(done, total):
+        raise RuntimeError("callback failed")
+
+    try:
+        with pytest.raises(RuntimeError, match="callback failed") as info:
+            super_resolve(img, tiny_gray, threads=2, progress=boom)
+        assert torch.get_num_threads() == 1
+        del info
+    finally:
+        torch.set_num_threads(before)

@@ -36,18 +36,23 @@ def cancel_check(cancel) -> Callable[[], bool]:
 
 def relay(gen: Generator, progress: Callable[[int, int], Any] | None = None):
     """Yield an engine generator's ``(done, total)`` steps, also reporting them to ``progress``;
-    return its value."""
+    return its value. However it ends (an error in ``progress``, a caller that stops iterating),
+    the engine generator is closed at once, so its own clean-up (the thread count it set, the
+    device memory it holds) runs now, not whenever the garbage collector gets to it."""
     if progress is not None and not callable(progress):
         raise InputError(f"progress must be a callable (done, total) or None, got "
                          f"{type(progress).__name__}")
-    while True:
-        try:
-            done, total = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total)
-        yield done, total
+    try:
+        while True:
+            try:
+                done, total = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if progress is not None:
+                progress(done, total)
+            yield done, total
+    finally:
+        gen.close()
 
 
 def drive(gen: Generator, progress: Callable[[int, int], Any] | None = None):
