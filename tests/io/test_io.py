@@ -165,6 +165,20 @@ def test_corrupt_and_missing_files_named(tmp_path):
         read_tiff(good)
 
 
+def test_truncated_imagej_hyperstack_is_refused(tmp_path, rng):
+    # tifffile falls back to the first page alone when an ImageJ file lacks its other images;
+    # that must not pass for a one-plane image
+    src = tmp_path / "ij.tif"
+    tifffile.imwrite(src, rng.integers(0, 4000, (2, 3, 40, 40), dtype=np.uint16), imagej=True,
+                     resolution=(10, 10), metadata={"axes": "TZYX", "unit": "um"})
+    assert read_metadata(src).shape == (2, 3, 40, 40)  # whole: fine
+    trunc = tmp_path / "trunc.tif"
+    trunc.write_bytes(src.read_bytes()[:12000])
+    with pytest.raises(InputError, match=r"trunc.tif.*ImageJ header says 6 images but the file "
+                                         r"holds 1; truncated"):
+        read_metadata(trunc)
+
+
 def test_bigtiff_when_large(tmp_path, rng, monkeypatch):
     monkeypatch.setattr(tiffmod, "BIGTIFF_LIMIT", 1000)
     data = rng.integers(0, 255, (2, 16, 16), dtype=np.uint8)

@@ -79,6 +79,26 @@ def _check_claim(path: Path, nbytes: int, compressed: bool) -> None:
                          f"{size:,} bytes; damaged)")
 
 
+def _check_imagej_count(path: Path, meta: TiffMeta) -> None:
+    """An ImageJ header states how many images the file holds; when tifffile cannot find them
+    all (a truncated file) it falls back to the first page alone, which would be processed as a
+    one-plane image without a word. Refuse that."""
+    if meta.kind != "imagej":
+        return
+    try:
+        claimed = int(meta.imagej.get("images", 1))
+    except (TypeError, ValueError):
+        return
+    plane = 1
+    for ax, n in zip(meta.axes, meta.shape, strict=True):
+        if ax in "YXS":
+            plane *= n
+    held = int(np.prod(meta.shape)) // max(plane, 1)
+    if claimed > held:
+        raise InputError(f"{path}: not a readable TIFF (its ImageJ header says {claimed} images "
+                         f"but the file holds {held}; truncated or damaged)")
+
+
 def _ome_meta(tif: tifffile.TiffFile, axes: str) -> tuple[dict, dict, str | None, list | None]:
     try:
         d = tifffile.xml2dict(tif.ome_metadata)["OME"]
@@ -137,6 +157,7 @@ class TiffStack:
             self.meta = self._parse(self._tif, self._series)
             self.meta.series = series
             self.meta.series_shapes = [tuple(int(v) for v in s.shape) for s in all_series]
+            _check_imagej_count(self.path, self.meta)
             series = self._series
             page0 = series.pages[0] if len(series.pages) else None
             if page0 is None:
