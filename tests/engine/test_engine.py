@@ -915,3 +915,18 @@ def test_spots_wider_than_the_trained_range_or_far_from_the_blind_estimate_get_a
     note = spots_note(8.3, micro, blind_fwhm=5.1)
     assert "1.63x the blind estimate (5.1 px)" in note and "--psf spots" in note
     assert "0.50x" in spots_note(4.0, tiny_model(), blind_fwhm=8.0)
+
+
+def test_a_tile_too_small_for_the_overlap_warns_of_seams():
+    from napari_dan.engine import prepare
+
+    m = tiny_model(seed=2)
+    img = textured(60, 64)
+    wanted = prepare(img, m, tile_size=1024, **FP32).overlap
+    tile = 2 * wanted + 6  # 2 px short of the core a tile needs
+    assert tile >= 16, wanted  # the smallest tile_size the engine takes
+    with pytest.warns(UserWarning, match="seams may show"):
+        napari_dan.super_resolve(img, m, tile_size=tile, **FP32)
+    with warnings.catch_warnings():  # one tile: nothing to warn of
+        warnings.simplefilter("error")
+        napari_dan.super_resolve(img[:tile - 2, :tile - 2], m, tile_size=tile, **FP32)

@@ -661,8 +661,13 @@ def decide(image, model, opts: SROptions) -> Plan:
     else:
         tile = int(tile_size)
     if 2 * overlap + 8 > tile:  # a tile needs a core that no neighbour's ramp covers
-        overlap = max(0, (tile - 8) // 2)
+        wanted, overlap = overlap, max(0, (tile - 8) // 2)
         note += f"; reduced to {overlap} to fit tile_size {tile}"
+        if max(layout.height, layout.width) > tile:  # tiled: the cut shows as seams
+            warnings.warn(f"tile_size {tile} leaves room for an overlap of only {overlap} px, "
+                          f"less than the {wanted} px the network's output depends on: seams "
+                          f"may show between tiles; use tile_size >= {2 * wanted + 8} (or "
+                          "'auto')", UserWarning, stacklevel=4)
     return Plan(model, layout, dev, prec, norm, mode, tile, overlap, note, estimate=user,
                 iterations=iterations, settle=settle, views=views,
                 requested_device=str(device), requested_precision=str(precision),
