@@ -98,6 +98,25 @@ def test_cluster_needs_a_file_or_name():
         dd.ClusterRunner(FakeClient(), tiny_model())
 
 
+def test_a_loaded_bundled_model_goes_to_the_cluster_by_name():
+    from napari_dan import distributed as dd
+    from napari_dan.model import list_models, load_model
+
+    names = [m["name"] for m in list_models()]
+    if not names:
+        pytest.skip("no bundled model")
+
+    class FakeClient:
+        def scheduler_info(self):
+            return {"workers": {}}
+
+        def gather(self, futures):
+            return list(futures)
+
+    runner = dd.ClusterRunner(FakeClient(), load_model(names[0]))
+    assert runner.model_key == names[0] and runner._payload is None
+
+
 def test_scheduler_unreachable_is_an_input_error():
     from napari_dan.distributed import start_cluster
     from napari_dan.errors import InputError

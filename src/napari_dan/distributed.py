@@ -130,13 +130,16 @@ class ClusterRunner:
         self.model = load_model(model)
         spec = model if not isinstance(model, DanModel) else (model.source or "")
         spec = os.fspath(spec)
+        bundled = isinstance(model, DanModel) and spec.startswith("bundled:")
+        if bundled:  # load_model("dan-x2-gray") passed on: every worker has that model too
+            spec = spec.split(":", 1)[1]
         path = Path(spec).expanduser()
-        if path.is_file():
+        if path.is_file() and not bundled:
             payload = path.read_bytes()
             self.model_key = "sha256:" + hashlib.sha256(payload).hexdigest()
             # one copy per worker, reused by every task; workers need no access to our files
             self._payload = client.scatter(payload, broadcast=True)
-        elif spec and not isinstance(model, DanModel):
+        elif spec and (bundled or not isinstance(model, DanModel)):
             self.model_key, self._payload = spec, None  # a bundled name: every worker has it
         else:
             raise InputError("a model for the cluster must be a bundled name or a checkpoint "
