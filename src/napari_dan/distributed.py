@@ -118,8 +118,8 @@ class ClusterRunner:
     client
         A ``distributed.Client`` (see :func:`start_cluster`).
     model
-        Bundled model name or checkpoint path (a :class:`DanModel` saved to a file works too:
-        its ``source`` must be that file).
+        Bundled model name or checkpoint path; a :class:`DanModel` works too when it was
+        loaded by a bundled name or from (or saved to) a file, its ``source``.
     max_in_flight
         Planes submitted but not yet written; default two per worker.
     """
