@@ -179,6 +179,48 @@ def test_truncated_imagej_hyperstack_is_refused(tmp_path, rng):
         read_metadata(trunc)
 
 
+def _two_series_ome(path, rng):
+    with tifffile.TiffWriter(path, ome=True) as w:
+        w.write(rng.integers(0, 255, (2, 30, 30), dtype=np.uint8), metadata={
+            "axes": "CYX", "Name": "first", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2,
+            "Channel": {"Name": ["A", "B"]}})
+        w.write(rng.integers(0, 255, (3, 20, 20), dtype=np.uint8), metadata={
+            "axes": "CYX", "Name": "second", "PhysicalSizeX": 0.05, "PhysicalSizeY": 0.05,
+            "Channel": {"Name": ["X", "Y", "Z"]}})
+
+
+def test_ome_series_metadata_is_that_series(tmp_path, rng):
+    src = tmp_path / "two.ome.tif"
+    _two_series_ome(src, rng)
+    with open_tiff(src, series=1) as st:
+        m = st.meta
+    assert m.shape == (3, 20, 20) and m.ome["Name"] == "second"
+    assert m.pixel_size["X"] == pytest.approx(0.05) and m.channel_names == ["X", "Y", "Z"]
+    first = read_metadata(src)
+    assert first.ome["Name"] == "first" and first.pixel_size["X"] == pytest.approx(0.2)
+    # the output of series 1 carries series 1's metadata
+    dst = tmp_path / "o.ome.tif"
+    with open_tiff(src, series=1) as st:
+        lay = st.layout()
+        with StackWriter(dst, scaled_metadata(st.meta, 2), lay.scaled(2)) as w:
+            for i in range(lay.n_blocks):
+                w.write_block(i, _nearest(st.read_block(lay, i), lay.block_axes, 2))
+            w.commit()
+    om = read_metadata(dst)
+    assert om.ome["Name"] == "second" and om.channel_names == ["X", "Y", "Z"]
+    assert om.pixel_size["X"] == pytest.approx(0.025)
+    # an Image without data (tifffile makes no series of it): matched by its first IFD
+    from napari_dan.io.reading import _ome_image
+
+    images = [{"Name": "a", "Pixels": {"TiffData": {"IFD": 0}}},
+              {"Name": "empty", "Pixels": {"TiffData": {"IFD": 99}}},
+              {"Name": "b", "Pixels": {"TiffData": [{"IFD": 3}, {"IFD": 2}]}}]
+    with tifffile.TiffFile(src) as tif:
+        assert _ome_image(images, tif, 1)["Name"] == "b"
+        assert _ome_image(images, tif, 0)["Name"] == "a"
+        assert _ome_image(images[1:2], tif, 1) == {}  # not to be told: no metadata
+
+
 def test_bigtiff_when_large(tmp_path, rng, monkeypatch):
     monkeypatch.setattr(tiffmod, "BIGTIFF_LIMIT", 1000)
     data = rng.integers(0, 255, (2, 16, 16), dtype=np.uint8)

@@ -99,13 +99,52 @@ def _check_imagej_count(path: Path, meta: TiffMeta) -> None:
                          f"but the file holds {held}; truncated or damaged)")
 
 
-def _ome_meta(tif: tifffile.TiffFile, axes: str) -> tuple[dict, dict, str | None, list | None]:
+def _first_ifd(image: dict) -> int | None:
+    """The first IFD an OME Image element's TiffData points to (None: it does not say)."""
+    td = image.get("Pixels", {}).get("TiffData") if isinstance(image, dict) else None
+    td = [td] if isinstance(td, dict) else (td or [])
+    ifds = []
+    for t in td:
+        try:
+            ifds.append(int(t.get("IFD", 0)) if isinstance(t, dict) else 0)
+        except (TypeError, ValueError):
+            return None
+    return min(ifds) if ifds else None
+
+
+def _ome_image(images: list, tif: tifffile.TiffFile, index: int) -> dict:
+    """The OME Image element that describes image series ``index`` of ``tif``: the same
+    position when every Image became a series, else the Image whose data start at the series'
+    first page, else the one of the same name; {} when none can be told (no metadata is better
+    than another image's)."""
+    all_series = tif.series
+    if len(images) == len(all_series):
+        return images[index]
+    series = all_series[index]
+    page = series.pages[0] if len(series.pages) else None
+    first = getattr(page, "index", None)
+    if first is not None and getattr(page, "parent", tif) is tif:
+        hits = [im for im in images if _first_ifd(im) == first]
+        if len(hits) == 1:
+            return hits[0]
+    if series.name:
+        hits = [im for im in images if isinstance(im, dict) and im.get("Name") == series.name]
+        if len(hits) == 1:
+            return hits[0]
+    return {}
+
+
+def _ome_meta(tif: tifffile.TiffFile, index: int) -> tuple[dict, dict, str | None, list | None]:
+    """What the OME-XML says about image series ``index``: the Pixels attributes kept for the
+    output, physical sizes, the X/Y unit and the channel names."""
     try:
         d = tifffile.xml2dict(tif.ome_metadata)["OME"]
     except Exception:  # noqa: BLE001  (damaged XML: fall back to the plain-TIFF metadata)
         return {}, {}, None, None
-    image = d.get("Image", {})
-    image = image[0] if isinstance(image, list) else image
+    images = d.get("Image", {})
+    images = images if isinstance(images, list) else [images]
+    image = _ome_image(images, tif, index)
+    image = image if isinstance(image, dict) else {}
     pix = image.get("Pixels", {})
     sizes, unit = {}, None
     for ax in "XYZ":
@@ -154,7 +193,7 @@ class TiffStack:
                                  f"series {series!r} does not exist")
             series = int(series) % n
             self._series = all_series[series]
-            self.meta = self._parse(self._tif, self._series)
+            self.meta = self._parse(self._tif, self._series, series)
             self.meta.series = series
             self.meta.series_shapes = [tuple(int(v) for v in s.shape) for s in all_series]
             _check_imagej_count(self.path, self.meta)
@@ -187,7 +226,8 @@ class TiffStack:
 
     # ---- metadata
     @staticmethod
-    def _parse(tif: tifffile.TiffFile, series) -> TiffMeta:
+    def _parse(tif: tifffile.TiffFile, series, index: int = 0) -> TiffMeta:
+        """The metadata of ``series``, image series ``index`` of ``tif``."""
         axes = series.axes
         page = series.pages[0]
         meta = TiffMeta(shape=tuple(int(n) for n in series.shape), dtype=np.dtype(series.dtype),
@@ -221,7 +261,7 @@ class TiffStack:
             if ij.get("finterval") is not None:
                 meta.pixel_size["T"] = float(ij["finterval"])
         elif tif.is_ome and tif.ome_metadata:
-            keep, sizes, unit, names = _ome_meta(tif, axes)
+            keep, sizes, unit, names = _ome_meta(tif, index)
             meta.kind = "ome"
             meta.ome, meta.unit, meta.channel_names = keep, unit, names
             meta.pixel_size.update(sizes)
