@@ -17,9 +17,25 @@ import numpy as np
 from .errors import InputError
 from .model.kernels import gaussian_kernel
 
-__all__ = ["SAMPLE_KINDS", "make_sample"]
+__all__ = ["SAMPLE_KINDS", "make_sample", "model_for_sample"]
 
 SAMPLE_KINDS = ("photo", "microscopy", "microscopy-stack", "fluorescence")
+
+# the bundled model family each sample's degradation matches: the photo and the cell images are
+# blurred and bicubic-downsampled (the "rgb" and "gray" models' training), the fluorescence field
+# is integrated over camera pixels (the "fluo" models')
+_FAMILY = {"photo": "rgb", "microscopy": "gray", "microscopy-stack": "gray",
+           "fluorescence": "fluo"}
+
+
+def model_for_sample(kind: str | None, scale: int | None) -> str | None:
+    """The bundled model a sample is made for: its scale, and the family whose training
+    degradation the sample's matches (``dan-x4-gray`` for the x4 microscopy sample). None for an
+    unknown kind or scale. Whether that model is installed is for the caller to check."""
+    family = _FAMILY.get(kind)
+    if family is None or not isinstance(scale, (int, np.integer)):
+        return None
+    return f"dan-x{int(scale)}-{family}"
 
 # Blur widths inside the range the released setting-1 models were trained on and in the middle of
 # the Gaussian8 test range for each scale (x2: 0.8-1.6, x4: 1.8-3.2), so a good model should

@@ -104,3 +104,14 @@ def test_fluorescence_sample_is_a_microscope_recording(scale):
     err = np.abs(bin_pixels(clean, scale) - (lr.astype(np.float64) - 100))[4:-4, 4:-4]
     assert np.median(err) < 6 * np.sqrt(np.median(lr - 100.0) + 1.5 ** 2) + 3
     assert make_sample("fluorescence", scale, seed=1)["lr"].tolist() != lr.tolist()
+
+
+def test_model_for_sample_matches_scale_and_degradation():
+    from napari_dan.samples import SAMPLE_KINDS, model_for_sample
+
+    assert model_for_sample("photo", 4) == "dan-x4-rgb"
+    assert model_for_sample("microscopy", 4) == "dan-x4-gray"
+    assert model_for_sample("microscopy-stack", 2) == "dan-x2-gray"
+    assert model_for_sample("fluorescence", 2) == "dan-x2-fluo"
+    assert all(model_for_sample(k, 2) for k in SAMPLE_KINDS)
+    assert model_for_sample("nuclei", 2) is None and model_for_sample("photo", None) is None

@@ -662,3 +662,29 @@ def test_even_sized_psf_layer_is_named_in_the_message(setup, qtbot):
     w.psf_combo.setCurrentText("evenpsf")
     w.run()
     assert "PSF layer 'evenpsf' is 4 x 4 px" in w.status.text() and not w.is_running
+
+
+@pytest.mark.parametrize("key,want", [("microscopy", "dan-x4-gray"), ("fluorescence", "dan-x2-fluo"),
+                                      ("photo", "dan-x4-rgb"), ("stack", "dan-x2-gray")])
+def test_samples_get_the_model_they_are_made_for(make_napari_viewer, monkeypatch, key, want):
+    # the x4 microscopy sample was run with the grey default dan-x2-fluo (QA): a sample now
+    # suggests the bundled model of its scale and degradation, until a model is picked by hand
+    from napari_dan.model import GREY_MODEL, list_models
+
+    models = list_models()
+    if want not in {m["name"] for m in models}:
+        pytest.skip(f"needs the bundled {want}")
+    viewer = make_napari_viewer()
+    w = DanWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    viewer.open_sample("napari-dan", key)
+    assert w.model_combo.currentData()[1]["name"] == want
+    # that model not bundled: today's rule (the grey default for a grey sample)
+    if key == "microscopy":
+        monkeypatch.setattr("napari_dan._napari.widget.list_models",
+                            lambda: [m for m in models if m["name"] != want])
+        viewer2 = make_napari_viewer()
+        w2 = DanWidget(viewer2)
+        viewer2.window.add_dock_widget(w2)
+        viewer2.open_sample("napari-dan", key)
+        assert w2.model_combo.currentData()[1]["name"] == GREY_MODEL

@@ -31,6 +31,7 @@ from ..errors import Cancelled, DanError
 from ..imaging.psf import OPTICS_FIELDS, Optics
 from ..model import DEFAULT_MODEL, GREY_MODEL, DanModel, list_models, load_model
 from ..model.kernels import kernel_stats
+from ..samples import model_for_sample
 from .request import KERNEL_MODES, SCOPES, RunOptions, build_request, psf_from_layer
 from .results import KEY, add_result_layers, physical_pixel, result_layers
 from .worker import sr_worker
@@ -400,18 +401,24 @@ class DanWidget(QWidget):
         return self.layer_box.value
 
     def _suggest_model(self, layer) -> None:
-        """Until a model is picked by hand: the microscopy model for grey layers, the default
-        (photo) model for RGB ones, when both are bundled."""
+        """Until a model is picked by hand: for one of our samples the bundled model it is made
+        for (:func:`napari_dan.samples.model_for_sample`), else the microscopy model for grey
+        layers and the default (photo) model for RGB ones, when bundled."""
         if getattr(self, "_model_chosen", False) or layer is None:
             return
-        want = DEFAULT_MODEL if layer.rgb else GREY_MODEL
         cur = self.model_box.value
-        if cur is None or cur == LOAD or cur[0] != "bundled" or cur[1]["name"] == want:
+        if cur is None or cur == LOAD or cur[0] != "bundled":
             return
-        for _, value in self._models:
-            if value[0] == "bundled" and value[1]["name"] == want:
-                self.model_box.value = value
-                return
+        bundled = {value[1]["name"]: value for _, value in self._models if value[0] == "bundled"}
+        sample = layer.metadata.get("napari_dan_sample") if isinstance(layer.metadata, dict) \
+            else None
+        want = None
+        if isinstance(sample, dict):
+            want = model_for_sample(sample.get("kind"), sample.get("scale"))
+        if want not in bundled:
+            want = DEFAULT_MODEL if layer.rgb else GREY_MODEL
+        if want in bundled and cur[1]["name"] != want:
+            self.model_box.value = bundled[want]
 
     def _on_layer_changed(self, *_) -> None:
         layer = self.selected_layer()
