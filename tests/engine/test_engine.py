@@ -930,3 +930,20 @@ def test_a_tile_too_small_for_the_overlap_warns_of_seams():
     with warnings.catch_warnings():  # one tile: nothing to warn of
         warnings.simplefilter("error")
         napari_dan.super_resolve(img[:tile - 2, :tile - 2], m, tile_size=tile, **FP32)
+
+
+def test_a_wide_psf_warns_once_and_names_the_kernel_actually_used():
+    # a PSF far wider than the trained range: one warning, which also says that the model uses
+    # its projection (a different width), so the reported kernel is not a surprise
+    m = napari_dan.load_model("dan-x2-fluo")
+    k = gaussian_kernel(45, 17.0 / 2.3548)  # FWHM 17 px
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        r = napari_dan.super_resolve(textured(32, 32, dtype=np.uint16, hi=3000), m, kernel=k,
+                                     **FP32)
+    msgs = [str(w.message) for w in got if issubclass(w.category, UserWarning)]
+    wide = [t for t in msgs if "wider than any PSF" in t]
+    assert len(wide) == 1 and "projection" in wide[0], msgs
+    used = float(wide[0].rsplit("reads ", 1)[1].split(" px")[0])
+    assert abs(used - r.kernel_stats.fwhm) < 0.01 and abs(used - 17.0) > 1
+    assert not any("far from what the model knows" in t for t in msgs)

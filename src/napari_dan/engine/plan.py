@@ -30,7 +30,7 @@ from .devices import (
     resolve_device,
     resolve_precision,
 )
-from .kernel_modes import KernelEstimate, user_kernel
+from .kernel_modes import PROJECTION_WARNING, KernelEstimate, user_kernel
 from .normalize import Layout, Normalisation, analyse, cast, check_finite, compute_normalisation, few_levels_warning
 from .options import KERNEL_MODES, SROptions
 from .runtime import CompiledRestorer, OpenVinoNetwork, openvino_version, resolve_runtime
@@ -625,11 +625,16 @@ def decide(image, model, opts: SROptions) -> Plan:
                     ("the spots PSF", spots["output_grid"]["fwhm_px"]) if spots else
                     ("the PSF given", _kernel_fwhm(kernel)))
         note = known_kernel_note(fw, model, what)
-        if note is not None:
-            warnings.warn(note, UserWarning, stacklevel=4)
-            (optics or spots or {})["note"] = note
         user = user_kernel(kernel, model.pca_basis, model.kernel_mean, warn=note is None,
                            hint=optics is None and spots is None)
+        if note is not None:
+            if (user.projection_error or 0) > PROJECTION_WARNING:
+                # one warning, but the kernel actually used, when it differs, is named too
+                note += (f"; the model uses its projection onto the kernels it knows, which "
+                         f"misses {100 * user.projection_error:.0f}% of it and reads "
+                         f"{kernel_stats(user.kernel).fwhm:.2f} px")
+            warnings.warn(note, UserWarning, stacklevel=4)
+            (optics or spots or {})["note"] = note
     dev = resolve_device(device)
     if not isinstance(compiled, bool):
         raise InputError(f"compiled must be True or False, got {compiled!r}")
