@@ -246,6 +246,24 @@ def test_kernels_with_json_description(tmp_path):
     assert not partial_glob(p)
 
 
+@pytest.mark.parametrize("px,unit,cm", [(0.05, "µm", 5e-6), (50.0, "nm", 5e-6),
+                                         (0.00005, "mm", 5e-6), (0.05, "micron", 5e-6),
+                                         (0.05, "pixel", None), (0.05, "furlong", None),
+                                         (0.05, None, None)])
+def test_kernel_file_resolution_in_centimetres(tmp_path, px, unit, cm):
+    p = write_kernels(tmp_path / "k.tif", np.ones((5, 5)), {}, pixel_size=px, unit=unit)
+    with tifffile.TiffFile(p) as tif:
+        tags = tif.pages[0].tags
+        if cm is None:  # not a length: tifffile's neutral (1, 1) without a unit, never inches
+            assert tags["ResolutionUnit"].value == 1
+            assert tags["XResolution"].value == tags["YResolution"].value == (1, 1)
+            return
+        assert tags["ResolutionUnit"].value == 3
+        for t in ("XResolution", "YResolution"):
+            num, den = tags[t].value
+            assert den / num == pytest.approx(cm, rel=1e-6)
+
+
 def test_write_tiff_guesses_rgb(tmp_path, rng):
     img = rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)
     p = write_tiff(tmp_path / "rgb.tif", img)

@@ -13,6 +13,7 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError
+from .metadata import micrometres
 from .outputs import partial_path
 from .reading import _err
 
@@ -34,17 +35,17 @@ def write_kernels(path: str | os.PathLike, kernels: np.ndarray, info: dict,
     """Write estimated kernels as float32 TIFF, ``info`` (statistics etc.) as JSON description.
 
     ``kernels`` is (k, k) or (N, k, k); ``pixel_size`` (the HR pixel, in ``unit``) goes into the
-    resolution tags so that ImageJ/napari show the kernel at its physical scale.
+    resolution tags, in pixels per centimetre, so that ImageJ/napari show the kernel at its
+    physical scale; a unit that is not a length (or none) writes no resolution tags.
     """
     k = np.asarray(kernels, dtype=np.float32)
     final = Path(path)
     tmp = partial_path(final)
     kw: dict[str, Any] = {}
-    if pixel_size:
-        res = 1.0 / pixel_size
-        if unit in ("µm", "um"):  # TIFF knows centimetres: store pixels per cm
-            res, kw["resolutionunit"] = res * 1e4, 3
-        kw["resolution"] = (res, res)
+    um = micrometres(pixel_size, unit) if pixel_size else None
+    if um:  # TIFF knows centimetres (and inches): store pixels per cm, whatever the length unit
+        kw.update(resolution=(1e4 / um, 1e4 / um), resolutionunit=3)
+    # not a length (or none): no resolution tags, rather than a size in a unit it is not
     desc = json.dumps(info, default=_json_default, allow_nan=False) if info else None
     try:
         tifffile.imwrite(tmp, k, photometric="minisblack", description=desc, metadata=None, **kw)
