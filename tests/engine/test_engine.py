@@ -947,3 +947,15 @@ def test_a_wide_psf_warns_once_and_names_the_kernel_actually_used():
     used = float(wide[0].rsplit("reads ", 1)[1].split(" px")[0])
     assert abs(used - r.kernel_stats.fwhm) < 0.01 and abs(used - 17.0) > 1
     assert not any("far from what the model knows" in t for t in msgs)
+
+
+def test_a_short_last_axis_is_read_as_x_with_a_warning():
+    m = tiny_model(seed=1)
+    img = textured(64, 64 * 5, dtype=np.uint16).reshape(64, 64, 5)
+    with pytest.warns(UserWarning, match="pass channel_axis=-1"):
+        r = napari_dan.super_resolve(img, m, **FP32)
+    assert r.image.shape == (64, 128, 10)  # read as 64 planes of 64 x 5, as the axes rule says
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert napari_dan.super_resolve(img, m, channel_axis=-1, **FP32).image.shape == \
+            (128, 128, 5)

@@ -43,6 +43,7 @@ Values
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +63,9 @@ UNIT_LIMIT = 1e6
 #: values or ranges beyond this are mapped in float64 (float32 would overflow near 3.4e38)
 WIDE_VALUES = 1e30
 MIN_SIDE = 4  # below this a "spatial" axis is almost certainly not one
+#: a last axis this short on an array of 3+ dimensions, much shorter than the axis before it,
+#: more likely holds channels than pixels: a warning says how it was read
+FEW_CHANNELS_SIDE = 8
 
 
 @dataclass
@@ -190,6 +194,10 @@ def analyse(image, channel_axis: int | None, in_nc: int, scale: int) -> Layout:
             hint = "; if the last axis holds channels, pass channel_axis"
         raise InputError(f"the spatial axes are {h} x {w} pixels (shape {shape}); at least "
                          f"{MIN_SIDE} pixels per axis are needed{hint}")
+    if ch is None and ndim >= 3 and w <= FEW_CHANNELS_SIDE and h >= 4 * w:
+        warnings.warn(f"the image's last axis ({w} entries, shape {shape}) is read as X, so its "
+                      f"planes are {h} x {w} pixels; if that axis holds channels, pass "
+                      "channel_axis=-1", UserWarning, stacklevel=5)
     channels = shape[ch] if ch is not None else 0
     # RGB(A): a last axis of 3 or 4 found by itself, or given to a colour (3-channel) model; a
     # channel axis given to a 1-channel model means independent channels (fluorescence), each
