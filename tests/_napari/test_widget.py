@@ -688,3 +688,50 @@ def test_samples_get_the_model_they_are_made_for(make_napari_viewer, monkeypatch
         viewer2.window.add_dock_widget(w2)
         viewer2.open_sample("napari-dan", key)
         assert w2.model_combo.currentData()[1]["name"] == GREY_MODEL
+
+
+def _box(layer):
+    """World (y0, y1, x0, x1) of a layer's outer pixel edges on its last two axes."""
+    shape = layer.data.shape[-2:]
+    lead = [0] * (layer.ndim - 2)
+    a = _world_corner(layer, lead + [-0.5, -0.5])[-2:]
+    b = _world_corner(layer, lead + [shape[0] - 0.5, shape[1] - 0.5])[-2:]
+    return min(a[0], b[0]), max(a[0], b[0]), min(a[1], b[1]), max(a[1], b[1])
+
+
+def _overlap(p, q):
+    return p[0] < q[1] and q[0] < p[1] and p[2] < q[3] and q[2] < p[3]
+
+
+def test_kernel_layers_do_not_cover_each_other(setup, qtbot):
+    # QA: the sample's true kernel sat exactly where the run's 'PSF from spots' goes, and an x2
+    # model's (larger) kernel covered it on an x4 sample; re-runs put 'kernel [2]' over 'kernel'
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.open_sample("napari-dan", "fluorescence")
+    w.layer_combo.setCurrentText("fluorescence")
+    _run(w, qtbot)
+    img, true = viewer.layers["fluorescence"], viewer.layers["fluorescence true kernel"]
+    first = [ly for ly in w.last_layers if ly.metadata[KEY]["kind"] in ("kernel", "spots PSF")]
+    assert [ly.metadata[KEY]["kind"] for ly in first] == ["kernel", "spots PSF"]
+    # the true kernel: above the image's top edge, in the kernels' column, covered by nothing
+    t = _box(true)
+    assert t[1] < _box(img)[0] and t[2] == pytest.approx(_box(first[0])[2])
+    for ly in w.last_layers:
+        assert not _overlap(_box(ly), t) or ly.metadata[KEY]["kind"] == "super-resolved", ly.name
+    # a run with other parameters: its kernels right of the first run's, the same gap apart
+    _run(w, qtbot, tile=64)
+    second = [ly for ly in w.last_layers if ly.metadata[KEY]["kind"] in ("kernel", "spots PSF")]
+    assert [ly.name for ly in second] == ["fluorescence kernel [2]",
+                                         "fluorescence PSF from spots [2]"]
+    right1 = max(_box(ly)[3] for ly in first)
+    left2 = min(_box(ly)[2] for ly in second)
+    assert left2 > right1
+    for a in first + [true]:
+        for b in second:
+            assert not _overlap(_box(a), _box(b)), (a.name, b.name)
+    # on an x4 sample the x2 model's kernel (HR pixels twice the sample's) misses it too
+    viewer.open_sample("napari-dan", "microscopy")
+    w.layer_combo.setCurrentText("cell")
+    _run(w, qtbot)
+    kern = viewer.layers["cell kernel"]
+    assert not _overlap(_box(kern), _box(viewer.layers["cell true kernel"]))

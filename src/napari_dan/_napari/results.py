@@ -24,7 +24,8 @@ Re-running (:func:`add_result_layers`): layers of an earlier run of the same sou
 kept in its metadata, not only its name) with the same parameters are replaced (same names, same
 place in the layer list), unless the user renamed them; a run with different parameters, or of
 another layer of the same name, adds a new set with a version suffix, ``<name> DAN x4 [2]``,
-``[3]``, ...
+``[3]``, ...; the layers beside the image (kernel, PSF from spots, kernel map) of version *v*
+move right by *v - 1* times their group's width plus a gap, so versions do not cover each other.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..model.kernels import kernel_stats
 from .request import RunRequest, square_pixels
 
 __all__ = ["sr_geometry", "kernel_geometry", "place_beside", "result_layers", "add_result_layers",
-           "physical_pixel", "tile_grid", "ellipse_corners", "nice_factor", "KEY"]
+           "physical_pixel", "tile_grid", "ellipse_corners", "nice_factor", "KEY", "BESIDE"]
 
 KEY = "napari_dan"  # metadata key of every layer this plugin makes
 LayerDataTuple = tuple[Any, dict, str]
@@ -352,9 +353,31 @@ def result_layers(req: RunRequest, result: Any, model_name: str, s: int) -> list
     if req.units:  # every layer in the source's units, or napari stops using units at all
         for _, kw, _ in layers:
             kw.setdefault("units", req.units)
+    _beside_step(req, layers)
     for _, kw, _ in layers:
         _place(req, kw)
     return layers
+
+
+# the layers placed beside the image (not over it): a later version of the run is moved right
+# by the width of this group, so versions sit side by side instead of covering each other
+BESIDE = ("kernel", "spots PSF", "kernel map")
+
+
+def _beside_step(req: RunRequest, layers: list[LayerDataTuple]) -> None:
+    """Record in each layer placed beside the image how far right (world units, before the
+    source's affine) each later version moves it: the group's width plus a gap."""
+    group = []
+    for data, kw, _ in layers:
+        if kw["metadata"][KEY]["kind"] in BESIDE:
+            axis = req.spatial[1] if len(kw["scale"]) == req.layer_ndim else len(kw["scale"]) - 1
+            left = float(kw["translate"][axis]) - 0.5 * float(kw["scale"][axis])
+            group.append((kw, axis, left, left + np.shape(data)[axis] * float(kw["scale"][axis])))
+    if not group:
+        return
+    step = max(g[3] for g in group) - min(g[2] for g in group) + _gap(req)
+    for kw, axis, _, _ in group:
+        kw["metadata"][KEY]["beside_step"] = {"axis": axis, "step": step}
 
 
 def _place(req: RunRequest, kw: dict) -> None:
@@ -415,6 +438,10 @@ def add_result_layers(viewer: Any, tuples: list[LayerDataTuple]) -> list[Any]:
     added = []
     for data, kw, kind in tuples:
         kw = dict(kw, name=_versioned(kw["name"], version))
+        step = kw["metadata"][KEY].get("beside_step")
+        if step and version > 1:  # beside the earlier versions' kernels, not over them
+            kw["translate"] = np.array(kw["translate"], dtype=float)
+            kw["translate"][step["axis"]] += (version - 1) * step["step"]
         kw["metadata"] = {KEY: dict(kw["metadata"][KEY], version=version, layer_name=kw["name"])}
         layer = Layer.create(data, kw, kind)
         if kw["metadata"][KEY].get("contrast") == "per plane":

@@ -1,8 +1,9 @@
 """napari sample data: degraded images with the true kernel beside them, and the original hidden.
 
 The pictures and degradations come from :func:`napari_dan.samples.make_sample`; here they only
-become layers. The true kernel sits right of the image on the HR pixel grid, one kernel height
-below where a run's estimated ``<name> kernel`` layer will appear, so the two can be compared.
+become layers. The true kernel sits on the HR pixel grid in the column where a run's estimated
+``<name> kernel`` layer will appear, just above the image's top edge (a run's kernels start at
+that edge and go down), so no result layer of any model or version can cover it.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def sample_layers(kind: str, scale: int) -> list[tuple]:
     kernel = np.asarray(s["kernel"], dtype=np.float32)
     k = kernel.shape[-1]
     hr_px = scale_lr[spatial[0]] / scale
-    # one kernel height + a small gap below the estimated kernel's place
+    # above the image's top edge, its bottom 3 HR px above where a run's kernel begins
     k_scale, k_translate = place_beside(scale_lr, translate, lr.shape, spatial, scale,
-                                        row_offset=(k + 3) * hr_px)
+                                        row_offset=-(k + 3) * hr_px)
     # the original on the HR grid overlays the degraded image exactly (pixel-centre rule)
     hr_scale, hr_translate = scale_lr.copy(), translate.copy()
     for a in spatial:
