@@ -80,6 +80,30 @@ def test_ome_channel_names_and_physical_size(tmp_path, rng):
     assert om.pixel_size["X"] == pytest.approx(0.1 / 3) and om.pixel_size["Z"] == pytest.approx(0.3)
 
 
+@pytest.mark.parametrize("ux,uy,y_read,y_out,uy_out", [
+    ("nm", "µm", 100.0, 50.0, "nm"),          # Y converted into X's unit
+    ("µm", "nm", 0.1, 0.05, "µm"),
+    ("nm", "pixel", 0.1, 0.05, "pixel"),       # not convertible: Y keeps its own unit
+    ("pixel", "pixel", 0.1, 0.05, "pixel")])   # no length: kept as it was, not made µm
+def test_ome_x_and_y_each_with_its_own_unit(tmp_path, rng, ux, uy, y_read, y_out, uy_out):
+    src = tmp_path / "u.ome.tif"
+    x = 100.0 if ux == "nm" else 0.1
+    y = 0.1 if uy in ("µm", "pixel") else 100.0
+    tifffile.imwrite(src, rng.integers(0, 255, (2, 12, 10), dtype=np.uint8), ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": x, "PhysicalSizeXUnit": ux,
+                               "PhysicalSizeY": y, "PhysicalSizeYUnit": uy})
+    meta = read_metadata(src)
+    assert meta.pixel_size["Y"] == pytest.approx(y_read)
+    dst = tmp_path / "o.ome.tif"
+    _upsample_file(src, dst)
+    with tifffile.TiffFile(dst) as tif:
+        pix = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+    assert float(pix["PhysicalSizeX"]) == pytest.approx(x / 2)
+    assert pix.get("PhysicalSizeXUnit", "µm") == ux
+    assert float(pix["PhysicalSizeY"]) == pytest.approx(y_out)
+    assert pix.get("PhysicalSizeYUnit", "µm") == uy_out
+
+
 @pytest.mark.parametrize("kind", ["rgb", "planar", "zlib-tiled", "bigendian"])
 def test_layouts_round_trip(tmp_path, rng, kind):
     src = tmp_path / f"{kind}.tif"

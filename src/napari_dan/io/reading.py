@@ -12,7 +12,7 @@ import tifffile
 
 from ..errors import InputError
 from .blocks import BlockLayout
-from .metadata import TiffMeta, _unit
+from .metadata import TiffMeta, _unit, micrometres
 
 __all__ = ["TiffStack", "TiffArray", "open_tiff", "read_metadata", "read_tiff"]
 
@@ -146,19 +146,30 @@ def _ome_meta(tif: tifffile.TiffFile, index: int) -> tuple[dict, dict, str | Non
     image = _ome_image(images, tif, index)
     image = image if isinstance(image, dict) else {}
     pix = image.get("Pixels", {})
+    keep = {k: pix[k] for k in ("PhysicalSizeZUnit", "TimeIncrementUnit") if k in pix}
     sizes, unit = {}, None
     for ax in "XYZ":
         v = pix.get(f"PhysicalSize{ax}")
         if v is not None:
             sizes[ax] = float(v)
-            if ax == "X":
-                unit = _unit(pix.get("PhysicalSizeXUnit", "µm"))
+    # each axis has its own unit (OME's default: µm); TiffMeta has one for X and Y, X's
+    ux, uy = (str(pix.get(f"PhysicalSize{ax}Unit", "µm")) for ax in "XY")
+    for ax, u in (("X", ux), ("Y", uy)):
+        if ax in sizes and _unit(u) is None:  # no size ("pixel"): written back as it was
+            keep[f"PhysicalSize{ax}Unit"] = u
+    if "X" in sizes:
+        unit = _unit(ux)
+    if "Y" in sizes and _unit(uy) != _unit(ux) and "PhysicalSizeYUnit" not in keep:
+        y_um, x_um = micrometres(sizes["Y"], uy), micrometres(1.0, ux)
+        if y_um is not None and x_um:
+            sizes["Y"] = y_um / x_um  # Y in X's unit (100 nm and 0.1 µm pixels are square)
+        else:  # not convertible: Y keeps its own unit, in and out
+            keep["PhysicalSizeYUnit"] = uy
     if pix.get("TimeIncrement") is not None:
         sizes["T"] = float(pix["TimeIncrement"])
     ch = pix.get("Channel")
     ch = [ch] if isinstance(ch, dict) else (ch or [])
     names = [str(c.get("Name", "")) for c in ch] if ch and all("Name" in c for c in ch) else None
-    keep = {k: pix[k] for k in ("PhysicalSizeZUnit", "TimeIncrementUnit") if k in pix}
     if image.get("Name"):
         keep["Name"] = image["Name"]
     return keep, sizes, unit, names

@@ -45,7 +45,9 @@ def _write_kwargs(meta: TiffMeta) -> dict:
         for ax in "XYZ":
             if ax in meta.pixel_size:
                 md[f"PhysicalSize{ax}"] = meta.pixel_size[ax]
-                if ax in "XY" and meta.unit:
+                # X and Y in meta.unit, unless the reader kept an axis' own unit (one it could
+                # not convert, or no length at all): every axis is written with its own unit
+                if ax in "XY" and meta.unit and f"PhysicalSize{ax}Unit" not in meta.ome:
                     md[f"PhysicalSize{ax}Unit"] = meta.unit
         if "T" in meta.pixel_size:
             md["TimeIncrement"] = meta.pixel_size["T"]
