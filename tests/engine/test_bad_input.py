@@ -272,6 +272,8 @@ def test_few_grey_levels_are_warned_about(tiny_gray):
     assert r.image.dtype == np.uint16
     with pytest.warns(UserWarning, match=r"the image is flat \(uint16, nearly all of it 7\)"):
         super_resolve(np.full((24, 24), 7, np.uint16), tiny_gray, precision="fp32")
+    with pytest.warns(UserWarning, match=r"the image is flat \(float32, nearly all of it 0\)"):
+        super_resolve(np.zeros((24, 24), np.float32), tiny_gray, precision="fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         super_resolve(few.astype(np.float32), tiny_gray, precision="fp32")

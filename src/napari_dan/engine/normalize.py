@@ -231,6 +231,7 @@ class Normalisation:
     lo: np.ndarray
     hi: np.ndarray
     method: str
+    flat: bool = False  # every channel was one value (given a unit range to divide by)
 
     @property
     def wide(self) -> bool:
@@ -273,6 +274,9 @@ FEW_LEVELS = 16
 def few_levels_warning(layout: Layout, norm: Normalisation) -> str | None:
     """A warning for integer images that span only a few grey levels (None otherwise): the
     result is rounded to the same integers, so its finer values are lost in visible steps."""
+    if norm.flat:
+        return (f"the image is flat ({layout.dtype}, nearly all of it {float(np.min(norm.lo)):g}): "
+                "there is nothing to super-resolve and no PSF to estimate")
     if not np.issubdtype(layout.dtype, np.integer) or norm.method == "uint8/255":
         return None
     span = float(np.max(norm.hi - norm.lo))
@@ -376,4 +380,5 @@ def compute_normalisation(read_plane, layout: Layout, *, stretch_uint8: bool = F
     hi = np.where(flat, lo + np.maximum(1, np.abs(lo) * 2.0**-20), hi)  # lo + 1 == lo beyond 2**53
     where = "whole array" if len(leads) != 1 or layout.n_planes == 1 else "this plane"
     return Normalisation(lo.astype(np.float64), hi.astype(np.float64),
-                         f"percentiles {LOW_PERCENTILE}/{HIGH_PERCENTILE} -> 0/1 ({how}, {where})")
+                         f"percentiles {LOW_PERCENTILE}/{HIGH_PERCENTILE} -> 0/1 ({how}, {where})",
+                         flat=bool(np.all(flat)))
