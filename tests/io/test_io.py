@@ -104,6 +104,21 @@ def test_ome_x_and_y_each_with_its_own_unit(tmp_path, rng, ux, uy, y_read, y_out
     assert pix.get("PhysicalSizeYUnit", "µm") == uy_out
 
 
+@pytest.mark.parametrize("spelling,um", [
+    ("micrometer", 1.0), ("Micrometre", 1.0), ("micrometers", 1.0), ("MICROMETRES", 1.0),
+    ("nanometer", 1e-3), ("nanometres", 1e-3), ("Nanometers", 1e-3), ("millimeter", 1e3),
+    ("millimetres", 1e3), ("centimetre", 1e4), ("metre", 1e6), ("micron", 1.0), ("um", 1.0)])
+def test_spelled_out_length_units(tmp_path, rng, spelling, um):
+    from napari_dan.io import micrometres
+
+    assert micrometres(2.0, spelling) == pytest.approx(2.0 * um)
+    src = tmp_path / "u.tif"
+    tifffile.imwrite(src, rng.integers(0, 255, (2, 8, 8), dtype=np.uint8), imagej=True,
+                     resolution=(10, 10), metadata={"axes": "ZYX", "unit": spelling})
+    px, unit = read_metadata(src).spatial_pixel_size()
+    assert micrometres(px, unit) == pytest.approx(0.1 * um)
+
+
 @pytest.mark.parametrize("kind", ["rgb", "planar", "zlib-tiled", "bigendian"])
 def test_layouts_round_trip(tmp_path, rng, kind):
     src = tmp_path / f"{kind}.tif"

@@ -16,7 +16,13 @@ _IJ_DERIVED = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack",
 # ImageJ keys measured in pixels of the X/Y grid: they scale with the image
 _IJ_XY_PIXELS = {"xorigin", "yorigin"}
 _UNIT_ALIASES = {"micron": "µm", "microns": "µm", "um": "µm", "\\u00B5m": "µm", "\\u00b5m": "µm",
-                 "μm": "µm", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
+                 "μm": "µm"}
+# the spelled-out names, singular and plural, American and British (looked up in lower case)
+for _short, _stem in (("µm", "micro"), ("nm", "nano"), ("mm", "milli"), ("cm", "centi"),
+                      ("m", "")):
+    for _end in ("meter", "meters", "metre", "metres"):
+        _UNIT_ALIASES[_stem + _end] = _short
+del _short, _stem, _end
 
 
 def _unit(u: Any) -> str | None:
