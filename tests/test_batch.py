@@ -330,3 +330,25 @@ def test_engine_warnings_become_the_files_warning_lines(tmp_path, rng):
     assert any(m.startswith("few.tif: the image spans only about") for m in w), w
     assert any(m.startswith("few.tif: the PSF given (") and "wider than any PSF" in m for m in w)
     assert any("is grey and" in m and "-m dan-x2-fluo" in m for m in s2.results[0].warnings)
+
+
+def test_imagej_roi_and_overlays_are_left_out_and_said_once(tmp_path, rng, tiny_ckpt):
+    # ImageJ ROI / overlay records are drawn on the input's pixel grid; copied into the x2
+    # output unscaled they would mark the wrong region
+    roi = b"Iout" + bytes(60)  # the records are opaque here: only whether they are copied
+    src = tmp_path / "roi.tif"
+    tifffile.imwrite(src, rng.integers(100, 2000, (2, 24, 24), dtype=np.uint16), imagej=True,
+                     metadata={"axes": "ZYX", "ROI": roi, "Overlays": [roi], "Info": "kept"})
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, rng.integers(100, 2000, (24, 24), dtype=np.uint16), imagej=True)
+    s = run_batch([src, plain], tmp_path / "o", tiny_ckpt, quiet=True)
+    assert not s.failed
+    with tifffile.TiffFile(tmp_path / "o" / "roi_x2.tif") as tif:
+        ij = tif.imagej_metadata
+    assert "ROI" not in ij and "Overlays" not in ij and ij["Info"] == "kept"
+    assert s.results[0].dropped == ["ImageJ ROI", "ImageJ overlays"]
+    assert s.results[1].dropped == []
+    notes = [line for line in s.text().splitlines() if line.startswith("note:")]
+    assert notes == ["note: ImageJ ROI and ImageJ overlays left out of the output of roi.tif: "
+                     "they mark regions on the input's pixel grid, not the super-resolved one"]
+

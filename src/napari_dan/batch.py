@@ -37,6 +37,7 @@ from .engine.threads import check_threads
 from .errors import DanError, InputError, UsageError, clean_message
 from .imaging.psf import Optics
 from .io import (
+    IJ_INPUT_GRID_SHAPES,
     OutputLock,
     StackWriter,
     file_fingerprint,
@@ -83,6 +84,9 @@ class FileResult:
     snr: float | None = None
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: what of the input's metadata the output leaves out (e.g. "ImageJ ROI", "ImageJ
+    #: overlays"); said once in the summary
+    dropped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -123,6 +127,13 @@ class BatchSummary:
             else:
                 lines.append(f"kernel FWHM {np.mean(fw):.2f} px mean, {min(fw):.2f}-"
                              f"{max(fw):.2f} px range (output grid)")
+        dropped = [r for r in self.results if r.status == "done" and r.dropped]
+        if dropped:
+            what = sorted({d for r in dropped for d in r.dropped})
+            names = ", ".join(r.input.name for r in dropped[:3]) + (
+                f" and {len(dropped) - 3} more" if len(dropped) > 3 else "")
+            lines.append(f"note: {' and '.join(what)} left out of the output of {names}: they "
+                         "mark regions on the input's pixel grid, not the super-resolved one")
         for r in self.failed:
             # the message names this input's full path, or it is prefixed (a name alone can
             # be another file's: two inputs of one name in different folders)
@@ -492,6 +503,8 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                     "microscopy use -m dan-x2-fluo (or dan-x4-fluo), for other grey images "
                     "-m dan-x2-gray (napari-dan models)")
             out_meta = scaled_metadata(meta, s)
+            result.dropped = [f"ImageJ {k if k == 'ROI' else k.lower()}"
+                              for k in IJ_INPUT_GRID_SHAPES if meta.imagej.get(k) is not None]
             hr_px, unit = out_meta.spatial_pixel_size()
             kernel = psf_note = None
             if _is_spots(psf):

@@ -18,12 +18,12 @@ read_kernels), :mod:`.outputs` (partial names, OutputLock, fingerprints).
 
 from .blocks import BlockLayout
 from .kernel_files import read_kernels, write_kernels
-from .metadata import TiffMeta, micrometres, scaled_metadata
+from .metadata import IJ_INPUT_GRID_SHAPES, TiffMeta, micrometres, scaled_metadata
 from .outputs import OutputLock, file_fingerprint, partial_glob, partial_path
 from .reading import TiffArray, TiffStack, open_tiff, read_metadata, read_tiff
 from .writing import BIGTIFF_LIMIT, StackWriter, tiff_stem, write_tiff
 
-__all__ = ["BIGTIFF_LIMIT", "BlockLayout", "OutputLock", "StackWriter", "TiffArray", "TiffMeta",
-           "TiffStack", "file_fingerprint", "open_tiff", "partial_glob", "partial_path",
-           "read_kernels", "read_metadata", "read_tiff", "scaled_metadata", "micrometres", "tiff_stem",
-           "write_kernels", "write_tiff"]
+__all__ = ["BIGTIFF_LIMIT", "IJ_INPUT_GRID_SHAPES", "BlockLayout", "OutputLock", "StackWriter",
+           "TiffArray", "TiffMeta", "TiffStack", "file_fingerprint", "open_tiff", "partial_glob",
+           "partial_path", "read_kernels", "read_metadata", "read_tiff", "scaled_metadata",
+           "micrometres", "tiff_stem", "write_kernels", "write_tiff"]

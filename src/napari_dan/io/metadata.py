@@ -9,12 +9,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TiffMeta", "scaled_metadata", "micrometres"]
+__all__ = ["IJ_INPUT_GRID_SHAPES", "TiffMeta", "scaled_metadata", "micrometres"]
 
 # ImageJ keys that tifffile derives from the array shape itself when it writes a hyperstack
 _IJ_DERIVED = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack", "axes"}
 # ImageJ keys measured in pixels of the X/Y grid: they scale with the image
 _IJ_XY_PIXELS = {"xorigin", "yorigin"}
+#: ImageJ keys holding shapes on the input's pixel grid (binary ROI and overlay records): on the
+#: super-resolved grid they would mark the wrong region, so the output leaves them out
+IJ_INPUT_GRID_SHAPES = ("ROI", "Overlays")
 _UNIT_ALIASES = {"micron": "µm", "microns": "µm", "um": "µm", "\\u00B5m": "µm", "\\u00b5m": "µm",
                  "μm": "µm"}
 # the spelled-out names, singular and plural, American and British (looked up in lower case)
@@ -119,8 +122,9 @@ class TiffMeta:
 
 def scaled_metadata(meta: TiffMeta, s: int) -> TiffMeta:
     """Metadata of the ``s``-times super-resolved image: Y and X pixel sizes divided by ``s``,
-    resolution tags multiplied by ``s``, everything else (Z spacing, frame interval, channel
-    names, display ranges) unchanged."""
+    resolution tags multiplied by ``s``, ImageJ ROI and overlays left out (they are drawn on
+    the input's pixel grid, see :data:`IJ_INPUT_GRID_SHAPES`), everything else (Z spacing,
+    frame interval, channel names, display ranges) unchanged."""
     out = replace(meta, shape=tuple(n * s if ax in "YX" else n
                                     for ax, n in zip(meta.axes, meta.shape, strict=True)),
                   pixel_size=dict(meta.pixel_size), imagej=dict(meta.imagej), ome=dict(meta.ome))
@@ -129,6 +133,8 @@ def scaled_metadata(meta: TiffMeta, s: int) -> TiffMeta:
             out.pixel_size[ax] = out.pixel_size[ax] / s
     if meta.resolution:
         out.resolution = (meta.resolution[0] * s, meta.resolution[1] * s)
+    for k in IJ_INPUT_GRID_SHAPES:
+        out.imagej.pop(k, None)
     for k in _IJ_XY_PIXELS & set(out.imagej):
         try:
             out.imagej[k] = float(out.imagej[k]) * s
