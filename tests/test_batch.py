@@ -352,3 +352,29 @@ def test_imagej_roi_and_overlays_are_left_out_and_said_once(tmp_path, rng, tiny_
     assert notes == ["note: ImageJ ROI and ImageJ overlays left out of the output of roi.tif: "
                      "they mark regions on the input's pixel grid, not the super-resolved one"]
 
+
+def test_pixel_size_given_wins_and_a_disagreement_is_warned(tmp_path, rng, tiny_ckpt):
+    from napari_dan import Optics
+
+    src = tmp_path / "px65.tif"
+    tifffile.imwrite(src, rng.integers(100, 2000, (24, 24), dtype=np.uint16), imagej=True,
+                     resolution=(1 / 65, 1 / 65), metadata={"axes": "YX", "unit": "nm"})
+    s = run_batch([src], tmp_path / "o", tiny_ckpt, psf=Optics(1.0, 0.6, pixel_size=0.1),
+                  quiet=True)
+    r = s.results[0]
+    assert r.status == "done", r.message
+    # the physical width is the typed pixel size's (0.05 µm on the x2 grid), not the file's
+    assert r.unit == "µm" and r.fwhm_physical == pytest.approx(r.fwhm * 0.05)
+    assert f"= {r.fwhm * 0.05:.4g} µm" in r.message
+    _, info = read_kernels(tmp_path / "o" / "px65_x2_kernel.tif")
+    assert info["pixel_size"] == pytest.approx(0.05) and info["unit"] == "µm"
+    assert info["optics"]["pixel_size"] == 0.1
+    assert any(w.startswith("px65.tif: the pixel size given (0.1 µm, --pixel-size) differs "
+                            "from the file's own (65 nm) by 54%") for w in r.warnings), r.warnings
+    _, om = read_tiff(tmp_path / "o" / "px65_x2.tif")  # the image keeps the file's, scaled
+    assert om.pixel_size["X"] == pytest.approx(32.5) and om.unit == "nm"
+    # within 5%: no warning
+    s2 = run_batch([src], tmp_path / "o2", tiny_ckpt, psf=Optics(1.0, 0.6, pixel_size=0.066),
+                   quiet=True)
+    assert not s2.failed and not any("differs" in w for w in s2.results[0].warnings)
+

@@ -246,6 +246,23 @@ def optics_for_file(optics: Optics, meta, name: str) -> tuple[Optics, str]:
                     f"{optics.pixel_size:g} µm, {where})")
 
 
+#: a pixel size given that differs from the file's by more than this share is warned about
+PIXEL_SIZE_TOLERANCE = 0.05
+
+
+def _pixel_size_disagrees(given_um: float, meta) -> str | None:
+    """A sentence when ``given_um`` (--pixel-size) differs from the file's own pixel size by
+    more than :data:`PIXEL_SIZE_TOLERANCE`, else None."""
+    px, unit = meta.spatial_pixel_size()
+    file_um = micrometres(px, unit)
+    if not file_um or abs(given_um / file_um - 1) <= PIXEL_SIZE_TOLERANCE:
+        return None
+    return (f"the pixel size given ({given_um:g} µm, --pixel-size) differs from the file's own "
+            f"({px:g} {unit}) by {100 * abs(given_um / file_um - 1):.0f}%; the PSF and the "
+            f"sizes reported use {given_um:g} µm, the output image keeps the file's pixel size "
+            "(divided by the scale)")
+
+
 def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
              unit: str | None = None) -> tuple[np.ndarray, str]:
     """A PSF for non-blind super-resolution from a TIFF (or ``.npy``) file, on the output grid.
@@ -511,6 +528,13 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                 kernel, psf_note = "spots", "measured from isolated spots in the input"
             elif isinstance(psf, Optics):
                 kernel, psf_note = optics_for_file(psf, meta, src.name)
+                if psf.pixel_size is not None:
+                    # a pixel size given wins over the file's: the PSF is built on it, so the
+                    # sizes reported (and the kernel file's) use it too
+                    warn = _pixel_size_disagrees(psf.pixel_size, meta)
+                    if warn:
+                        result.warnings.append(f"{src.name}: {warn}")
+                    hr_px, unit = psf.pixel_size / s, "µm"
             elif psf is not None:
                 kernel, psf_note = load_psf(psf, hr_px, unit)
             record = {"input": _input_record(src, meta.series),
