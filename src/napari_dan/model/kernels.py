@@ -19,6 +19,7 @@ __all__ = [
     "decode_code",
     "project_kernel",
     "fit_kernel_size",
+    "regrid_kernel",
     "kernel_stats",
     "KernelStats",
     "fit_gaussian_2d",
@@ -154,6 +155,46 @@ def fit_kernel_size(kernel: np.ndarray, size: int) -> tuple[np.ndarray, float]:
         k[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
     kept = out.sum()
     return (out / kept).astype(np.float32), float(1 - kept)
+
+
+def regrid_kernel(kernel: np.ndarray, ratio: float, supersample: int = 8) -> np.ndarray:
+    """A kernel moved onto a grid of other pixels: ``ratio`` = old pixel size / new pixel size
+    (0.5: the new pixels are twice as large, so a width of F old pixels becomes 0.5 F).
+
+    Each new pixel is the mean of the kernel, interpolated bilinearly (zero outside), over that
+    pixel's footprint (``supersample`` x ``supersample`` points): the kernel integrated over the
+    new pixels, as a camera would. The centres of the two middle pixels coincide. The result
+    has odd sides of about ``round(n * ratio)`` (at least 3) and sums to 1.
+    """
+    from scipy.ndimage import map_coordinates
+
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+        raise ValueError(f"a kernel must be a 2D array with odd sides, got shape {k.shape}")
+    if not (np.isfinite(ratio) and ratio > 0):
+        raise ValueError(f"the pixel size ratio must be positive, got {ratio}")
+    k = np.clip(np.nan_to_num(k), 0, None)
+    if k.sum() <= 0:
+        raise ValueError("the kernel has no positive values")
+
+    def side(n: int) -> int:
+        m = max(3, int(round(n * ratio)))
+        return m if m % 2 else m + 1
+
+    (h, w), (nh, nw) = k.shape, (side(k.shape[0]), side(k.shape[1]))
+    sub = (np.arange(supersample) + 0.5) / supersample - 0.5  # points inside one new pixel
+
+    def coords(n_new: int, n_old: int) -> np.ndarray:
+        new = (np.arange(n_new) - n_new // 2)[:, None] + sub[None, :]  # (n_new, supersample)
+        return (new / ratio + n_old // 2).ravel()
+
+    yy, xx = np.meshgrid(coords(nh, h), coords(nw, w), indexing="ij")
+    vals = map_coordinates(k, [yy.ravel(), xx.ravel()], order=1, mode="constant", cval=0.0)
+    out = vals.reshape(nh, supersample, nw, supersample).mean(axis=(1, 3))
+    total = out.sum()
+    if total <= 0:
+        raise ValueError("the kernel has no mass on the new grid")
+    return (out / total).astype(np.float32)
 
 
 def project_kernel(kernel: np.ndarray, basis: np.ndarray,
