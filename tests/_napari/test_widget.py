@@ -735,3 +735,63 @@ def test_kernel_layers_do_not_cover_each_other(setup, qtbot):
     _run(w, qtbot)
     kern = viewer.layers["cell kernel"]
     assert not _overlap(_box(kern), _box(viewer.layers["cell true kernel"]))
+
+
+def test_psf_layer_on_another_grid_is_resampled_to_the_output_grid(setup, qtbot):
+    # QA: the microscopy sample's true kernel (0.107 µm pixels, the x4 grid) given to an x2
+    # model (output grid 0.214 µm) was used as it was, and its FWHM reported twice too wide
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.open_sample("napari-dan", "microscopy")
+    # the PSF chooser offers the true kernel by itself, not the hidden original
+    assert w.psf_combo.currentText() == "cell true kernel"
+    w.mode_combo.setCurrentText("PSF from layer (non-blind)")
+    _run(w, qtbot)
+    true = viewer.layers["cell true kernel"].data
+    note = "PSF layer 'cell true kernel' has 0.107 µm pixels; resampled to the output grid's 0.214 µm"
+    assert note in w.status.text()
+    used = w.last_result[0].options.kernel
+    assert kernel_stats(used).fwhm == pytest.approx(kernel_stats(true).fwhm / 2, rel=0.05)
+    assert note in viewer.layers["cell DAN x2"].metadata[KEY]["notes"]
+    # a PSF layer that states no pixel size is taken to be on the output grid, as before
+    viewer.add_image(true, name="plain psf")
+    w.psf_combo.setCurrentText("plain psf")
+    w.layer_combo.setCurrentText("cell")
+    _run(w, qtbot)
+    np.testing.assert_array_equal(w.last_result[0].options.kernel, true)
+    assert "resampled" not in w.status.text()
+
+
+def test_stated_pixel_sizes_are_compared_across_units():
+    from napari_dan._napari.request import stated_pixel
+    from napari.layers import Image
+
+    src = Image(np.zeros((16, 16)), scale=(0.2, 0.2), units=("µm", "µm"), name="src")
+    same = Image(np.ones((5, 5)), scale=(100, 100), units=("nm", "nm"), name="nm")  # 0.1 µm
+    assert stated_pixel(Image(np.zeros((4, 4)))) is None
+    assert stated_pixel(Image(np.zeros((4, 4)), scale=(0.5, 0.5))) == (0.5, None)
+    psf = gaussian_kernel(5, 0.8)
+    for layer, resampled in ((same, False), (Image(psf, scale=(0.05, 0.05), units=("µm", "µm")),
+                                              True)):
+        opts = RunOptions(model="x", kernel_mode="psf", psf=psf, psf_name=layer.name,
+                          psf_pixel=stated_pixel(layer), model_scale=2)
+        req = build_request(src, opts)
+        assert any("resampled" in n for n in req.notes) == resampled
+
+
+def test_image_chooser_offers_only_inputs(setup, qtbot):
+    # QA: the plugin's own 'PSF from spots' and residual layers were offered as inputs, and
+    # removing the input left the sample's hidden original chosen
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_bead_layer_data(), name="beads")
+    w.residual_check.setChecked(True)
+    _run(w, qtbot)
+    items = [w.layer_combo.itemText(i) for i in range(w.layer_combo.count())]
+    assert items == ["beads", "beads DAN x2"]
+    viewer.open_sample("napari-dan", "microscopy")
+    viewer.layers.remove("beads")
+    viewer.layers.remove("beads DAN x2")
+    assert w.selected_layer() is viewer.layers["cell"]
+    viewer.layers.remove("cell")
+    assert w.selected_layer() is None and w.layer_combo.currentText() == "(choose an image layer)"
+    w.run()
+    assert "no image layer chosen" in w.status.text() and not w.is_running

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..io import micrometres
 
 __all__ = ["KERNEL_MODES", "SCOPES", "RunOptions", "RunRequest", "build_request", "model_id",
-           "psf_from_layer"]
+           "psf_from_layer", "stated_pixel"]
 
 # label shown in the widget -> value understood here ("psf": a PSF taken from another layer)
 KERNEL_MODES = {"global (one kernel)": "global", "per plane": "per-plane",
@@ -45,6 +45,10 @@ class RunOptions:
     residual: bool = False                      # add the consistency check's residual map
     pixel_size: float | None = None             # input pixel size in µm typed by the user
     optics: Any = None          # kernel_mode "optics": an Optics (its pixel size filled here)
+    #: kernel_mode "psf": the pixel size the PSF layer states itself (:func:`stated_pixel`) and
+    #: the model's scale, to put a PSF given on another grid onto the output grid
+    psf_pixel: tuple[float, str | None] | None = None
+    model_scale: int | None = None
 
 
 @dataclass
@@ -137,6 +141,59 @@ def _layer_pixel(layer: Any, spatial: tuple[int, int]) -> tuple[float, str] | No
     if unit is None or not square_pixels(layer.scale, spatial):
         return None
     return size, unit
+
+
+def stated_pixel(layer: Any, spatial: tuple[int, int] | None = None
+                 ) -> tuple[float, str | None] | None:
+    """The pixel size a layer states itself: its x scale, with its unit when physical, if its
+    pixels are square and its scale is not 1 or its units are physical; else None (a layer
+    at scale 1 in pixels says nothing about its grid)."""
+    n = int(layer.ndim)
+    spatial = spatial or (n - 2, n - 1)
+    if not square_pixels(layer.scale, spatial):
+        return None
+    own = _layer_pixel(layer, spatial)
+    if own is not None:
+        return own
+    size = float(np.asarray(layer.scale, dtype=float)[spatial[1]])
+    return (size, None) if abs(size - 1.0) > 1e-12 else None
+
+
+def _size_text(size: float, unit: str | None) -> str:
+    return f"{size:.4g} {unit}" if unit else f"{size:.4g} (world units)"
+
+
+def _psf_on_output_grid(psf: np.ndarray, options: RunOptions, layer: Any,
+                        spatial: tuple[int, int], notes: list[str]) -> np.ndarray:
+    """The PSF on the output grid: resampled (:func:`~napari_dan.model.kernels.regrid_kernel`)
+    when the PSF layer and the source layer both state a pixel size and the PSF's differs from
+    the output grid's (the source's / the model scale) by more than 2%; otherwise as given
+    (taken to be on the output grid)."""
+    src = stated_pixel(layer, spatial)
+    if options.psf_pixel is None or src is None or not options.model_scale:
+        return psf
+    (old, old_unit), (out, out_unit) = options.psf_pixel, (src[0] / options.model_scale, src[1])
+    if old_unit and out_unit:  # both physical: compare in µm (0.107 µm against 214 nm)
+        a, b = micrometres(old, old_unit), micrometres(out, out_unit)
+        if a is None or b is None:
+            if old_unit != out_unit:
+                notes.append(f"PSF layer {options.psf_name!r} has pixels of {old:.4g} {old_unit}, "
+                             f"the output grid {out:.4g} {out_unit}: units not compared, the "
+                             "PSF is used as it is")
+                return psf
+            a, b = old, out
+    else:  # at least one in world units: napari draws both in the same world coordinates
+        a, b = old, out
+    if abs(a / b - 1) <= 0.02:
+        return psf
+    from ..model.kernels import regrid_kernel
+
+    notes.append(f"PSF layer {options.psf_name!r} has {_size_text(old, old_unit)} pixels; "
+                 f"resampled to the output grid's {_size_text(out, out_unit)}")
+    try:
+        return regrid_kernel(psf, a / b)
+    except ValueError as exc:  # e.g. a PSF layer of zeros
+        raise InputError(f"PSF layer {options.psf_name!r} could not be resampled: {exc}") from None
 
 
 def square_pixels(scale, spatial: tuple[int, int]) -> bool:
@@ -291,7 +348,8 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None,
     if mode == "psf":
         if options.psf is None:
             raise InputError("kernel mode 'PSF from layer' needs a PSF layer; choose one in 'PSF'")
-        kernel_mode, kernel = "global", np.asarray(options.psf, dtype=np.float32)
+        kernel_mode, kernel = "global", _psf_on_output_grid(
+            np.asarray(options.psf, dtype=np.float32), options, layer, spatial, notes)
     elif mode == "spots":
         kernel_mode, kernel = "global", "spots"
     elif mode == "optics":

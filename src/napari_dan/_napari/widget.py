@@ -32,7 +32,14 @@ from ..imaging.psf import OPTICS_FIELDS, Optics
 from ..model import DEFAULT_MODEL, GREY_MODEL, DanModel, list_models, load_model
 from ..model.kernels import kernel_stats
 from ..samples import model_for_sample
-from .request import KERNEL_MODES, SCOPES, RunOptions, build_request, psf_from_layer
+from .request import (
+    KERNEL_MODES,
+    SCOPES,
+    RunOptions,
+    build_request,
+    psf_from_layer,
+    stated_pixel,
+)
 from .results import KEY, add_result_layers, physical_pixel, result_layers
 from .worker import sr_worker
 
@@ -67,6 +74,16 @@ def _is_original(layer) -> bool:
     """A sample's hidden original (the answer to compare with, not an input)."""
     md = getattr(layer, "metadata", None)
     return isinstance(md, dict) and md.get("napari_dan_sample", {}).get("role") == "original"
+
+
+def _is_psf(layer) -> bool:
+    """A layer that holds a PSF: a sample's true kernel, or a kernel or spots PSF of a run."""
+    md = getattr(layer, "metadata", None)
+    if not isinstance(md, dict):
+        return False
+    own = md.get(KEY)
+    return (md.get("napari_dan_sample", {}).get("role") == "true kernel"
+            or (isinstance(own, dict) and own.get("kind") in ("kernel", "spots PSF")))
 
 
 def _model_label(name: str, scale: int, in_channels: int) -> str:
@@ -219,6 +236,7 @@ class DanWidget(QWidget):
         # Qt's "activated" fires on the user's picks only (magicgui's "changed" on every change)
         self.model_combo.activated.connect(lambda *_: setattr(self, "_model_chosen", True))
         self.layer_combo.activated.connect(lambda *_: setattr(self, "_layer_chosen", True))
+        self.psf_combo.activated.connect(lambda *_: setattr(self, "_psf_chosen", True))
         self.layer_box.changed.connect(self._on_layer_changed)
         self.mode_box.changed.connect(self._update_enabled)
 
@@ -361,14 +379,19 @@ class DanWidget(QWidget):
         return [ly for ly in self.viewer.layers if isinstance(ly, Image)]
 
     def _source_choices(self, _widget=None) -> list[tuple[str, Any]]:
-        """Image layers that can be super-resolved (not our kernel layers, not a sample's true
-        kernel)."""
-        own = {"kernel", "kernel map"}
+        """Image layers that can be super-resolved: of the layers this plugin makes only the
+        super-resolved images (not kernels, spots PSFs, kernel maps, residuals), and not a
+        sample's true kernel. A sample's hidden original is offered but never picked by itself:
+        with no other layer the list starts with an empty choice."""
         layers = [ly for ly in self._image_layers()
                   if not (isinstance(ly.metadata.get(KEY), dict)
-                          and ly.metadata[KEY].get("kind") in own)
+                          and ly.metadata[KEY].get("kind") != "super-resolved")
                   and ly.metadata.get("napari_dan_sample", {}).get("role") != "true kernel"]
-        return [(ly.name, ly) for ly in layers] or [("(no image layer: open an image)", None)]
+        if not layers:
+            return [("(no image layer: open an image)", None)]
+        if all(_is_original(ly) for ly in layers):
+            return [("(choose an image layer)", None)] + [(ly.name, ly) for ly in layers]
+        return [(ly.name, ly) for ly in layers]
 
     def _psf_choices(self, _widget=None) -> list[tuple[str, Any]]:
         layers = [ly for ly in self._image_layers() if not ly.rgb]
@@ -378,20 +401,23 @@ class DanWidget(QWidget):
         """Re-read the viewer's layers into the choosers (napari calls this on every layer
         added, removed, moved or renamed). A choice that still exists is kept; otherwise the
         active layer is picked, else the top one."""
-        for box in (self.layer_box, self.psf_box):
+        for box, chosen in ((self.layer_box, "_layer_chosen"), (self.psf_box, "_psf_chosen")):
             before = box.value
             with box.changed.blocked():
                 box.native.clear()  # magicgui keeps old items first; list in the viewer's order
                 box.reset_choices()
                 layers = [v for v in box.choices if v is not None]
-                # a sample's original (hidden, the answer) is never picked by itself, only by
-                # hand: it comes first when a sample opens and would otherwise stay chosen
-                if before is None or not any(ly is before for ly in layers) or (
-                        box is self.layer_box and _is_original(before)
-                        and not getattr(self, "_layer_chosen", False)):
+                order = [ly for ly in self.viewer.layers if any(ly is c for c in layers)]
+                # what is picked by itself: never a sample's original (hidden, the answer; it
+                # comes first when a sample opens and would otherwise stay chosen); for the PSF
+                # a layer that holds one (a sample's true kernel, a run's kernel) first
+                auto = [ly for ly in order if not _is_original(ly)]
+                if box is self.psf_box:
+                    auto = [ly for ly in auto if _is_psf(ly)] or auto or order
+                keep = before is not None and any(ly is before for ly in layers) and (
+                    getattr(self, chosen, False) or any(ly is before for ly in auto))
+                if not keep:
                     active = self.viewer.layers.selection.active
-                    order = [ly for ly in self.viewer.layers if any(ly is c for c in layers)]
-                    auto = [ly for ly in order if not _is_original(ly)] or order
                     before = active if any(ly is active for ly in auto) else (
                         auto[-1] if auto else None)
                 box.value = before
@@ -455,11 +481,12 @@ class DanWidget(QWidget):
     def options(self) -> RunOptions:
         """The current choices as plain values."""
         mode = KERNEL_MODES[self.mode_box.value]
-        psf = psf_name = None
+        psf = psf_name = psf_pixel = None
         if mode == "psf":
             psf_layer = self.psf_box.value
             psf = psf_from_layer(psf_layer, self.viewer.dims.point)
-            psf_name = psf_layer.name
+            psf_name, psf_pixel = psf_layer.name, stated_pixel(psf_layer)
+        facts = self._model_facts()
         optics = None
         if mode == "optics":
             ex = self.excitation_box.value
@@ -471,7 +498,8 @@ class DanWidget(QWidget):
                           psf=psf, psf_name=psf_name, device=self.device_box.value,
                           precision=self.precision_box.value, scope=SCOPES[self.scope_box.value],
                           channel_axis=self.channel_box.value, residual=self.residual_box.value,
-                          pixel_size=self.pixel_box.value or None, optics=optics)
+                          pixel_size=self.pixel_box.value or None, optics=optics,
+                          psf_pixel=psf_pixel, model_scale=facts["scale"] if facts else None)
 
     @property
     def is_running(self) -> bool:
