@@ -278,7 +278,10 @@ def test_psf_optics_options(tmp_path, tiny_ckpt, capsys):
     assert o["pixel_size"] == pytest.approx(0.13) and o["modality"] == "confocal"
     capsys.readouterr()
     for extra, words in ((["--na", "1.2"], "--na only applies with --psf optics"),
-                         (["--psf", "optics", "--na", "1.2"], "needs --emission"),
+                         (["--psf", "optics", "--na", "1.2"],
+                          "--psf optics needs --emission (the emission wavelength in nm)"),
+                         (["--psf", "optics", "--emission", "600"],
+                          "--psf optics needs --na (the objective's numerical aperture)"),
                          (["--psf", "optics", "--na", "1.2", "--emission", "0.6"], "in nm"),
                          (["--psf", "optics", "--na", "1.6", "--emission", "600"],
                           "below the immersion")):
@@ -297,3 +300,35 @@ def test_demo_of_a_fluorescence_model_uses_the_fluorescence_sample(tmp_path, cap
     assert rc == 0 and "synthetic fluorescence" in out and "peak = the truth maximum" in out
     sr = tifffile.imread(tmp_path / "demo" / "demo_fluorescence_x2.tif")
     assert sr.dtype == np.uint16 and sr.shape == (512, 512)
+
+
+def test_small_messages_say_what_is_accepted(tmp_path, tiny_ckpt, capsys):
+    # --iterations names every value it takes
+    with pytest.raises(SystemExit):
+        cli.main(["super-resolve", "x.tif", "-o", "d", "--iterations", "foo"])
+    err = capsys.readouterr().err
+    assert "auto, settled or a whole number" in err and "'foo'" in err
+    # demo -m with a typo: an unknown name and the bundled ones, not "reinstall"
+    from napari_dan.model import list_models
+
+    names = [m["name"] for m in list_models()]
+    if names:
+        assert cli.main(["demo", "-o", str(tmp_path / "d"), "-m", "dan-x2-flou"]) == 1
+        err = capsys.readouterr().err
+        assert "unknown model 'dan-x2-flou'" in err and "reinstall" not in err
+        assert all(n in err for n in names)
+        assert not (tmp_path / "d").exists()
+
+
+def test_fifo_input_is_not_a_regular_file(tmp_path, tiny_ckpt, capsys):
+    from napari_dan.io import open_tiff
+
+    fifo = tmp_path / "pipe.tif"
+    os.mkfifo(fifo)
+    rc = cli.main(["super-resolve", str(fifo), "-o", str(tmp_path / "o"), "-m", str(tiny_ckpt),
+                   "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"FAILED {fifo}: is not a regular file" in err
+    with pytest.raises(Exception, match="is not a regular file"):
+        open_tiff(fifo)
+

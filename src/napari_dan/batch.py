@@ -187,6 +187,10 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list
             if not found:
                 problems.append(FileResult(p, "failed", message="no TIFF file matches this "
                                                                 "pattern"))
+        elif p.exists():  # a FIFO, socket or device: reading it would block or mean nothing
+            problems.append(FileResult(p, "failed", message="is not a regular file (a pipe, "
+                                                            "socket or device); give a TIFF file"))
+            found = []
         else:
             problems.append(FileResult(p, "failed", message="no such file or directory"))
             found = []

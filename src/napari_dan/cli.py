@@ -51,7 +51,15 @@ _rounds = _whole(1, "estimation rounds", auto=True)
 
 def _iterations(v: str) -> int | str:
     """--iterations: auto, settled or a whole number of rounds."""
-    return v if v == "settled" else _rounds(v)
+    if v in ("auto", "settled"):
+        return v
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be auto, settled or a whole number of estimation rounds (>= 1), "
+            f"got {v!r}") from None
+    return _rounds(v)  # a whole number: checked against the minimum there
 _series = _whole(0, "a series number")
 
 
@@ -93,10 +101,12 @@ def _psf_choice(args: argparse.Namespace):
             raise UsageError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} "
                              "with --psf optics")
         return args.psf
+    what = {"--na": "the objective's numerical aperture", "--emission": "the emission "
+            "wavelength in nm"}
     missing = [flag for name, flag in _OPTICS_FLAGS[:2] if getattr(args, name) is None]
-    if missing:
-        raise UsageError(f"--psf optics needs {' and '.join(missing)} (the objective's numerical "
-                         "aperture and the emission wavelength in nm)")
+    if missing:  # ask for what is missing, and only that
+        raise UsageError(f"--psf optics needs {' and '.join(missing)} ("
+                         + " and ".join(what[f] for f in missing) + ")")
     for name in ("emission", "excitation"):
         nm = getattr(args, name)
         if nm is not None and not 200 <= nm <= 2000:

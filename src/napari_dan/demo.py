@@ -113,8 +113,15 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         model = load_model(name)
     except UnknownModelError as e:
-        _err(f"the demo needs the bundled model {name!r}, which is not installed here ({e}). "
-             "Run it with --model PATH_TO_CHECKPOINT, or reinstall napari-dan.")
+        from .model import list_models
+
+        names = [m["name"] for m in list_models()]
+        if names and name not in names:  # a typo, not a broken installation
+            _err(f"unknown model {name!r}; bundled models: {', '.join(names)}; or pass the "
+                 "path of a checkpoint file with --model")
+        else:
+            _err(f"the demo needs the bundled model {name!r}, which is not installed here "
+                 f"({e}). Run it with --model PATH_TO_CHECKPOINT, or reinstall napari-dan.")
         return EXIT_FAILED
     s = model.scale
     # the sample each kind of model is made for: colour photos, grey images degraded like

@@ -428,7 +428,8 @@ def open_tiff(path: str | os.PathLike, series: int = 0) -> TiffStack:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: is a directory, not a TIFF file" if p.is_dir()
-                         else f"{p}: no such file")
+                         else f"{p}: is not a regular file (a pipe, socket or device)"
+                         if p.exists() else f"{p}: no such file")
     return TiffStack(p, series)
 
 
