@@ -521,7 +521,7 @@ def test_spots_psf_and_residual_layers(setup, qtbot):
     kernel = w.last_layers[1]
     assert kernel_stats(kernel.data).fwhm == pytest.approx(4.71, rel=0.1)
     assert w.last_layers[0].metadata[KEY]["mode"] == "PSF from spots"
-    assert w.kernel_label.text().startswith("PSF from")
+    assert w.kernel_label.text().startswith("PSF of 'beads' from")
 
 
 def test_spots_wider_than_the_trained_range_are_flagged(setup, qtbot):
@@ -642,7 +642,8 @@ def test_psf_from_optics_uses_the_layers_pixel_size(setup, qtbot):
     assert (o["na"], o["wavelength"], o["pixel_size"], o["excitation"]) == (0.9, 0.6, 0.2, None)
     assert meta["params"]["psf"]["na"] == 0.9
     text = w.kernel_label.text()
-    assert text.startswith("PSF from optics (widefield, NA 0.9, emission 600 nm") and "µm" in text
+    assert text.startswith("PSF of 'cells' from optics (widefield, NA 0.9, emission 600 nm")
+    assert "µm" in text
     # a typed-in pixel size wins; confocal with an excitation wavelength
     w.pixel_spin.setValue(0.1)
     w.excitation_box.value = 561
@@ -795,3 +796,18 @@ def test_image_chooser_offers_only_inputs(setup, qtbot):
     assert w.selected_layer() is None and w.layer_combo.currentText() == "(choose an image layer)"
     w.run()
     assert "no image layer chosen" in w.status.text() and not w.is_running
+
+
+def test_kernel_text_names_its_layer_and_is_cleared_by_a_new_run(setup, qtbot):
+    # QA: after a failed run the kernel text still showed the previous run's numbers (of another
+    # layer); a layer with a scale but no units showed "= 2.039" without a unit
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(_image(32, 32), name="a", scale=(0.5, 0.5))
+    _run(w, qtbot)
+    first = w.kernel_label.text().splitlines()[0]
+    assert first.startswith("Kernel of 'a' (") and "(world units)" in first
+    viewer.add_image(np.zeros((1, 1), np.uint8), name="dot")  # fails in the worker
+    w.layer_combo.setCurrentText("dot")
+    _run(w, qtbot)
+    assert "at least" in w.status.text()
+    assert "FWHM" not in w.kernel_label.text() and "failed" in w.kernel_label.text()

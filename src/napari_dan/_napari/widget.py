@@ -58,12 +58,13 @@ def _channels(n: int) -> str:
     return "RGB" if n == 3 else "gray" if n == 1 else f"{n} ch"
 
 
-def _spots_line(spots: dict, px: float | None, unit: str | None) -> str:
-    """One line on the PSF measured from isolated spots, on the output (HR) grid."""
+def _spots_line(spots: dict, px: float | None, unit: str | None, of: str = "") -> str:
+    """One line on the PSF measured from isolated spots, on the output (HR) grid (``of``: the
+    layer's name, for the text's first line)."""
     g = spots["output_grid"]
     err = spots.get("fwhm_rel_error")
     sure = f" ±{100 * err:.1f}%" if err is not None and err == err and err < 1 else ""
-    text = (f"PSF from {spots['n_spots']} isolated spots (HR grid): FWHM {g['fwhm_px']:.2f} px"
+    text = (f"PSF{of} from {spots['n_spots']} isolated spots (HR grid): FWHM {g['fwhm_px']:.2f} px"
             f"{sure} (major {g['fwhm_major_px']:.2f}, minor {g['fwhm_minor_px']:.2f})")
     if px:
         text += f" = {g['fwhm_px'] * px:.4g} {unit or ''}".rstrip()
@@ -532,6 +533,8 @@ class DanWidget(QWidget):
         worker.warned.connect(lambda w: self._message(str(w[0]), "warning"))
         self._worker = worker
         self._update_enabled()
+        # the last run's numbers must not stay under a run that may fail or be cancelled
+        self.kernel_box.value = f"Kernel of {layer.name!r}: (running...)"
         self.status_box.value = (f"running on {layer.name!r}..." +
                                  ("\n" + "; ".join(request.notes) if request.notes else ""))
         worker.start()
@@ -561,6 +564,7 @@ class DanWidget(QWidget):
             self.last_layers = add_result_layers(self.viewer, tuples)
         except Exception as exc:  # a bug here must not leave the widget stuck in "running"
             self._message(f"the result could not be shown: {type(exc).__name__}: {exc}", "error")
+            self.kernel_box.value = "Kernel: (no result: it could not be shown)"
             return
         self.last_result = (request, model, result)
         self._show_kernel(request, model, result)
@@ -570,14 +574,18 @@ class DanWidget(QWidget):
 
     def _show_kernel(self, request, model, result) -> None:
         px, unit = physical_pixel(request, model.scale)
+        # a layer with a scale but no units: the widths are in its world units (said so, or
+        # "= 2.039" reads as a number without meaning); the layers' metadata keep unit None
+        unit = unit or ("(world units)" if px else None)
         st = kernel_stats(result.kernel, px, unit)
-        lines = [f"Kernel ({model.name}, HR grid): {st.summary()}"]
+        of = f" of {request.source_name!r}"  # the layer, so no text is read as another's
+        lines = [f"Kernel{of} ({model.name}, HR grid): {st.summary()}"]
         meta = result.metadata
         spread = meta.get("kernel_fwhm") or {}
         if spread.get("count", 1) > 1:
             # the spread first: the mean of kernels that differ is no one plane's (or tile's) PSF
             med = f" = {spread['median'] * px:.4g} {unit or ''}".rstrip() if px else ""
-            lines = [f"{spread['count']} {spread['what']} ({model.name}, HR grid): FWHM "
+            lines = [f"{spread['count']} {spread['what']}{of} ({model.name}, HR grid): FWHM "
                      f"{spread['min']:.2f} to {spread['max']:.2f} px, median "
                      f"{spread['median']:.2f} px{med}",
                      f"Their mean kernel: FWHM {st.fwhm:.2f} px"]
@@ -590,11 +598,11 @@ class DanWidget(QWidget):
             lines.append("Note: " + spread["warning"])
         if meta.get("spots"):
             lines[0] = f"Kernel used ({model.name}, HR grid): {st.summary()}"
-            lines.insert(0, _spots_line(meta["spots"], px, unit))
+            lines.insert(0, _spots_line(meta["spots"], px, unit, of))
         if meta.get("optics"):
             o = meta["optics"]
             lines[0] = f"Kernel used ({model.name}, HR grid): {st.summary()}"
-            lines.insert(0, f"PSF from optics ({Optics(**{k: o[k] for k in OPTICS_FIELDS}).summary()}; "
+            lines.insert(0, f"PSF{of} from optics ({Optics(**{k: o[k] for k in OPTICS_FIELDS}).summary()}; "
                          f"pixel size {o['pixel_size']:.4g} µm): FWHM {o['fwhm_px']:.2f} px = "
                          f"{o['fwhm_um']:.3g} µm on the HR grid")
             if o.get("note"):
@@ -615,6 +623,9 @@ class DanWidget(QWidget):
         self.kernel_box.value = "\n".join(lines)
 
     def _on_error(self, exc: Exception) -> None:
+        if self._alive():
+            self.kernel_box.value = "Kernel: (no result: " + (
+                "cancelled)" if isinstance(exc, Cancelled) else "the run failed)")
         if isinstance(exc, Cancelled):
             self._message("cancelled: no layers were added or changed")
         elif isinstance(exc, DanError):
