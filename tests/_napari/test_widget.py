@@ -811,3 +811,13 @@ def test_kernel_text_names_its_layer_and_is_cleared_by_a_new_run(setup, qtbot):
     _run(w, qtbot)
     assert "at least" in w.status.text()
     assert "FWHM" not in w.kernel_label.text() and "failed" in w.kernel_label.text()
+
+
+def test_form_scrolls_so_the_dock_can_shrink(setup):
+    # QA: at 1024 x 768 the widget's last lines were clipped, with no way to reach them
+    viewer, w = setup()
+    inner = w.scroll_area.widget()
+    assert w.scroll_area.widgetResizable()
+    for child in (w.layer_combo, w.run_button, w.kernel_label, w.status, w.tile_spin):
+        assert inner.isAncestorOf(child)
+    assert w.minimumSizeHint().height() < 0.5 * inner.minimumSizeHint().height()

@@ -24,7 +24,15 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QGroupBox, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QGroupBox,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..engine.devices import available_devices
 from ..errors import Cancelled, DanError
@@ -223,11 +231,21 @@ class DanWidget(QWidget):
             c.margins = (0, 0, 0, 0)
         group = QGroupBox("Tiles and device")
         QVBoxLayout(group).addWidget(advanced.native)
-        lay = QVBoxLayout(self)
+        # the form scrolls: napari's dock can then shrink below its full height (at 1024 x 768
+        # its last lines, the run's results, were cut off with no way to reach them)
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
         for w in (form.native, group, buttons.native, self.progress_bar, self.status,
                   self.kernel_label):
             lay.addWidget(w)
         lay.addStretch(1)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area)
         self._containers = (form, advanced, buttons)  # keep them alive with the widget
 
         self.run_box.changed.connect(lambda *_: self.run())
