@@ -821,3 +821,28 @@ def test_form_scrolls_so_the_dock_can_shrink(setup):
     for child in (w.layer_combo, w.run_button, w.kernel_label, w.status, w.tile_spin):
         assert inner.isAncestorOf(child)
     assert w.minimumSizeHint().height() < 0.5 * inner.minimumSizeHint().height()
+
+
+def test_channel_axis_is_no_stack_and_its_residuals_are_per_channel(setup, qtbot):
+    # QA: 'Stack' stayed enabled with the channel axis the only other axis, and the residual
+    # line called channels "planes"; the guide's "Check" field was an unlabelled check box
+    viewer, w = setup(tiny_model(in_nc=1, scale=2))
+    viewer.add_image(np.stack([_image(24, 24, s) for s in range(2)]), name="two")
+    assert w.scope_combo.isEnabled()
+    w.channel_box.value = 0
+    assert not w.scope_combo.isEnabled()
+    _run(w, qtbot)
+    assert "Consistency residual" in w.kernel_label.text()
+    # one residual per channel (a result with several): named channels, not planes
+    from types import SimpleNamespace
+
+    request, model, _ = w.last_result
+    fake = SimpleNamespace(kernel=gaussian_kernel(21, 1.5), metadata={
+        "consistency": {"relative_residual": 0.15, "per_plane": [0.1, 0.2]}})
+    w._show_kernel(request, model, fake)
+    line = next(t for t in w.kernel_label.text().splitlines() if t.startswith("Consistency"))
+    assert "(channels 0.100 to 0.200)" in line and "planes" not in line
+    w.channel_box.value = "auto"
+    assert w.scope_combo.isEnabled()
+    row = w.residual_box.parent
+    assert row.label == "Check" and row._labeled_widget() is not None

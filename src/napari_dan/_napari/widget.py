@@ -219,15 +219,19 @@ class DanWidget(QWidget):
         self.cancel_button, self.progress_bar = self.cancel_box.native, self.progress_box.native
         self.status, self.kernel_label = self.status_box.native, self.kernel_box.native
 
+        # magicgui never labels a check box in a form: a one-widget row gives it its label
+        # ("Check", as in the user guide), aligned with the other fields
+        check_row = Container(widgets=[self.residual_box], label="Check", labels=False,
+                              layout="horizontal")
         form = Container(widgets=[self.layer_box, self.model_box, self.model_info_box,
                                   self.mode_box, self.psf_box, *self._optics_boxes(),
                                   self.scope_box, self.channel_box,
-                                  self.pixel_box, self.residual_box], labels=True)
+                                  self.pixel_box, check_row], labels=True)
         advanced = Container(widgets=[self.tile_box, self.overlap_box, self.device_box,
                                       self.precision_box], labels=True)
         buttons = Container(widgets=[self.run_box, self.cancel_box], layout="horizontal",
                             labels=False)
-        for c in (form, advanced, buttons):
+        for c in (form, advanced, buttons, check_row):
             c.margins = (0, 0, 0, 0)
         group = QGroupBox("Tiles and device")
         QVBoxLayout(group).addWidget(advanced.native)
@@ -246,7 +250,7 @@ class DanWidget(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll_area)
-        self._containers = (form, advanced, buttons)  # keep them alive with the widget
+        self._containers = (form, advanced, buttons, check_row)  # alive with the widget
 
         self.run_box.changed.connect(lambda *_: self.run())
         self.cancel_box.changed.connect(lambda *_: self.cancel())
@@ -258,6 +262,7 @@ class DanWidget(QWidget):
         self.psf_combo.activated.connect(lambda *_: setattr(self, "_psf_chosen", True))
         self.layer_box.changed.connect(self._on_layer_changed)
         self.mode_box.changed.connect(self._update_enabled)
+        self.channel_box.changed.connect(self._update_enabled)
 
     def _optics_boxes(self) -> tuple:
         return self.na_box, self.emission_box, self.excitation_box, self.immersion_box
@@ -482,6 +487,15 @@ class DanWidget(QWidget):
             self.channel_box.value = "auto"
         self._update_enabled()
 
+    def _plane_axes(self, layer) -> list[int]:
+        """The layer's axes besides the two spatial ones and the chosen channel axis (what
+        'Stack' chooses between); none when a channel axis is the only other axis."""
+        nd, ca = int(layer.ndim), self.channel_box.value
+        if layer.rgb or not isinstance(ca, int):
+            return list(range(nd - 2))
+        spatial = (nd - 3, nd - 2) if ca == nd - 1 else (nd - 2, nd - 1)
+        return [a for a in range(nd) if a not in spatial and a != ca]
+
     def _update_enabled(self, *_) -> None:
         layer = self.selected_layer()
         running = self._worker is not None
@@ -491,7 +505,7 @@ class DanWidget(QWidget):
             for box in self._optics_boxes():  # shown only for "PSF from optics"
                 box.visible = optics
             self._align_labels()  # rows shown now were not aligned with the others
-        self.scope_box.enabled = layer is not None and layer.ndim > 2
+        self.scope_box.enabled = layer is not None and bool(self._plane_axes(layer))
         self.channel_box.enabled = layer is not None and not layer.rgb and layer.ndim > 2
         self.run_box.enabled = not running
         self.cancel_box.enabled = running
@@ -635,7 +649,11 @@ class DanWidget(QWidget):
         cons = meta.get("consistency")
         if cons:
             per = cons["per_plane"]
-            rng = f" (planes {min(per):.3f} to {max(per):.3f})" if len(per) > 1 else ""
+            what = "planes"
+            if request.channel_axis is not None and not request.rgb:  # one entry per channel
+                stack = any(a not in request.plane for a in request.other_axes)
+                what = "planes and channels" if stack else "channels"
+            rng = f" ({what} {min(per):.3f} to {max(per):.3f})" if len(per) > 1 else ""
             lines.append(f"Consistency residual {cons['relative_residual']:.3f}{rng}: input vs "
                          "result re-blurred and sampled back (includes noise)")
         self.kernel_box.value = "\n".join(lines)
