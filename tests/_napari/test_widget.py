@@ -821,6 +821,8 @@ def test_form_scrolls_so_the_dock_can_shrink(setup):
     for child in (w.layer_combo, w.run_button, w.kernel_label, w.status, w.tile_spin):
         assert inner.isAncestorOf(child)
     assert w.minimumSizeHint().height() < 0.5 * inner.minimumSizeHint().height()
+    # ... but not sideways: the dock keeps the form's full width (it was cut on the right)
+    assert w.minimumSizeHint().width() >= inner.minimumSizeHint().width()
 
 
 def test_channel_axis_is_no_stack_and_its_residuals_are_per_channel(setup, qtbot):

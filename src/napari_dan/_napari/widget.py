@@ -99,6 +99,19 @@ def _model_label(name: str, scale: int, in_channels: int) -> str:
     return f"{name} (x{scale}, {_channels(in_channels)})"
 
 
+class _DownScroll(QScrollArea):
+    """A scroll area that may be short but is never narrower than its widget's minimum (a
+    plain one let napari's dock cut the form's right side off)."""
+
+    def minimumSizeHint(self):  # noqa: N802 (Qt's name)
+        hint = super().minimumSizeHint()
+        inner = self.widget()
+        if inner is not None:
+            hint.setWidth(inner.minimumSizeHint().width()
+                          + self.verticalScrollBar().sizeHint().width())
+        return hint
+
+
 class DanWidget(QWidget):
     """Super-resolve an image layer with a DAN model and show the estimated kernel.
 
@@ -119,6 +132,7 @@ class DanWidget(QWidget):
         self.last_layers: list = []   # the layers it added or replaced
 
         self._build_ui()
+        self._align_labels()  # again when shown, in napari's font
         self._fill_models()
         # the layer choosers are magicgui ComboBoxes; napari calls reset_choices whenever a
         # layer is added, removed, moved or renamed (as for any magicgui dock widget)
@@ -243,10 +257,12 @@ class DanWidget(QWidget):
                   self.kernel_label):
             lay.addWidget(w)
         lay.addStretch(1)
-        self.scroll_area = QScrollArea()
+        self.scroll_area = _DownScroll()
         self.scroll_area.setWidgetResizable(True)
         self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll_area.setWidget(inner)
+        # it scrolls down, not sideways: the dock keeps the form's width
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll_area)
@@ -279,6 +295,7 @@ class DanWidget(QWidget):
         width = max((lab._label_widget.native.sizeHint().width() for lab in labels), default=0)
         for lab in labels:
             lab._label_widget.native.setMinimumWidth(width)
+        self.scroll_area.updateGeometry()  # the form's width may have changed
 
     def _alive(self) -> bool:
         """False once Qt has deleted the widget (its viewer was closed during a run): the
