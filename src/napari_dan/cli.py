@@ -54,7 +54,7 @@ def _iterations(v: str) -> int | str:
     if v in ("auto", "settled"):
         return v
     try:
-        n = int(v)
+        int(v)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"must be auto, settled or a whole number of estimation rounds (>= 1), "
