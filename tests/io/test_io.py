@@ -303,6 +303,17 @@ def test_kernel_file_resolution_in_centimetres(tmp_path, px, unit, cm):
             assert den / num == pytest.approx(cm, rel=1e-6)
 
 
+def test_plain_tiff_pixel_size_only_from_centimetre_tags(tmp_path, rng):
+    # inches are a print resolution (72, 300 dpi), not a size at the sample (docs/cli.md)
+    a = rng.integers(0, 255, (8, 8), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "inch.tif", a, resolution=(300, 300), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "cm.tif", a, resolution=(50000, 50000),
+                     resolutionunit="CENTIMETER")
+    assert read_metadata(tmp_path / "inch.tif").spatial_pixel_size() == (None, None)
+    px, unit = read_metadata(tmp_path / "cm.tif").spatial_pixel_size()
+    assert px == pytest.approx(0.2) and unit == "µm"
+
+
 def test_write_tiff_guesses_rgb(tmp_path, rng):
     img = rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)
     p = write_tiff(tmp_path / "rgb.tif", img)
