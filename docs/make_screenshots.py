@@ -200,7 +200,7 @@ def main() -> None:
     viewer.layers.selection.active = viewer.layers["cell kernel"]
     _focus(viewer, [viewer.layers["cell kernel"], viewer.layers["cell true kernel"]], margin=0.6)
     viewer.text_overlay.visible = True
-    viewer.text_overlay.text = "top: 'cell kernel' (estimated)\nbottom: 'cell true kernel'"
+    viewer.text_overlay.text = "top: 'cell true kernel'\nbottom: 'cell kernel' (estimated)"
     viewer.text_overlay.font_size = 14
     _shot(viewer, "kernel_layer.png")
     viewer.text_overlay.visible = False
