@@ -763,8 +763,9 @@ def test_psf_layer_on_another_grid_is_resampled_to_the_output_grid(setup, qtbot)
 
 
 def test_stated_pixel_sizes_are_compared_across_units():
-    from napari_dan._napari.request import stated_pixel
     from napari.layers import Image
+
+    from napari_dan._napari.request import stated_pixel
 
     src = Image(np.zeros((16, 16)), scale=(0.2, 0.2), units=("µm", "µm"), name="src")
     same = Image(np.ones((5, 5)), scale=(100, 100), units=("nm", "nm"), name="nm")  # 0.1 µm
