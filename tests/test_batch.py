@@ -224,6 +224,15 @@ def test_psf_loading(tmp_path):
     from napari_dan.model.kernels import kernel_stats
 
     assert kernel_stats(got).sigma_major == pytest.approx(4.0, rel=0.1)  # 2 px of 0.2 -> 4 of 0.1
+    st = kernel_stats(got)
+    mid = got.shape[0] // 2  # centred on the middle pixel (the regridding keeps the centre)
+    assert got.shape[0] % 2 == 1 and abs(st.centroid_y - mid) < 0.05 and abs(st.centroid_x - mid) < 0.05
+    # a PSF in nm beside an image in µm: compared in one unit, resampled (50 nm -> 0.1 µm)
+    tifffile.imwrite(tmp_path / "psf3.tif", k.astype(np.float32), imagej=True,
+                     resolution=(1 / 50, 1 / 50), metadata={"unit": "nm"})
+    got, note = load_psf(tmp_path / "psf3.tif", hr_pixel_size=0.1, unit="µm")
+    assert "resampled from 50 nm to 0.1 µm" in note
+    assert kernel_stats(got).sigma_major == pytest.approx(1.0, rel=0.1)  # 2 px of 50 nm
 
 
 def test_psf_run_is_non_blind(tmp_path, rng, tiny_ckpt):

@@ -50,7 +50,7 @@ from .io import (
     write_kernels,
 )
 from .model import DanModel, load_model
-from .model.kernels import kernel_stats
+from .model.kernels import kernel_stats, regrid_kernel
 
 __all__ = ["FileResult", "BatchSummary", "expand_inputs", "output_paths", "load_psf",
            "process_file", "run_batch", "KERNEL_MODES"]
@@ -318,18 +318,20 @@ def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
     if not k.sum() > 0:
         raise InputError(f"{p}: the PSF is flat: nothing in it rises above its border "
                          f"(shape {k.shape}); a PSF is a peak on a dark background")
-    if px and hr_pixel_size and pu == unit and abs(px / hr_pixel_size - 1) > 0.01:
-        from skimage.transform import rescale
-
-        f = px / hr_pixel_size
-        k = rescale(k, f, order=1, anti_aliasing=f < 1, preserve_range=True)
-        note.append(f"resampled from {px:.4g} to {hr_pixel_size:.4g} {unit} pixels")
-    elif not (px and hr_pixel_size):
-        note.append("used as given (assumed on the output grid)")
     if k.shape[0] % 2 == 0:
         k = k[:-1]
     if k.shape[1] % 2 == 0:
         k = k[:, :-1]
+    # both sizes in µm when both are lengths (a PSF in nm beside an image in µm), else as stated
+    psf_um, out_um = micrometres(px, pu), micrometres(hr_pixel_size, unit)
+    same = (psf_um, out_um) if psf_um and out_um else (px, hr_pixel_size) if pu == unit \
+        else (None, None)
+    if same[0] and same[1] and abs(same[0] / same[1] - 1) > 0.01:
+        # the one kernel regridding of the package (integrated over the new pixels, centred)
+        k = regrid_kernel(k, same[0] / same[1])
+        note.append(f"resampled from {px:.4g} {pu} to {hr_pixel_size:.4g} {unit} pixels")
+    elif not (px and hr_pixel_size):
+        note.append("used as given (assumed on the output grid)")
     k = k / k.sum()
     return k.astype(np.float32), "; ".join(note)
 
