@@ -19,13 +19,13 @@ from .model.kernels import gaussian_kernel
 
 __all__ = ["SAMPLE_KINDS", "make_sample", "model_for_sample"]
 
-SAMPLE_KINDS = ("photo", "microscopy", "microscopy-stack", "fluorescence")
+SAMPLE_KINDS = ("photo", "microscopy", "microscopy-stack", "fluorescence", "fluorescence-stack")
 
 # the bundled model family each sample's degradation matches: the photo and the cell images are
 # blurred and bicubic-downsampled (the "rgb" and "gray" models' training), the fluorescence field
 # is integrated over camera pixels (the "fluo" models')
 _FAMILY = {"photo": "rgb", "microscopy": "gray", "microscopy-stack": "gray",
-           "fluorescence": "fluo"}
+           "fluorescence": "fluo", "fluorescence-stack": "fluo"}
 
 
 def model_for_sample(kind: str | None, scale: int | None) -> str | None:
@@ -47,6 +47,9 @@ _CELL_PIXEL_UM = 0.107
 # the fluorescence sample: HR pixels of 40 nm (a camera of 80 nm pixels at x2, 160 nm at x4)
 # seen through a 1.4-NA oil objective at 520 nm (FWHM about 0.18 µm = 4.5 HR px)
 _FLUO_HR_PIXEL_UM, _FLUO_NA, _FLUO_WAVELENGTH = 0.04, 1.4, 0.52
+# the fluorescence focus series: each plane's distance from focus (µm); the widefield PSF's FWHM
+# goes 4.55 HR px in focus, 4.66 / 5.17 / 7.97 px at 0.1 / 0.2 / 0.3 µm, inside dan-x2-fluo's range
+_FOCUS_UM = (-0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3)
 
 
 def _bundled(name: str) -> np.ndarray:
@@ -85,7 +88,7 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
 
     Parameters
     ----------
-    kind : {"photo", "microscopy", "microscopy-stack", "fluorescence"}
+    kind : {"photo", "microscopy", "microscopy-stack", "fluorescence", "fluorescence-stack"}
         ``"photo"``: scikit-image's astronaut (RGB, 512 x 512 HR). ``"microscopy"``: the
         quantitative-phase image of a cell (``skimage.data.cell``, grayscale, 0.107 um pixels).
         ``"microscopy-stack"``: five crops of that cell image, each blurred a little more than the
@@ -94,7 +97,10 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
         through a 1.4-NA objective at 520 nm, camera pixel integration and Poisson-Gaussian
         noise (1,000 photons, offset 100), uint16 counts: what the microscopy models
         (``dan-x2-fluo``, ``dan-x4-fluo``) are made for; ``sigma`` and ``noise`` are ignored
-        (its PSF is the optics', its noise the camera's).
+        (its PSF is the optics', its noise the camera's). ``"fluorescence-stack"``: a focus
+        series of such a field, seven planes 0.3 µm below to 0.3 µm above focus (the PSF's FWHM
+        4.55 HR px in focus, 7.97 at the ends), for per-plane kernels: what ``dan-x2-fluo``'s
+        "per plane" mode should read widening away from focus.
     scale : int
         Downsampling factor (2, 3 or 4).
     sigma : float, optional
@@ -116,9 +122,11 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
         ``scale``, ``rgb`` (bool), ``pixel_size`` (LR pixel size in ``unit``, None for the photo),
         ``hr_pixel_size``, ``unit`` (str or None) and ``description``.
     """
-    if kind == "fluorescence":
+    if kind in ("fluorescence", "fluorescence-stack"):
         if scale not in _SIGMA:
             raise InputError(f"sample scale must be 2, 3 or 4, got {scale!r}")
+        if kind == "fluorescence-stack":
+            return _fluorescence_stack(int(scale), seed)
         return _fluorescence(int(scale), noise, seed)
     if kind not in SAMPLE_KINDS:
         raise InputError(f"unknown sample kind {kind!r}; choose one of {', '.join(SAMPLE_KINDS)}")
@@ -201,3 +209,45 @@ def _fluorescence(scale: int, noise: dict | None, seed: int) -> dict:
                            f"HR px of {1000 * _FLUO_HR_PIXEL_UM:.0f} nm), camera pixels of "
                            f"{1000 * _FLUO_HR_PIXEL_UM * scale:.0f} nm, 1,000 photons, offset 100, "
                            "16 bit"}
+
+
+def _fluorescence_stack(scale: int, seed: int) -> dict:
+    """The "fluorescence-stack" sample (see :func:`make_sample`): one thin specimen imaged at
+    seven focus positions, 256 x 256 HR pixels of 40 nm per plane."""
+    from .imaging.camera import Camera, bin_pixels, expose
+    from .imaging.degradations import blur
+    from .imaging.microscope import target_kernel
+    from .imaging.psf import gaussian_psf, have_psfmodels, widefield_psf
+    from .imaging.specimens import beads, filaments
+    from .model.kernels import FWHM_PER_SIGMA, fit_kernel_size, kernel_stats
+
+    rng = np.random.default_rng(2031 + seed)
+    hr_size = 256
+    spec = filaments((hr_size, hr_size), 1 / 4000, rng) + 3.0 * beads((hr_size, hr_size),
+                                                                       1 / 1500, rng)
+    spec = spec / spec.max() + 0.02  # a faint background, as on a coverslip
+    if have_psfmodels():
+        psfs = [widefield_psf(41, _FLUO_HR_PIXEL_UM, _FLUO_NA, _FLUO_WAVELENGTH, defocus=dz)
+                for dz in _FOCUS_UM]
+        how = "widefield PSF (Gibson-Lanni, psfmodels)"
+    else:  # Gaussians of about the same widths (4.55 px in focus)
+        psfs = [gaussian_psf(41, 4.55 * np.sqrt(1 + (dz / 0.22) ** 4)) for dz in _FOCUS_UM]
+        how = "Gaussian PSF (psfmodels not installed)"
+    camera = Camera(photons=1000.0, read_noise=1.5, offset=100.0)
+    lr = np.stack([expose(bin_pixels(blur(spec, p), scale), camera, rng) for p in psfs])
+    hr_plane = np.round(camera.expected(blur(spec, target_kernel()))).astype(np.uint16)
+    kernels = np.stack([fit_kernel_size(p, _KERNEL_SIZE)[0] for p in psfs]).astype(np.float32)
+    fwhm = [kernel_stats(p).fwhm for p in psfs]
+    n = len(_FOCUS_UM)
+    return {"kind": "fluorescence-stack", "scale": scale,
+            "noise": {"photons": 1000.0, "read_noise": 1.5}, "name": "focus series",
+            "hr": np.stack([hr_plane] * n), "lr": lr, "kernel": kernels,
+            "sigma": [f / FWHM_PER_SIGMA for f in fwhm], "rgb": False,
+            "pixel_size": _FLUO_HR_PIXEL_UM * scale, "hr_pixel_size": _FLUO_HR_PIXEL_UM,
+            "unit": "µm", "defocus_um": list(_FOCUS_UM),
+            "description": f"synthetic fluorescence (filaments, beads) at {n} focus positions, "
+                           f"{_FOCUS_UM[0]:g} to {_FOCUS_UM[-1]:g} µm, {how} NA {_FLUO_NA:g} at "
+                           f"{1000 * _FLUO_WAVELENGTH:.0f} nm (FWHM {min(fwhm):.2f} to "
+                           f"{max(fwhm):.2f} HR px of {1000 * _FLUO_HR_PIXEL_UM:.0f} nm), camera "
+                           f"pixels of {1000 * _FLUO_HR_PIXEL_UM * scale:.0f} nm, 1,000 photons, "
+                           "offset 100, 16 bit"}

@@ -69,6 +69,23 @@ def test_stack_has_one_kernel_per_plane_growing():
     assert energy[0] > energy[-1]
 
 
+def test_fluorescence_focus_series_widens_away_from_focus():
+    s = make_sample("fluorescence-stack", 2)
+    lr, hr, k = s["lr"], s["hr"], s["kernel"]
+    n = len(s["defocus_um"])
+    assert lr.shape == (n, 128, 128) and hr.shape == (n, 256, 256) and lr.dtype == np.uint16
+    assert k.shape == (n, 21, 21) and np.allclose(k.sum(axis=(1, 2)), 1, atol=1e-5)
+    fwhm = np.array([kernel_stats(kk).fwhm for kk in k])
+    focus = int(np.argmin(np.abs(s["defocus_um"])))
+    # narrowest in focus, wider on both sides, symmetric, inside the x2 fluorescence range
+    assert fwhm.argmin() == focus and np.all(np.diff(fwhm[focus:]) > 0)
+    np.testing.assert_allclose(fwhm, fwhm[::-1], rtol=0.02)
+    assert 4 < fwhm.min() and fwhm.max() < 10
+    # the defocused planes are blurrier: less gradient energy than the focus (same specimen)
+    energy = [np.abs(np.diff(p.astype(float), axis=1)).mean() for p in lr]
+    assert energy[focus] > 1.2 * energy[0] and energy[focus] > 1.2 * energy[-1]
+
+
 def test_bad_arguments_are_explained():
     with pytest.raises(InputError, match="choose one of"):
         make_sample("movie")
@@ -113,5 +130,6 @@ def test_model_for_sample_matches_scale_and_degradation():
     assert model_for_sample("microscopy", 4) == "dan-x4-gray"
     assert model_for_sample("microscopy-stack", 2) == "dan-x2-gray"
     assert model_for_sample("fluorescence", 2) == "dan-x2-fluo"
+    assert model_for_sample("fluorescence-stack", 2) == "dan-x2-fluo"
     assert all(model_for_sample(k, 2) for k in SAMPLE_KINDS)
     assert model_for_sample("nuclei", 2) is None and model_for_sample("photo", None) is None

@@ -392,11 +392,11 @@ def test_layer_list_follows_viewer(setup):
 def test_samples_open_with_true_kernel_beside(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-dan", "stack")
-    img, kern = viewer.layers["cell stack"], viewer.layers["cell stack true kernel"]
-    assert img.data.shape[0] == kern.data.shape[0] == 5
+    img, kern = viewer.layers["focus series"], viewer.layers["focus series true kernel"]
+    assert img.data.shape[0] == kern.data.shape[0] == 7
     assert kern.data.shape[1:] == (21, 21)
     assert _world_corner(kern, (0, 0, -0.5))[2] > _world_corner(img, (0, 0, img.data.shape[2] - 0.5))[2]
-    hr = viewer.layers["cell stack original (HR)"]
+    hr = viewer.layers["focus series original (HR)"]
     np.testing.assert_allclose(_world_corner(hr, (0, -0.5, -0.5)), _world_corner(img, (0, -0.5, -0.5)))
 
 
@@ -666,7 +666,7 @@ def test_even_sized_psf_layer_is_named_in_the_message(setup, qtbot):
 
 
 @pytest.mark.parametrize("key,want", [("microscopy", "dan-x4-gray"), ("fluorescence", "dan-x2-fluo"),
-                                      ("photo", "dan-x4-rgb"), ("stack", "dan-x2-gray")])
+                                      ("photo", "dan-x4-rgb"), ("stack", "dan-x2-fluo")])
 def test_samples_get_the_model_they_are_made_for(make_napari_viewer, monkeypatch, key, want):
     # the x4 microscopy sample was run with the grey default dan-x2-fluo (QA): a sample now
     # suggests the bundled model of its scale and degradation, until a model is picked by hand
