@@ -163,6 +163,25 @@ def fluorescence_sample_shot() -> None:
     viewer.close()
 
 
+def focus_series_shot() -> None:
+    """widget_focus_series.png: the fluorescence focus series after a per-plane run of
+    dan-x2-fluo on the whole stack, shown at a defocused plane (its kernel layer follows the
+    slider)."""
+    viewer, widget = _viewer()
+    viewer.open_sample("napari-dan", "stack")
+    widget.mode_combo.setCurrentText("per plane")
+    widget.scope_box.value = "whole stack"
+    widget.run()
+    _wait(widget)
+    viewer.layers["focus series"].visible = False
+    viewer.dims.set_current_step(0, 1)  # 0.2 µm below focus
+    _focus(viewer, [viewer.layers["focus series DAN x2"], viewer.layers["focus series kernel"],
+                    viewer.layers["focus series true kernel"]], margin=0.03)
+    _shot(viewer, "widget_focus_series.png")
+    print("widget:", widget.kernel_label.text())
+    viewer.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", help="model name or checkpoint for both samples")
@@ -170,12 +189,16 @@ def main() -> None:
                    help="only widget_optics.png (the PSF from optics; needs ../shared)")
     p.add_argument("--fluorescence-sample", action="store_true",
                    help="only widget_fluorescence_sample.png")
+    p.add_argument("--focus-series", action="store_true",
+                   help="only widget_focus_series.png (per-plane kernels of the focus series)")
     args = p.parse_args()
-    if args.optics or args.fluorescence_sample:
+    if args.optics or args.fluorescence_sample or args.focus_series:
         if args.optics:
             optics_shot()
         if args.fluorescence_sample:
             fluorescence_sample_shot()
+        if args.focus_series:
+            focus_series_shot()
         return
     notes = []
 

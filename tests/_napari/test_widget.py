@@ -849,3 +849,20 @@ def test_channel_axis_is_no_stack_and_its_residuals_are_per_channel(setup, qtbot
     assert w.scope_combo.isEnabled()
     row = w.residual_box.parent
     assert row.label == "Check" and row._labeled_widget() is not None
+
+
+def test_focus_series_per_plane_widens_away_from_focus(setup, qtbot):
+    # the 'stack' sample, per plane on the whole stack with the model it suggests: one kernel
+    # per plane, narrowest near focus, and the spots line names the plane it was measured on
+    from napari_dan.model import list_models
+
+    if "dan-x2-fluo" not in {m["name"] for m in list_models()}:
+        pytest.skip("needs the bundled dan-x2-fluo")
+    viewer, w = setup()
+    viewer.open_sample("napari-dan", "stack")
+    _run(w, qtbot, mode="per plane", scope="whole stack")
+    k = viewer.layers["focus series kernel"].data
+    fwhm = np.array([kernel_stats(kk).fwhm for kk in k])
+    assert k.shape[0] == 7 and abs(int(fwhm.argmin()) - 3) <= 1
+    assert fwhm[0] > 1.5 * fwhm.min() and fwhm[-1] > 1.5 * fwhm.min()
+    assert "isolated spots of plane 3 (HR grid)" in w.kernel_label.text()

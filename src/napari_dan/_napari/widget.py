@@ -72,8 +72,10 @@ def _spots_line(spots: dict, px: float | None, unit: str | None, of: str = "") -
     g = spots["output_grid"]
     err = spots.get("fwhm_rel_error")
     sure = f" ±{100 * err:.1f}%" if err is not None and err == err and err < 1 else ""
-    text = (f"PSF{of} from {spots['n_spots']} isolated spots (HR grid): FWHM {g['fwhm_px']:.2f} px"
-            f"{sure} (major {g['fwhm_major_px']:.2f}, minor {g['fwhm_minor_px']:.2f})")
+    plane = spots.get("plane") or []  # the stack's brightest plane, where they were measured
+    where = f" of plane {', '.join(str(i) for i in plane)}" if plane else ""
+    text = (f"PSF{of} from {spots['n_spots']} isolated spots{where} (HR grid): FWHM "
+            f"{g['fwhm_px']:.2f} px{sure} (major {g['fwhm_major_px']:.2f}, minor {g['fwhm_minor_px']:.2f})")
     if px:
         text += f" = {g['fwhm_px'] * px:.4g} {unit or ''}".rstrip()
     return text + f", angle {g['angle_deg']:.0f} deg"
