@@ -46,12 +46,13 @@ def run_engine(request: RunRequest, model: Any, cancel: threading.Event):
         # a blind run on a grey layer: the PSF measured from isolated spots beside it, if the
         # image has them (beads, puncta), so the two can be compared
         from ..engine import spot_psf
-        from ..engine.result import spots_note
+        from ..engine.result import blind_fwhm_of_plane, spots_note
         from ..errors import InputError
 
         try:
             kernel, info = spot_psf(request.image, m, opts.channel_axis)
-            blind = (result.metadata.get("kernel_fwhm") or {}).get("median")
+            # the blind estimate of the plane the spots were measured on (per plane / per tile)
+            blind = blind_fwhm_of_plane(result, info.get("plane"))
             note = spots_note(info["output_grid"]["fwhm_px"], m, blind)
             result.metadata["spots_comparison"] = dict(info, kernel=kernel, note=note)
         except InputError as e:

@@ -19,7 +19,7 @@ from .plan import (
     PlaneResult,
 )
 
-__all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_note", "SPOTS_DISAGREE", "EDGE_LOW",
+__all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_note", "blind_fwhm_of_plane", "SPOTS_DISAGREE", "EDGE_LOW",
            "EDGE_HIGH", "LOW_SNR"]
 
 #: an estimated FWHM within this factor of the narrowest trained kernel, or above this share of
@@ -142,6 +142,23 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
 
 #: a blind estimate and a spots PSF whose FWHMs differ by more than this factor get a note
 SPOTS_DISAGREE = 1.25
+
+
+def blind_fwhm_of_plane(result: SRResult, plane: Sequence[int] | None) -> float | None:
+    """The blind estimate to compare a spots PSF measured on ``plane`` (its indices along the
+    leading axes) with: the median FWHM of that plane's kernels when the result has a kernel per
+    plane or per tile, else the result's median (one kernel for everything)."""
+    spread = (result.metadata.get("kernel_fwhm") or {})
+    centres = getattr(result, "kernel_centers", None)
+    if plane and centres is not None and len(result.kernels) > 1:
+        c = np.asarray(centres)
+        n = len(plane)
+        if c.ndim == 2 and c.shape[1] >= n:
+            mine = [k for k, row in zip(result.kernels, c, strict=True)
+                    if [int(round(v)) for v in row[:n]] == [int(i) for i in plane]]
+            if mine:
+                return float(np.median([kernel_stats(k).fwhm for k in mine]))
+    return spread.get("median")
 
 
 def spots_note(spots_fwhm: float, model: DanModel, blind_fwhm: float | None = None) -> str | None:
