@@ -19,8 +19,8 @@ from .plan import (
     PlaneResult,
 )
 
-__all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_note", "blind_fwhm_of_plane", "SPOTS_DISAGREE", "EDGE_LOW",
-           "EDGE_HIGH", "LOW_SNR"]
+__all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_note", "blind_fwhm_of_plane",
+           "SPOTS_DISAGREE", "EDGE_LOW", "EDGE_HIGH", "LOW_SNR"]
 
 #: an estimated FWHM within this factor of the narrowest trained kernel, or above this share of
 #: the widest, is "at the edge" of what the model knows (see :func:`kernel_report`)
