@@ -70,7 +70,7 @@ def widget_screenshot(model_name: str, per_plane: bool = False) -> None:
     img = stack if per_plane else bin_pixels(stack[20:29].astype(np.float32), 2).astype(np.float32)
     viewer = napari.Viewer(show=True)
     viewer.window.resize(1400, 1100 if per_plane else 900)
-    px = 1 / 44.460534 if per_plane else 0.0899  # per plane: the file's own pixel size
+    px = (1 if per_plane else 2) / 44.460534  # the file's own pixel size (binned 2 x 2: twice it)
     layer = viewer.add_image(img, name="beads", scale=(0.125, px, px), units=("µm", "µm", "µm"))
     w = DanWidget(viewer)
     viewer.window.add_dock_widget(w, area="right", name="Blind super-resolution (DAN)")

@@ -2,8 +2,8 @@
 # Runs the whole test suite (what CI runs); GUI tests need a (virtual) X server, so Xvfb is used
 # when there is no display.
 #   bash scripts/test.sh            everything
-#   bash scripts/test.sh --fast     the fast lane: no GUI and no tests marked slow (247 tests in
-#                                   77 s here; run the whole suite before pushing)
+#   bash scripts/test.sh --fast     the fast lane: no GUI and no tests marked slow (384 of the
+#                                   462 tests, session 31; run the whole suite before pushing)
 # Other arguments go to pytest (e.g. bash scripts/test.sh --fast -x tests/engine/test_engine.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."

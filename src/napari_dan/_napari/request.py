@@ -258,7 +258,7 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None,
     """
     if layer is None:
         raise InputError("no image layer chosen: open an image (File > Open, or File > Open Sample "
-                         "> napari-dan) and choose it in 'Image'")
+                         "> DAN blind super-resolution) and choose it in 'Image'")
     kind = _layer_kind(layer)
     if kind != "image":
         raise InputError(f"layer {layer.name!r} is a {kind} layer; DAN super-resolves pixel "
