@@ -53,7 +53,8 @@ def _fields(rng):
 def widget_screenshot(model_name: str, per_plane: bool = False) -> None:
     """docs/images/widget_fluorescence.png: the real bead stack (Bead_Image1_crop, binned 2x2,
     in-focus planes, 0.045 µm pixels: the file's 0.0225 µm, binned) after a blind run with the
-    residual map: DAN's kernel and the PSF from spots side by side. ``per_plane``: docs/images/widget_per_plane.png instead, the
+    residual map: DAN's kernel and the PSF from spots side by side. ``per_plane``:
+    docs/images/widget_per_plane.png instead, the
     whole stack at its own sampling (41 planes), one kernel per plane, the whole stack: the
     kernels' spread and the trained-range note. Needs a display (xvfb-run -a)."""
     import time
