@@ -487,3 +487,14 @@ def test_a_recipe_can_be_renamed():
     cfg = recipe("dan-x4-fluo", name="my-x4", steps=10)
     assert (cfg.name, cfg.scale, cfg.stage2, cfg.steps) == ("my-x4", 4, "matched", 10)
     assert recipe("dan-x4-fluo").name == "dan-x4-fluo"
+
+
+def test_val_every_validates_at_each_multiple_and_at_the_end(tiny_data, tmp_path):
+    """--val-every 4 over 9 steps: validation at steps 4, 8 and 9, not only at multiples of 25."""
+    import json
+
+    logs = []
+    train(_cfg(tiny_data, steps=9, val_every=4, checkpoint_every=100), tmp_path / "v",
+          log=logs.append)
+    recs = [json.loads(m) for m in logs if m.startswith("{")]
+    assert [r["step"] for r in recs if "val_psnr" in r] == [4, 8, 9]

@@ -595,7 +595,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
         tr.elapsed += now - t_last
         t_last = now
         done = tr.progress() >= 1.0
-        if tr.step % 25 == 0 or done:
+        # a loss line every 25 steps; validation at every multiple of val_every and at the end
+        # (with a line of its own where that falls between two loss lines)
+        validate = tr.step % cfg.val_every == 0 or done
+        if tr.step % 25 == 0 or validate:
             rec = {"step": tr.step,
                    "loss_sr": float(torch.stack([a["loss_sr"] for a in acc]).mean()),
                    "loss_k": float(torch.stack([a["loss_k"] for a in acc]).mean()),
@@ -604,7 +607,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
                    "stage": acc[-1]["stage"], "lr": tr._lr_at(),
                    "hours": round(tr.elapsed / 3600, 4)}
             acc = []
-            if tr.step % cfg.val_every == 0 or done:
+            if validate:
                 rec.update(tr.validate())
                 t_last = time.time()
             tr.history.append(rec)
