@@ -178,6 +178,41 @@ def test_missing_file_and_unknown_name(tmp_path):
     assert all(n in str(e.value) for n in names)
 
 
+def test_model_name_mistakes_get_hints():
+    from napari_dan.errors import InputError
+
+    names = [m["name"] for m in napari_dan.list_models()]
+    with pytest.raises(InputError, match="model name is empty"):
+        napari_dan.load_model("")
+    if names:
+        with pytest.raises(UnknownModelError, match=f"named '{names[0]}' \\(no file extension"):
+            napari_dan.load_model(names[0] + ".pt")
+
+
+def test_a_damaged_bundled_file_is_left_out_of_the_list(tmp_path, monkeypatch):
+    from napari_dan.model import bundled
+
+    good = dict(bundled._bundled())
+    if not good:
+        pytest.skip("no bundled model")
+    bad = tmp_path / "dan-broken.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    monkeypatch.setattr(bundled, "_bundled", lambda: {**good, "dan-broken": bad})
+    with pytest.warns(UserWarning, match="dan-broken.pt cannot be read"):
+        listed = bundled.list_models()
+    assert [m["name"] for m in listed] == list(good)
+
+
+def test_a_provenance_that_is_not_a_dict_is_no_record():
+    from conftest import tiny_model
+
+    m = tiny_model()
+    m.info["provenance"] = ["made", "by", "hand"]
+    assert m.sampling == "bicubic" and m.trained_fwhm_range is None
+    m.info["provenance"] = {"config": "not a dict"}
+    assert m.sampling == "bicubic" and m.trained_fwhm_range is None
+
+
 def test_bundled_models_listed_and_loadable():
     models = napari_dan.list_models()
     for info in models:

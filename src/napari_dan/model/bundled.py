@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,8 +71,16 @@ def _header(path: Path, mtime: float) -> dict:
 
 def list_models() -> list[dict]:
     """The bundled models: name, architecture, scale, in_channels, kernel_size, iterations,
-    description, metrics and path, one dict each, sorted by name."""
-    return [_header(p, p.stat().st_mtime) for p in _bundled().values()]
+    description, metrics and path, one dict each, sorted by name. A damaged file is left out of
+    the list with a warning (``load_model`` of its name says what is wrong with it)."""
+    out = []
+    for p in _bundled().values():
+        try:
+            out.append(_header(p, p.stat().st_mtime))
+        except Exception as e:  # noqa: BLE001 - any failure to read it means: damaged
+            warnings.warn(f"the bundled model file {p.name} cannot be read ({type(e).__name__}); "
+                          "it is left out: reinstall napari-dan", UserWarning, stacklevel=2)
+    return out
 
 
 def bundled_path(name: str) -> Path:
@@ -92,6 +101,9 @@ def load_model(name_or_path: str | os.PathLike | DanModel = DEFAULT_MODEL) -> Da
         raise InputError(f"model must be a bundled model name, a checkpoint path or a loaded "
                          f"DanModel, got {type(name_or_path).__name__}")
     s = os.fspath(name_or_path)
+    if not s.strip():
+        raise InputError("the model name is empty; give a bundled model name ("
+                         + ", ".join(_bundled()) + ") or the path of a checkpoint file")
     if s in _bundled():
         verify_bundled(s)
         model = load_checkpoint(_bundled()[s], name=s)
@@ -99,5 +111,8 @@ def load_model(name_or_path: str | os.PathLike | DanModel = DEFAULT_MODEL) -> Da
         return model
     p = Path(s).expanduser()
     if p.suffix or os.sep in s or p.exists():
+        if not p.exists() and p.stem in _bundled() and os.sep not in s:
+            raise UnknownModelError(f"{s}: no such file; the bundled model is named "
+                                    f"{p.stem!r} (no file extension)")
         return load_checkpoint(p)
     return load_checkpoint(bundled_path(s))  # raises UnknownModelError listing the models

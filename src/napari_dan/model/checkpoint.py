@@ -83,8 +83,14 @@ class DanModel:
     def sampling(self) -> str:
         """How the model's training made its LR images: "bin" (camera pixel integration, the
         microscopy models) or "bicubic" (MATLAB imresize: the photo models and the authors')."""
-        cfg = (self.info.get("provenance") or {}).get("config") or {}
-        return "bin" if isinstance(cfg, dict) and cfg.get("data_kind") == "microscopy" else "bicubic"
+        return "bin" if self._training_config().get("data_kind") == "microscopy" else "bicubic"
+
+    def _training_config(self) -> dict:
+        """The training configuration in the checkpoint's provenance record ({} when there is
+        none, or when a hand-made file holds something else than a dict there)."""
+        prov = self.info.get("provenance") if isinstance(self.info, dict) else None
+        cfg = prov.get("config") if isinstance(prov, dict) else None
+        return cfg if isinstance(cfg, dict) else {}
 
     @property
     def iterations(self) -> int:
@@ -95,9 +101,7 @@ class DanModel:
         """FWHM (output-grid pixels) of the narrowest and widest kernels the model was trained
         on, from its training record: the PSF range of a microscopy model, 2.3548 x the Gaussian
         sigma range of the others; None when the checkpoint has no record (the authors')."""
-        cfg = (self.info.get("provenance") or {}).get("config") or {}
-        if not isinstance(cfg, dict):
-            return None
+        cfg = self._training_config()
         try:
             if self.sampling == "bin" and cfg.get("psf_fwhm_range"):
                 lo, hi = cfg["psf_fwhm_range"]
