@@ -45,9 +45,9 @@ def _load(arg: str, tmp: Path):
 
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args:
+    if not args or any(a in ("-h", "--help") for a in args):
         print(__doc__)
-        return 2
+        return 0 if args else 2
     specs = mb.specimens(False)
     with tempfile.TemporaryDirectory() as tmp:
         for arg in args:
