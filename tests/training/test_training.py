@@ -498,3 +498,33 @@ def test_val_every_validates_at_each_multiple_and_at_the_end(tiny_data, tmp_path
           log=logs.append)
     recs = [json.loads(m) for m in logs if m.startswith("{")]
     assert [r["step"] for r in recs if "val_psnr" in r] == [4, 8, 9]
+
+
+@pytest.mark.parametrize("signame,code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_train_cli_stops_on_a_signal_with_its_code_and_the_state_saved(
+        tiny_data, tmp_path, monkeypatch, capsys, signame, code):
+    """A signal during step 3 stops the run after that step: 143 for SIGTERM (not Ctrl-C's 130),
+    the state of step 3 saved although the checkpoint interval is 100."""
+    import os
+    import signal
+
+    from napari_dan import cli
+    from napari_dan.training.train import Trainer
+
+    step = Trainer.train_step
+
+    def step_and_signal(self):
+        out = step(self)
+        if self.step == 3:
+            os.kill(os.getpid(), getattr(signal, signame))
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_and_signal)
+    rc = cli.main(["train", "--data", str(tiny_data), "--scale", "2", "--channels", "1",
+                   "--nf", "8", "--nb", "1", "--ng", "1", "--est-nf", "16", "--est-nb", "1",
+                   "--steps", "10", "--batch", "2", "--lr-patch", "12", "--threads", "1",
+                   "--pca-samples", "500", "--checkpoint-every", "100",
+                   "--run-dir", str(tmp_path / "r")])
+    assert rc == code
+    assert torch.load(tmp_path / "r" / "state.pt", weights_only=True)["step"] == 3
+    assert "run the same command again" in capsys.readouterr().err

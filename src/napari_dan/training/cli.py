@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -131,10 +132,15 @@ def run_train(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; state is in {run_dir} (last checkpoint); run again to resume",
+    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM (the CLI's Terminated): 143
+        from ..errors import Terminated
+
+        signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"{how}; the state at the last finished step is in {run_dir}; run the same command "
+              "again to resume",
               file=sys.stderr)
-        return 130
+        return 128 + int(signum)
     if out is not None:
         print(json.dumps({"exported": str(out)}))
     return 0

@@ -31,6 +31,8 @@ import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -46,7 +48,49 @@ from ..model.kernels import random_gaussian_kernels
 from .data import PatchSampler, SpecimenImages, SpecimensTooSmall, find_images, read_image
 
 __all__ = ["TrainConfig", "train", "transfer_weights", "remap_code_input", "cpu_has_bf16",
-           "width_error"]
+           "width_error", "StopAtStepEnd"]
+
+
+class StopAtStepEnd:
+    """Ctrl-C and SIGTERM/SIGHUP during a training step wait for the step's end: the weights and
+    the optimiser are then whole, the state is saved, and the stop goes on as the handler that
+    was there before would have it (``KeyboardInterrupt``, or the CLI's ``Terminated``).
+
+    Only signals with a Python handler are held back (a process-level default such as SIGTERM's
+    outside the CLI stays as it is), and only in the main thread. A second signal while one is
+    held stops at once, keeping the last checkpoint."""
+
+    def __init__(self):
+        self.pending: tuple | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+                sig = getattr(signal, name, None)
+                if sig is not None and callable(signal.getsignal(sig)):
+                    self._old[sig] = signal.signal(sig, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        if self.pending is not None:
+            self._old[signum](signum, frame)
+        self.pending = (signum, frame)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+        return False
+
+    def check(self, save) -> None:
+        """At a step's end: when a stop was asked for, ``save()`` and stop as asked."""
+        if self.pending is None:
+            return
+        signum, frame = self.pending
+        self.pending = None
+        save()
+        self._old[signum](signum, frame)
 
 
 @dataclass
@@ -589,35 +633,37 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
     (tr.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     t_start, t_last = time.time(), time.time()
     acc: list[dict] = []
-    while tr.progress() < 1.0:
-        acc.append(tr.train_step())
-        now = time.time()
-        tr.elapsed += now - t_last
-        t_last = now
-        done = tr.progress() >= 1.0
-        # a loss line every 25 steps; validation at every multiple of val_every and at the end
-        # (with a line of its own where that falls between two loss lines)
-        validate = tr.step % cfg.val_every == 0 or done
-        if tr.step % 25 == 0 or validate:
-            rec = {"step": tr.step,
-                   "loss_sr": float(torch.stack([a["loss_sr"] for a in acc]).mean()),
-                   "loss_k": float(torch.stack([a["loss_k"] for a in acc]).mean()),
-                   **({"loss_w": float(torch.stack([a["loss_w"] for a in acc]).mean())}
-                      if cfg.width_weight else {}),
-                   "stage": acc[-1]["stage"], "lr": tr._lr_at(),
-                   "hours": round(tr.elapsed / 3600, 4)}
-            acc = []
-            if validate:
-                rec.update(tr.validate())
-                t_last = time.time()
-            tr.history.append(rec)
-            log(json.dumps(rec))
-        if tr.step % cfg.checkpoint_every == 0 or done:
-            tr.save_state()
-        if max_minutes is not None and (time.time() - t_start) > 60 * max_minutes:
-            tr.save_state()
-            log(f"stopping after {max_minutes} minutes at step {tr.step}; run again to resume")
-            return None
+    with StopAtStepEnd() as stop:
+        while tr.progress() < 1.0:
+            acc.append(tr.train_step())
+            now = time.time()
+            tr.elapsed += now - t_last
+            t_last = now
+            done = tr.progress() >= 1.0
+            # a loss line every 25 steps; validation at every multiple of val_every and at the end
+            # (with a line of its own where that falls between two loss lines)
+            validate = tr.step % cfg.val_every == 0 or done
+            if tr.step % 25 == 0 or validate:
+                rec = {"step": tr.step,
+                       "loss_sr": float(torch.stack([a["loss_sr"] for a in acc]).mean()),
+                       "loss_k": float(torch.stack([a["loss_k"] for a in acc]).mean()),
+                       **({"loss_w": float(torch.stack([a["loss_w"] for a in acc]).mean())}
+                          if cfg.width_weight else {}),
+                       "stage": acc[-1]["stage"], "lr": tr._lr_at(),
+                       "hours": round(tr.elapsed / 3600, 4)}
+                acc = []
+                if validate:
+                    rec.update(tr.validate())
+                    t_last = time.time()
+                tr.history.append(rec)
+                log(json.dumps(rec))
+            if tr.step % cfg.checkpoint_every == 0 or done:
+                tr.save_state()
+            if max_minutes is not None and (time.time() - t_start) > 60 * max_minutes:
+                tr.save_state()
+                log(f"stopping after {max_minutes} minutes at step {tr.step}; run again to resume")
+                return None
+            stop.check(tr.save_state)  # Ctrl-C / SIGTERM: stop here, the state saved
     if not tr.history or "val_psnr" not in tr.history[-1]:
         tr.history.append({"step": tr.step, **tr.validate()})
         log(json.dumps(tr.history[-1]))
