@@ -528,3 +528,17 @@ def test_train_cli_stops_on_a_signal_with_its_code_and_the_state_saved(
     assert rc == code
     assert torch.load(tmp_path / "r" / "state.pt", weights_only=True)["step"] == 3
     assert "run the same command again" in capsys.readouterr().err
+
+
+def test_resume_needs_no_init_from_file(tiny_data, tmp_path):
+    """state.pt holds every weight: a resume neither reads nor needs the --init-from file."""
+    from conftest import tiny_model
+
+    init = tmp_path / "init.pt"
+    tiny_model(in_nc=3, scale=2).save(init)
+    cfg = _cfg(tiny_data, init_from=str(init))
+    assert train(cfg, tmp_path / "r", max_minutes=0, log=lambda m: None) is None
+    init.unlink()  # e.g. an earlier stage's run dir, since removed
+    logs = []
+    assert train(cfg, tmp_path / "r", log=logs.append).is_file()
+    assert any("not read" in m for m in logs)

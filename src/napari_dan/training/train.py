@@ -294,6 +294,9 @@ class Trainer:
         self.net = self.model.network
         copied = []
         sources = [cfg.init_from] if isinstance(cfg.init_from, str) else list(cfg.init_from or [])
+        if sources and self.state_path.exists():  # a resume: state.pt holds every weight
+            self.log(f"{self.state_path} will be resumed: the weights of --init-from are not read")
+            sources = []
         for path in sources:
             src = load_checkpoint(path).network
             keys = transfer_weights(self.net, src)
@@ -301,7 +304,8 @@ class Trainer:
             self.log(f"initialised {len(keys)} tensors from {path}")
             if "Restorer.head2.weight" in keys:
                 remap_code_input(self.net, src)
-        if not cfg.stage1_estimator and not any(k.startswith("Estimator") for k in copied):
+        if not cfg.stage1_estimator and not any(k.startswith("Estimator") for k in copied) \
+                and not self.state_path.exists():
             self.log("warning: stage 1 trains the Restorer alone and no Estimator weights were "
                      "transferred, so the Estimator learns only in stage 2")
         if cfg.train_parts not in ("all", "estimator"):
