@@ -542,3 +542,21 @@ def test_resume_needs_no_init_from_file(tiny_data, tmp_path):
     logs = []
     assert train(cfg, tmp_path / "r", log=logs.append).is_file()
     assert any("not read" in m for m in logs)
+
+
+def test_init_from_names_the_stage_that_makes_a_missing_file_and_takes_a_bundled_name(
+        tiny_data, tmp_path, capsys):
+    from napari_dan import cli
+    from napari_dan.errors import CheckpointError
+    from napari_dan.training.train import Trainer
+
+    with pytest.raises(CheckpointError, match=r"--recipe dan-x2-fluo-matched.*bundled model"):
+        Trainer(_cfg(tiny_data, init_from="runs/dan-x2-fluo-matched/dan-x2-fluo-matched.pt"),
+                tmp_path / "a", log=lambda m: None)
+    logs = []
+    Trainer(_cfg(tiny_data, in_nc=1, init_from="dan-x2-gray"), tmp_path / "b", log=logs.append)
+    assert any(m.startswith("initialised") and "dan-x2-gray" in m for m in logs)
+    rc = cli.main(["train", "--recipe", "dan-x2-fluo", "--nf", "8", "--pca-samples", "300",
+                   "--run-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--recipe dan-x2-fluo-matched" in err and len(err.strip().splitlines()) == 1

@@ -242,6 +242,27 @@ def width_error(k: torch.Tensor, k_true: torch.Tensor, form: str = "log") -> tor
     return (torch.log(m2.clamp_min(1e-3)) - torch.log(m2t.clamp_min(1e-3))).abs()
 
 
+def _init_source(path: str) -> DanModel:
+    """An ``init_from`` entry: a checkpoint file or a bundled model's name. A missing file that
+    is the output of another recipe (an earlier stage's ``runs/NAME/NAME.pt``) says so."""
+    from ..errors import CheckpointError
+    from ..model import load_model
+    from ..model.bundled import list_models
+
+    p = Path(path)
+    if not p.exists() and (p.suffix or len(p.parts) > 1):  # a file's path, not a model's name
+        from .recipes import RECIPES
+
+        bundled = [m["name"] for m in list_models()]
+        stage = next((r for r in RECIPES if p.name == f"{r}.pt" and p.parent.name == r), None)
+        made = (f"it is what `napari-dan train --recipe {stage}` (an earlier stage) exports, so "
+                "run that first from the repository root, or" if stage else "give")
+        raise CheckpointError(f"--init-from {path}: no such file; {made} --init-from another "
+                              "checkpoint or a bundled model's name (" + ", ".join(bundled)
+                              + "): its weights are copied where their shapes fit")
+    return load_model(path)
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
     a = a[..., border:-border, border:-border].clamp(0, 1)
     b = b[..., border:-border, border:-border]
@@ -298,7 +319,7 @@ class Trainer:
             self.log(f"{self.state_path} will be resumed: the weights of --init-from are not read")
             sources = []
         for path in sources:
-            src = load_checkpoint(path).network
+            src = _init_source(path).network
             keys = transfer_weights(self.net, src)
             copied += keys
             self.log(f"initialised {len(keys)} tensors from {path}")
