@@ -43,7 +43,7 @@ import torch
 
 from ..engine.devices import resolve_device
 from ..imaging.degradations import degrade_torch, imresize_torch
-from ..model.checkpoint import DanModel, create_model, load_checkpoint, save_checkpoint
+from ..model.checkpoint import DanModel, create_model, save_checkpoint
 from ..model.kernels import random_gaussian_kernels
 from .data import PatchSampler, SpecimenImages, SpecimensTooSmall, find_images, read_image
 
