@@ -387,3 +387,16 @@ def test_pixel_size_given_wins_and_a_disagreement_is_warned(tmp_path, rng, tiny_
                    quiet=True)
     assert not s2.failed and not any("differs" in w for w in s2.results[0].warnings)
 
+
+
+def test_the_estimate_note_is_one_warning_line(tmp_path):
+    # the engine now also raises it as an EstimateWarning: caught with the others, printed once
+    import warnings
+
+    noisy = tmp_path / "noisy.tif"
+    tifffile.imwrite(noisy, (100 + np.random.default_rng(0).poisson(5, (64, 64))).astype(np.uint16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # none may escape as a Python warning
+        s = run_batch([noisy], tmp_path / "o", "dan-x2-fluo", quiet=True)
+    notes = [m for m in s.results[0].warnings if "noise biases the blind estimate" in m]
+    assert len(notes) == 1 and notes[0].startswith("noisy.tif: the image is noisy"), notes

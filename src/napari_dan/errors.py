@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["DanError", "CheckpointError", "UnknownModelError", "InputError", "UsageError",
-           "OutputBusy", "Cancelled", "Terminated", "clean_message"]
+           "OutputBusy", "Cancelled", "Terminated", "EstimateWarning", "clean_message"]
 
 # ANSI escape sequences and other control characters (a message may quote bytes from a file)
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
@@ -63,6 +63,12 @@ class OutputBusy(DanError):
 
 class Cancelled(DanError):
     """The caller asked to stop; nothing was half-written."""
+
+
+class EstimateWarning(UserWarning):
+    """The blind kernel estimate says little: kernels at an end of the model's PSF range, or
+    from noisy or flat fields. The same sentence is ``metadata["kernel_fwhm"]["warning"]``
+    (which the widget shows under the kernel and the CLI prints as a ``warning:`` line)."""
 
 
 class Terminated(KeyboardInterrupt):

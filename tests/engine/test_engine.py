@@ -959,3 +959,15 @@ def test_a_short_last_axis_is_read_as_x_with_a_warning():
         warnings.simplefilter("error")
         assert napari_dan.super_resolve(img, m, channel_axis=-1, **FP32).image.shape == \
             (128, 128, 5)
+
+
+def test_a_blind_estimate_that_says_little_warns_python_callers():
+    # the range / noise note reached only the widget and the CLI; a script got nothing
+    from napari_dan.errors import EstimateWarning
+
+    m = napari_dan.load_model("dan-x2-fluo")
+    img = (100 + np.random.default_rng(0).poisson(5, (64, 64))).astype(np.uint16)  # noise only
+    with pytest.warns(EstimateWarning, match="noise biases the blind estimate") as got:
+        r = napari_dan.super_resolve(img, m, **FP32)
+    assert str([w for w in got if w.category is EstimateWarning][0].message) == \
+        r.metadata["kernel_fwhm"]["warning"]

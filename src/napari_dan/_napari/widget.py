@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..engine.devices import available_devices
-from ..errors import Cancelled, DanError
+from ..errors import Cancelled, DanError, EstimateWarning
 from ..imaging.psf import OPTICS_FIELDS, Optics
 from ..model import DEFAULT_MODEL, GREY_MODEL, DanModel, list_models, load_model
 from ..model.kernels import kernel_stats
@@ -581,7 +581,7 @@ class DanWidget(QWidget):
         worker.errored.connect(self._on_error)
         worker.aborted.connect(lambda: self._on_error(Cancelled("stopped")))
         worker.finished.connect(self._on_finished)
-        worker.warned.connect(lambda w: self._message(str(w[0]), "warning"))
+        worker.warned.connect(self._on_warning)
         self._worker = worker
         self._update_enabled()
         # the last run's numbers must not stay under a run that may fail or be cancelled
@@ -676,6 +676,13 @@ class DanWidget(QWidget):
             lines.append(f"Consistency residual {cons['relative_residual']:.3f}{rng}: input vs "
                          "result re-blurred and sampled back (includes noise)")
         self.kernel_box.value = "\n".join(lines)
+
+    def _on_warning(self, w: tuple) -> None:
+        """A warning from the run (``warnings.showwarning``'s arguments): shown, except the
+        estimate's range note, which the kernel text shows as its "Note:" line."""
+        if len(w) > 1 and isinstance(w[1], type) and issubclass(w[1], EstimateWarning):
+            return
+        self._message(str(w[0]), "warning")
 
     def _on_error(self, exc: Exception) -> None:
         if self._alive():

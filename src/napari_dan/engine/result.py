@@ -4,13 +4,14 @@ statistics, consistency and metadata into it."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import EstimateWarning, InputError
 from ..model import DanModel
 from ..model.kernels import KernelStats, kernel_stats
 from .normalize import HIGH_PERCENTILE, LOW_PERCENTILE
@@ -241,6 +242,8 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
         meta["kernel_fwhm"] = kernel_report(kernels, plan.model, "tiles" if plan.mode ==
                                             "per-tile" else "planes" if len(kernels) > 1
                                             else "kernels", snrs)
+        if meta["kernel_fwhm"].get("warning"):  # Python callers are told too, not only the UIs
+            warnings.warn(meta["kernel_fwhm"]["warning"], EstimateWarning, stacklevel=2)
     if plan.mode == "user kernel":
         meta["kernel_projection_error"] = est.projection_error
         meta["kernel_source"] = "spots" if plan.spots else "optics" if plan.optics else "user"
