@@ -560,3 +560,63 @@ def test_init_from_names_the_stage_that_makes_a_missing_file_and_takes_a_bundled
                    "--run-dir", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert rc == 2 and "--recipe dan-x2-fluo-matched" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_into_a_run_dir_that_does_not_match(tiny_data, tmp_path, capsys):
+    """Shape-changing settings: one InputError naming them and the run dir. Other settings: one
+    line saying what differs, and config.json keeps the run's own (the new one beside it)."""
+    import json
+
+    from napari_dan import cli
+    from napari_dan.errors import InputError
+
+    run = tmp_path / "r"
+    assert train(_cfg(tiny_data), run, max_minutes=0, log=lambda m: None) is None
+    first = (run / "config.json").read_text()
+    with pytest.raises(InputError, match=rf"{run} holds a run with nf 8, nb 1.*nf 16, nb 2.*"
+                                         "another --run-dir or the same settings"):
+        train(_cfg(tiny_data, nf=16, nb=2), run, log=lambda m: None)
+    rc = cli.main(["train", "--data", str(tiny_data), "--scale", "4", "--run-dir", str(run)])
+    assert rc == 2 and "scale 2" in capsys.readouterr().err
+    logs = []
+    assert train(_cfg(tiny_data, lr=1e-3, batch=3), run, max_minutes=0, log=logs.append) is None
+    differ = [m for m in logs if m.startswith("resuming with settings")]
+    assert len(differ) == 1 and "batch 2 -> 3" in differ[0] and "lr 0.0004 -> 0.001" in differ[0]
+    assert (run / "config.json").read_text() == first
+    assert json.loads((run / "config-step1.json").read_text())["batch"] == 3
+
+
+def test_a_damaged_state_is_a_clear_error(tiny_data, tmp_path):
+    from napari_dan.errors import InputError
+
+    run = tmp_path / "r"
+    train(_cfg(tiny_data), run, max_minutes=0, log=lambda m: None)
+    state = run / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(InputError, match=rf"{state}: cannot be read.*truncated"):
+        train(_cfg(tiny_data), run, log=lambda m: None)
+
+
+@pytest.mark.parametrize("flag,value,field", [
+    ("--checkpoint-every", "0", "checkpoint_every"), ("--val-every", "0", "val_every"),
+    ("--threads", "-1", "threads"), ("--batch", "0", "batch"), ("--lr-patch", "4", "lr_patch"),
+    ("--restorer-frac", "1.5", "restorer_frac"), ("--restorer-frac", "-0.1", "restorer_frac")])
+def test_values_that_cannot_work_are_refused_up_front(tiny_data, tmp_path, capsys, flag, value,
+                                                        field):
+    from napari_dan import cli
+    from napari_dan.errors import InputError
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--data", str(tiny_data), flag, value, "--run-dir", str(tmp_path / "c")])
+    assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+    with pytest.raises(InputError, match=field):
+        train(_cfg(tiny_data, **{field: type(getattr(TrainConfig(), field))(value)}),
+              tmp_path / "a", log=lambda m: None)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "a").exists()
+
+
+def test_the_smallest_lr_patch_trains(tiny_data, tmp_path):
+    from napari_dan.training.train import MIN_LR_PATCH
+
+    assert train(_cfg(tiny_data, lr_patch=MIN_LR_PATCH, steps=2), tmp_path / "s",
+                 log=lambda m: None).is_file()

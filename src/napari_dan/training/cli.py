@@ -12,6 +12,29 @@ from pathlib import Path
 __all__ = ["register", "run_train"]
 
 
+def _int_from(low: int):
+    """An argparse type: an integer of at least ``low`` (else a one-line usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .recipes import RECIPES
 
@@ -41,8 +64,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "val_every": "steps between validation PSNR measurements",
         "pca_samples": "kernels sampled to build the PCA basis",
     }
+    from .train import MIN_LR_PATCH
+
+    least = {"threads": 0, "lr_patch": MIN_LR_PATCH}  # the others: at least 1
     for name, text in helps.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=text)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=_int_from(least.get(name, 1)),
+                       help=text)
     p.add_argument("--lr", type=float, help="initial learning rate (cosine decay)")
     p.add_argument("--budget-minutes", dest="budget_minutes", type=float,
                    help="training-time budget: the schedule (cosine decay, stage switch) ends "
@@ -80,7 +107,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width-weight", dest="width_weight", type=float,
                    help="weight of a loss on the kernel's width (|log| of the ratio of its second "
                    "moment to the true kernel's; 0: none)")
-    p.add_argument("--restorer-frac", dest="restorer_frac", type=float,
+    p.add_argument("--restorer-frac", dest="restorer_frac", type=_fraction,
                    help="fraction of steps in stage 1 (Restorer on true kernel codes)")
     st = p.add_mutually_exclusive_group()
     st.add_argument("--no-stage1-estimator", dest="stage1_estimator", action="store_false",

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from ..engine.devices import resolve_device
+from ..errors import InputError
 from ..imaging.degradations import degrade_torch, imresize_torch
 from ..model.checkpoint import DanModel, create_model, save_checkpoint
 from ..model.kernels import random_gaussian_kernels
@@ -270,6 +271,39 @@ def _psnr(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
     return 10 * math.log10(255**2 / max(mse, 1e-10))
 
 
+#: settings that change the network's or the optimiser's shape: a resume must keep them
+_SHAPE = ("scale", "in_nc", "nf", "nb", "ng", "est_nf", "est_nb", "code_len", "kernel_size",
+          "loop", "est_attention", "train_parts", "data_kind")
+#: settings of the machine, not of the run: a resume may change them without a word
+_RUNTIME = ("device", "bf16", "threads", "init_from")
+#: the smallest LR patch side that trains (the Estimator's and Restorer's receptive fields)
+MIN_LR_PATCH = 8
+
+
+def check_values(cfg: TrainConfig) -> None:
+    """InputError for a value that cannot work (the command line checks the same as it parses)."""
+    for name in ("batch", "checkpoint_every", "val_every"):
+        if getattr(cfg, name) < 1:
+            raise InputError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.threads < 0:
+        raise InputError(f"threads must be 0 (torch's default) or more, got {cfg.threads}")
+    if cfg.lr_patch < MIN_LR_PATCH:
+        raise InputError(f"lr_patch must be at least {MIN_LR_PATCH} LR pixels, got {cfg.lr_patch}")
+    if not 0.0 <= cfg.restorer_frac <= 1.0:
+        raise InputError(f"restorer_frac must be in [0, 1], got {cfg.restorer_frac}")
+
+
+def _run_kind(obj) -> str:
+    """What made a run dir's state.pt: "train", or a description of the other kind."""
+    if isinstance(obj, dict) and {"config", "model", "opt", "step"} <= set(obj):
+        return "train"
+    if isinstance(obj, dict) and "restorer" in obj and "args" in obj:
+        return "a Restorer fine-tuning run (python -m napari_dan.training.restorer)"
+    if isinstance(obj, dict) and "net" in obj and "args" in obj:
+        return "an LR-only Estimator run (python -m napari_dan.training.lr_estimator)"
+    return "not a training run (its state.pt is damaged or of an unknown kind)"
+
+
 class Trainer:
     """Holds the state of one run; see :func:`train`."""
 
@@ -277,7 +311,9 @@ class Trainer:
         if cfg.budget_minutes < 0 or cfg.steps < 1:
             raise ValueError(f"steps must be >= 1 and budget_minutes >= 0 (0: no time budget), got "
                              f"{cfg.steps} and {cfg.budget_minutes}")
+        check_values(cfg)
         self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self._state = self._read_state()  # a run to resume: checked against cfg before any work
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -602,10 +638,46 @@ class Trainer:
         torch.save(obj, tmp)
         os.replace(tmp, self.state_path)
 
+    def _read_state(self) -> dict | None:
+        """The run dir's state.pt, if any, after checking that it is whole, that it is a run of
+        this trainer, and that its network has this configuration's shape (InputError if not);
+        the other settings that differ are logged in one line (the new ones are used)."""
+        if not self.state_path.exists():
+            return None
+        try:
+            obj = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any failure to read it means: not ours, or damaged
+            raise InputError(f"{self.state_path}: cannot be read as a training state "
+                             f"({type(e).__name__}): damaged, truncated, or another kind of run "
+                             "(lr_estimator, restorer); move it away to start the run afresh, or "
+                             "use another --run-dir") from None
+        kind = _run_kind(obj)
+        if kind != "train":
+            raise InputError(f"{self.run_dir} is {kind}, not a `napari-dan train` run; use "
+                             "another --run-dir")
+        try:
+            stored = json.loads(obj["config"])
+        except ValueError:
+            raise InputError(f"{self.state_path}: its configuration cannot be read; move it away "
+                             "to start the run afresh, or use another --run-dir") from None
+        new = json.loads(json.dumps(asdict(self.cfg)))
+        differ = [k for k in new if k in stored and stored[k] != new[k] and k not in _RUNTIME]
+        shape = [k for k in differ if k in _SHAPE]
+        if shape:
+            raise InputError(
+                f"{self.run_dir} holds a run with " + ", ".join(f"{k} {stored[k]}" for k in shape)
+                + "; this call asks for " + ", ".join(f"{k} {new[k]}" for k in shape)
+                + ": use another --run-dir or the same settings")
+        if differ:
+            self.log("resuming with settings that differ from the run's own (the new ones are "
+                     "used): " + "; ".join(f"{k} {stored[k]} -> {new[k]}" for k in differ))
+        return obj
+
     def try_resume(self) -> bool:
         if not self.state_path.exists():
             return False
-        obj = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        obj = self._state if getattr(self, "_state", None) is not None else self._read_state()
+        self._state = None
         self.net.load_state_dict(obj["model"])
         self.net.kernel_mean.copy_(obj["kernel_mean"])
         self.opt.load_state_dict(obj["opt"])
@@ -646,6 +718,29 @@ class Trainer:
             net.train(was_training)
 
 
+def _write_config(tr: Trainer, log) -> None:
+    """config.json holds the run's first settings; a resume with others writes them beside it
+    (config-stepN.json), never over it."""
+    path = tr.run_dir / "config.json"
+    text = json.dumps(asdict(tr.cfg), indent=1)
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        new = json.loads(text)
+        if isinstance(old, dict) and all(old.get(k) == v for k, v in new.items() if k not in _RUNTIME):
+            return
+        path, n = tr.run_dir / f"config-step{tr.step}.json", 1
+        while path.exists():
+            n += 1
+            path = tr.run_dir / f"config-step{tr.step}-{n}.json"
+        log(f"config.json keeps the run's first settings; this call's are in {path.name}")
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.PathLike | None = None,
           log=print, max_minutes: float | None = None) -> Path | None:
     """Train (or resume) a model; export it in our format at the end.
@@ -655,7 +750,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
     """
     tr = Trainer(cfg, Path(run_dir), log=log)
     tr.try_resume()
-    (tr.run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    _write_config(tr, log)
     t_start, t_last = time.time(), time.time()
     acc: list[dict] = []
     with StopAtStepEnd() as stop:
