@@ -146,3 +146,65 @@ def test_lr_estimator_trains_resumes_and_exports(tmp_path):
         _load_estimator(EstimatorLR(1, 16, 1, cfg.kernel_size), str(out), cfg)
     with pytest.raises(ValueError, match="x4 with"):
         _load_estimator(net, str(out), recipe("dan-x2-fluo"))
+
+
+def test_lr_estimator_and_restorer_command_lines_say_what_is_wrong_in_one_line(tmp_path, capsys):
+    """Common mistakes: one line and exit 2, no traceback; a run dir of another kind is named."""
+    from napari_dan.training import lr_estimator, restorer
+    from napari_dan.training.train import TrainConfig, Trainer
+
+    tr = Trainer(TrainConfig(name="t", scale=2, in_nc=1, nf=8, nb=1, ng=1, est_nf=8, est_nb=1,
+                             data_kind="microscopy", pca_samples=300, lr_patch=12, threads=1),
+                 tmp_path / "dan", log=lambda m: None)
+    tr.save_state()
+    small = ["--batch", "2", "--lr-patch", "12", "--nf", "8", "--nb", "1"]
+    lr_estimator.train(tmp_path / "lr", minutes=0.005, batch=2, lr_patch=12, nf=8, nb=1,
+                       real_fraction=0.0, data=[], log=lambda m: None)
+    cases = [
+        (lr_estimator, ["train", "--run-dir", str(tmp_path / "dan"), *small], "`napari-dan train` run"),
+        (restorer, ["export", "--run-dir", str(tmp_path / "lr"), "--name", "x", "--out",
+                    str(tmp_path / "x.pt")], "an LR-only Estimator run"),
+        (lr_estimator, ["export", "--run-dir", str(tmp_path / "none"), "--base", "dan-x4-fluo",
+                        "--name", "x", "--out", str(tmp_path / "x.pt")], "no such file"),
+        (lr_estimator, ["train", "--run-dir", str(tmp_path / "z"), "--minutes", "0"], "--minutes"),
+        (lr_estimator, ["train", "--run-dir", str(tmp_path / "rgb"), "--recipe", "dan-x4-rgb"],
+         "1-channel"),
+    ]
+    for module, argv, text in cases:
+        assert module.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert text in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "rgb").exists()
+
+
+def test_lr_estimator_stops_on_sigterm_with_143_and_the_state_saved(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from napari_dan.training import lr_estimator
+    from napari_dan.training.train import Trainer
+
+    calls = []
+    batch = Trainer._batch
+
+    def batch_and_signal(self):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch(self)
+
+    monkeypatch.setattr(Trainer, "_batch", batch_and_signal)
+    monkeypatch.setattr(lr_estimator, "_data", lambda run, *a: _tiny_data(run, *a))
+    rc = lr_estimator.main(["train", "--run-dir", str(tmp_path / "r"), "--minutes", "5",
+                            "--batch", "2", "--lr-patch", "12", "--nf", "8", "--nb", "1"])
+    assert rc == 143
+    assert torch.load(tmp_path / "r" / "state.pt", weights_only=False)["step"] == 3
+
+
+def _tiny_data(run, recipe_name, batch, lr_patch, seed, overrides):
+    from napari_dan.training.recipes import recipe
+    from napari_dan.training.train import Trainer
+
+    cfg = recipe(recipe_name, batch=batch, lr_patch=lr_patch, seed=seed, threads=0, init_from=None,
+                 pca_samples=300, real_fraction=0.0, data=[], **overrides)
+    return Trainer(cfg, run / "data", log=lambda m: None)

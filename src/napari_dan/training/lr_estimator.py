@@ -54,22 +54,30 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
     ``init_from``: a checkpoint (bundled name or path) whose LR-only Estimator, of this
     ``nf``/``nb`` and the recipe's scale and kernel size, starts a new run (ignored on resume)."""
     from ..model.danv2 import EstimatorLR
-    from .train import width_error
+    from .train import StopAtStepEnd, width_error
 
+    if minutes <= 0:
+        raise ValueError(f"--minutes must be more than 0, got {minutes}")
     run = Path(run_dir)
+    state = run / "state.pt"
+    obj = _state(run, "lr_estimator") if state.exists() else None
+    from .recipes import recipe as recipe_config
+
+    channels = recipe_config(recipe).in_nc
+    if channels != 1:
+        raise ValueError(f"the LR Estimator is for 1-channel models; recipe {recipe} has "
+                         f"{channels} channels (use a grey or fluorescence recipe)")
     run.mkdir(parents=True, exist_ok=True)
     data = _data(run, recipe, batch, lr_patch, seed, overrides)
     net = EstimatorLR(1, nf, nb, data.cfg.kernel_size).to(data.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99))
     step, elapsed, hist = 0, 0.0, []
-    state = run / "state.pt"
     args = dict(recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch, nf=nf, nb=nb,
                 lr=lr, width_weight=width_weight, seed=seed, init_from=init_from, **overrides)
     if not state.exists() and init_from:
         _load_estimator(net, init_from, data.cfg)
         log(f"Estimator initialised from {init_from}")
-    if state.exists():
-        obj = torch.load(state, weights_only=False, map_location=data.device)
+    if obj is not None:
         net.load_state_dict(obj["net"])
         opt.load_state_dict(obj["opt"])
         step, elapsed, hist = obj["step"], obj["elapsed"], obj["hist"]
@@ -77,37 +85,95 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
         log(f"resumed at step {step}, {elapsed / 60:.1f} min")
     budget = 60.0 * minutes
     acc = []
-    while elapsed < budget:
-        t0 = time.perf_counter()
-        _, x, ks = data._batch()
-        b = x.shape[0]
-        t = min(elapsed / budget, 1.0)
-        for g in opt.param_groups:
-            g["lr"] = 1e-5 + 0.5 * (lr - 1e-5) * (1 + math.cos(math.pi * t))
-        k = net(None, x)
-        kt = ks.reshape(b, -1)
-        loss_k = (k - kt).abs().sum(1).mean()
-        loss_w = width_error(k, kt).mean()
-        loss = loss_k + width_weight * loss_w
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        elapsed += time.perf_counter() - t0
-        acc.append((loss_k.item(), loss_w.item()))
-        if step % 50 == 0:
-            lk, lw = np.mean(acc, 0)
-            acc = []
-            hist.append({"step": step, "min": elapsed / 60, "loss_k": lk, "loss_w": lw})
-            log(f"step {step} {elapsed / 60:.1f} min loss_k {lk:.4f} width |log m2| {lw:.4f}")
-        if step % 200 == 0 or elapsed >= budget:
-            obj = {"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
-                   "elapsed": elapsed, "hist": hist, "rng": data.rng.bit_generator.state,
-                   "args": args}
-            torch.save(obj, run / "state.partial")
-            os.replace(run / "state.partial", state)
+
+    def save():
+        obj = {"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
+               "elapsed": elapsed, "hist": hist, "rng": data.rng.bit_generator.state,
+               "args": args}
+        torch.save(obj, run / "state.partial")
+        os.replace(run / "state.partial", state)
+
+    with StopAtStepEnd() as stop:
+        while elapsed < budget:
+            t0 = time.perf_counter()
+            _, x, ks = data._batch()
+            b = x.shape[0]
+            t = min(elapsed / budget, 1.0)
+            for g in opt.param_groups:
+                g["lr"] = 1e-5 + 0.5 * (lr - 1e-5) * (1 + math.cos(math.pi * t))
+            k = net(None, x)
+            kt = ks.reshape(b, -1)
+            loss_k = (k - kt).abs().sum(1).mean()
+            loss_w = width_error(k, kt).mean()
+            loss = loss_k + width_weight * loss_w
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            elapsed += time.perf_counter() - t0
+            acc.append((loss_k.item(), loss_w.item()))
+            if step % 50 == 0:
+                lk, lw = np.mean(acc, 0)
+                acc = []
+                hist.append({"step": step, "min": elapsed / 60, "loss_k": lk, "loss_w": lw})
+                log(f"step {step} {elapsed / 60:.1f} min loss_k {lk:.4f} width |log m2| {lw:.4f}")
+            if step % 200 == 0 or elapsed >= budget:
+                save()
+            stop.check(save)  # Ctrl-C / SIGTERM: stop here, the state saved
     log(f"done: {step} steps, {elapsed / 60:.1f} min")
     return state
+
+
+def _state(run_dir, kind: str) -> dict:
+    """``run_dir``'s state.pt, which must be a run of this ``kind`` ("lr_estimator" or
+    "restorer"); otherwise a one-line error that says what the run dir is."""
+    from ..errors import InputError
+    from .train import _run_kind
+
+    path = Path(run_dir) / "state.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; --run-dir must be a run of `python -m "
+                                f"napari_dan.training.{kind} train`")
+    try:
+        obj = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any failure to read it means: damaged
+        raise InputError(f"{path}: cannot be read ({type(e).__name__}): damaged or truncated") from None
+    have = _run_kind(obj)
+    want = {"lr_estimator": "an LR-only Estimator run", "restorer": "a Restorer fine-tuning run"}[kind]
+    if not have.startswith(want):
+        raise InputError(f"{run_dir} is " + ("a `napari-dan train` run" if have == "train" else have)
+                         + f", not {want} (python -m napari_dan.training.{kind})")
+    return obj
+
+
+def _run_cli(module: str, run) -> int:
+    """Run a command of this module or :mod:`.restorer`: errors a person can act on as one line
+    (exit 2); Ctrl-C (130) and SIGTERM (143) after the state of the step under way is saved."""
+    import signal
+    import sys
+    import threading
+
+    from ..errors import DanError, Terminated, clean_message
+
+    def terminated(signum, frame):
+        raise Terminated(signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, terminated) if main_thread else None
+    try:
+        return int(run() or 0)
+    except KeyboardInterrupt as e:
+        signum = int(getattr(e, "signum", signal.SIGINT))
+        print(f"{module}: stopped by {signal.Signals(signum).name}; the state at the last finished "
+              "step is saved; run the same command again to resume", file=sys.stderr)
+        return 128 + signum
+    except (DanError, ValueError, KeyError, OSError) as e:
+        text = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"{module}: error: {clean_message(text)}", file=sys.stderr)
+        return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old)
 
 
 def _load_estimator(net, source: str, cfg) -> None:
@@ -144,7 +210,7 @@ def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: 
     if Path(out).exists():
         raise FileExistsError(f"{out} exists; choose another --out or remove it first")
     src = load_model(base)
-    obj = torch.load(Path(run_dir) / "state.pt", weights_only=False, map_location="cpu")
+    obj = _state(run_dir, "lr_estimator")
     a = obj["args"]
     arch, hp = infer_hyperparameters(src.network.state_dict())
     if arch != "DANv2":
@@ -245,11 +311,14 @@ def _train_export_parser(module: str, doc: str, train_help: str, export_help: st
     """The ``train`` / ``export`` command line that this module and :mod:`.restorer` share:
     (parser, train subparser, export subparser, the subparsers) with their common options."""
     p = argparse.ArgumentParser(prog=f"python -m napari_dan.training.{module}",
-                                description=doc.splitlines()[0])
+                                description=" ".join(doc.split("\n\n")[0].split()))
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help=train_help)
     t.add_argument("--run-dir", required=True)
-    t.add_argument("--recipe", default="dan-x4-fluo", help="whose data pipeline to draw from")
+    from .recipes import RECIPES
+
+    t.add_argument("--recipe", default="dan-x4-fluo", choices=sorted(RECIPES),
+                   help="whose data pipeline to draw from")
     t.add_argument("--minutes", type=float, default=75.0, help="training-time budget")
     e = sub.add_parser("export", help=export_help)
     for flag in ("--run-dir", "--name", "--out"):
@@ -287,6 +356,10 @@ def main(argv=None) -> int:
     c.add_argument("--base-label", default="", help="how the provenance names the base")
     c.add_argument("--coarse-label", default="", help="how the provenance names --coarse")
     a = p.parse_args(argv)
+    return _run_cli("lr_estimator", lambda: _main(a))
+
+
+def _main(a) -> int:
     if a.cmd == "combine":
         print(combine(a.base, a.coarse, a.out, a.name, a.share, a.description, a.base_label,
                       a.coarse_label))

@@ -114,19 +114,22 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
     """Fine-tune (or resume) ``base``'s Restorer for ``minutes`` of training time on the
     ``recipe``'s batches; returns the state file. ``overrides``: recipe fields to change
     (tests: ``real_fraction=0``)."""
-    from .lr_estimator import _data
+    from .lr_estimator import _data, _state
+    from .train import StopAtStepEnd
 
     if not 0.0 <= true_code_fraction <= 1.0:
         raise ValueError(f"true_code_fraction must be in [0, 1], got {true_code_fraction}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if minutes <= 0:
+        raise ValueError(f"--minutes must be more than 0, got {minutes}")
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
     state = run / "state.pt"
+    obj = _state(run, "restorer") if state.exists() else None
+    run.mkdir(parents=True, exist_ok=True)
     args = dict(base=base, recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch,
                 lr=lr, lr_min=lr_min, true_code_fraction=true_code_fraction, seed=seed,
                 loss=loss)
-    obj = torch.load(state, weights_only=False, map_location="cpu") if state.exists() else None
     if obj is not None and obj["args"].get("loss", "l1") != loss:
         raise ValueError(f"{run} trains on the {obj['args'].get('loss', 'l1')} loss, not {loss}")
     data = _data(run, recipe, batch, lr_patch, seed, overrides)
@@ -171,33 +174,35 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
         torch.save(out, run / "state.partial")
         os.replace(run / "state.partial", state)
 
-    while elapsed < budget:
-        t0 = time.perf_counter()
-        hr, x, ks = data._batch()
-        t = min(elapsed / budget, 1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * t))
-        mask = torch.from_numpy(data.rng.random(x.shape[0]) < true_code_fraction).to(x.device)
-        code = _codes(net, x, ks, mask)
-        sr = net.restore(x, code)
-        value = _sr_loss(sr, hr, loss)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        step += 1
-        elapsed += time.perf_counter() - t0
-        acc.append(value.item())
-        if step % 50 == 0:
-            entry = {"step": step, "min": elapsed / 60, "loss_sr": float(np.mean(acc))}
-            acc = []
-            msg = f"step {step} {elapsed / 60:.1f} min loss_sr {entry['loss_sr']:.6g}"
-            if val_every and step % val_every == 0:
-                entry["val"] = _val_loss(net, val, loss)
-                msg += f" held-out {entry['val']:.6g} (base {base_val:.6g})"
-            hist.append(entry)
-            log(msg)
-        if step % 200 == 0 or elapsed >= budget:
-            save()
+    with StopAtStepEnd() as stop:
+        while elapsed < budget:
+            t0 = time.perf_counter()
+            hr, x, ks = data._batch()
+            t = min(elapsed / budget, 1.0)
+            for g in opt.param_groups:
+                g["lr"] = lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * t))
+            mask = torch.from_numpy(data.rng.random(x.shape[0]) < true_code_fraction).to(x.device)
+            code = _codes(net, x, ks, mask)
+            sr = net.restore(x, code)
+            value = _sr_loss(sr, hr, loss)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            step += 1
+            elapsed += time.perf_counter() - t0
+            acc.append(value.item())
+            if step % 50 == 0:
+                entry = {"step": step, "min": elapsed / 60, "loss_sr": float(np.mean(acc))}
+                acc = []
+                msg = f"step {step} {elapsed / 60:.1f} min loss_sr {entry['loss_sr']:.6g}"
+                if val_every and step % val_every == 0:
+                    entry["val"] = _val_loss(net, val, loss)
+                    msg += f" held-out {entry['val']:.6g} (base {base_val:.6g})"
+                hist.append(entry)
+                log(msg)
+            if step % 200 == 0 or elapsed >= budget:
+                save()
+            stop.check(save)  # Ctrl-C / SIGTERM: stop here, the state saved
     final = _val_loss(net, val, loss)
     if not hist or hist[-1].get("step") != step or "val" not in hist[-1]:
         hist.append({"step": step, "min": elapsed / 60, "val": final})
@@ -213,11 +218,12 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str,
     the provenance names the base (default: ``--base`` as given; a bundled name is replaced
     when the result is bundled); its fingerprint is recorded either way."""
     from ..model.checkpoint import save_checkpoint
+    from .lr_estimator import _state
     from .recipes import recipe as recipe_config
 
     if Path(out).exists():
         raise FileExistsError(f"{out} exists; choose another --out or remove it first")
-    obj = torch.load(Path(run_dir) / "state.pt", weights_only=False, map_location="cpu")
+    obj = _state(run_dir, "restorer")
     a = obj["args"]
     m = _base(a["base"], recipe_config(a["recipe"]))
     if m.fingerprint != obj["base_fingerprint"]:
@@ -243,7 +249,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str,
 
 
 def main(argv=None) -> int:
-    from .lr_estimator import _train_export_parser
+    from .lr_estimator import _run_cli, _train_export_parser
 
     p, t, e, _ = _train_export_parser("restorer", __doc__, "fine-tune or resume a model's Restorer",
                                    "a checkpoint: the base model with this Restorer")
@@ -259,6 +265,10 @@ def main(argv=None) -> int:
     t.add_argument("--loss", choices=LOSSES, default="l1",
                    help="l1, or l2 (squared error: faint spots as bright as they are likely)")
     a = p.parse_args(argv)
+    return _run_cli("restorer", lambda: _main(a))
+
+
+def _main(a) -> int:
     if a.cmd == "train":
         train(a.run_dir, base=a.base, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
               lr_patch=a.lr_patch, lr=a.lr, lr_min=a.lr_min,
