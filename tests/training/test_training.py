@@ -620,3 +620,28 @@ def test_the_smallest_lr_patch_trains(tiny_data, tmp_path):
 
     assert train(_cfg(tiny_data, lr_patch=MIN_LR_PATCH, steps=2), tmp_path / "s",
                  log=lambda m: None).is_file()
+
+
+def test_small_data_sets_are_mostly_trained_on(tmp_path, rng):
+    # 5 images: 4 train, 1 validates (4 were held out before); 1 image: no validation, no NaN
+    import json
+
+    from napari_dan.training.train import Trainer
+
+    d = tmp_path / "five"
+    d.mkdir()
+    for i in range(5):
+        skio.imsave(d / f"im{i}.png", (rng.random((70, 80, 3)) * 255).astype(np.uint8),
+                    check_contrast=False)
+    logs = []
+    tr = Trainer(_cfg(d, val_images=4), tmp_path / "r5", log=logs.append)
+    assert len(tr.val) == 1 and any("4 training files" in m for m in logs), logs
+    one = tmp_path / "one"
+    one.mkdir()
+    skio.imsave(one / "im.png", (rng.random((70, 80, 3)) * 255).astype(np.uint8),
+                check_contrast=False)
+    logs = []
+    out = train(_cfg(one, steps=3, val_every=1), tmp_path / "r1", log=logs.append)
+    recs = [json.loads(m) for m in logs if m.startswith("{")]
+    assert recs and all("val_psnr" not in r for r in recs) and "NaN" not in " ".join(logs)
+    assert napari_dan.load_model(out).scale == 2

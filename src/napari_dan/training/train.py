@@ -448,7 +448,10 @@ class Trainer:
         # validation crops come from the first data entry only, so that extra entries (e.g.
         # microscopy stacks added to natural images) are always trained on
         first = find_images(self.cfg.data[:1], self.cfg.exclude)
-        nval = min(self.cfg.val_images, max(len(first) - 1, 0))
+        # a fifth of them held out at most (but one of two to nine), none of a single image
+        # (the run then has no validation): a small set is still mostly trained on (5 images:
+        # 4 train and 1 validates; the rule of before held out 4 of them)
+        nval = min(self.cfg.val_images, max(1, len(first) // 5)) if len(first) > 1 else 0
         val_files = first[len(first) - nval:] if nval else []
         train_files = [f for f in files if f not in val_files]
         planes = [p for f in train_files for p in read_image(f)]
@@ -602,6 +605,8 @@ class Trainer:
         cfg, net = self.cfg, self.net
         if cfg.data_kind == "microscopy":
             return self._validate_microscopy()
+        if not self.val:  # a data set too small to hold images out: no validation, no NaN
+            return {}
         net.eval()
         lo, hi = cfg.sigma_range
         sigmas = [lo + 0.25 * (hi - lo), 0.5 * (lo + hi), lo + 0.75 * (hi - lo)]
@@ -784,7 +789,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
                 log(f"stopping after {max_minutes} minutes at step {tr.step}; run again to resume")
                 return None
             stop.check(tr.save_state)  # Ctrl-C / SIGTERM: stop here, the state saved
-    if not tr.history or "val_psnr" not in tr.history[-1]:
+    if (not tr.history or "val_psnr" not in tr.history[-1]) and tr.val:
         tr.history.append({"step": tr.step, **tr.validate()})
         log(json.dumps(tr.history[-1]))
     out = Path(export_to) if export_to else tr.run_dir / f"{cfg.name}.pt"
