@@ -98,7 +98,12 @@ def test_lr_estimator_trains_resumes_and_exports(tmp_path):
     assert not all(torch.equal(v, first["net"][k]) for k, v in second["net"].items())
     # the export: the base model's Restorer and PCA basis, this Estimator
     base = tiny_model(scale=4, seed=2)
+    photo_path = base.save(tmp_path / "photo-base.pt")  # a Restorer of bicubic-sampled images
+    base.info["provenance"] = {"config": {"data_kind": "microscopy"}}  # as the recipe's
     base_path = base.save(tmp_path / "base.pt")
+    with pytest.raises(ValueError, match="trained on bin sampling .* bicubic-sampled"):
+        export(tmp_path / "run", str(photo_path), tmp_path / "mixed.pt", "mixed")
+    assert not (tmp_path / "mixed.pt").exists()
     out = export(tmp_path / "run", str(base_path), tmp_path / "tiny-lr-x4.pt", "tiny-lr-x4")
     m = load_model(out)
     assert m.name == "tiny-lr-x4" and m.scale == 4 and not reads_sr(m.network)

@@ -17,9 +17,13 @@ FP32 = dict(precision="fp32", device="cpu")
 
 
 def _lr_model(scale: int, seed: int, est_input: int = 1):
-    return create_model("DANv2", name=f"tiny-lr-x{scale}", pca_samples=2000, seed=seed, in_nc=1,
-                        nf=8, nb=1, ng=1, scale=scale, code_len=10, kernel_size=21, loop=2,
-                        est_nf=8, est_nb=2, est_input=est_input)
+    m = create_model("DANv2", name=f"tiny-lr-x{scale}", pca_samples=2000, seed=seed, in_nc=1,
+                     nf=8, nb=1, ng=1, scale=scale, code_len=10, kernel_size=21, loop=2,
+                     est_nf=8, est_nb=2, est_input=est_input)
+    # a microscopy model, as the fluorescence recipes' Estimators are trained for (an export
+    # refuses a base of another sampling)
+    m.info["provenance"] = {"config": {"data_kind": "microscopy"}}
+    return m
 
 
 def _image(h: int, w: int, seed: int) -> np.ndarray:

@@ -222,6 +222,13 @@ def export(run_dir: str | os.PathLike, base: str, out: str | os.PathLike, name: 
     if have != want:
         raise ValueError(f"the Estimator in {run_dir} was trained for {want} "
                          f"(recipe {a.get('recipe', 'dan-x4-fluo')}), but {base} has {have}")
+    # and on the same degradation: an Estimator of camera-binned fields beside a Restorer of
+    # bicubic ones (or the reverse) reads kernels the Restorer was never given
+    sampling = "bin" if trained.data_kind == "microscopy" else "bicubic"
+    if src.sampling != sampling:
+        raise ValueError(f"the Estimator in {run_dir} was trained on {sampling} sampling (recipe "
+                         f"{a.get('recipe', 'dan-x4-fluo')}), but {base} restores "
+                         f"{src.sampling}-sampled images; choose a base of the same kind")
     hp.pop("est_attention", None)
     # a base that reads at two samplings keeps its coarse Estimator; this one is its fine one
     two = hp.get("est_input") == 2
