@@ -54,7 +54,7 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
     ``init_from``: a checkpoint (bundled name or path) whose LR-only Estimator, of this
     ``nf``/``nb`` and the recipe's scale and kernel size, starts a new run (ignored on resume)."""
     from ..model.danv2 import EstimatorLR
-    from .train import StopAtStepEnd, width_error
+    from .train import StopAtStepEnd, save_state_file, width_error
 
     if minutes <= 0:
         raise ValueError(f"--minutes must be more than 0, got {minutes}")
@@ -90,8 +90,7 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
         obj = {"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
                "elapsed": elapsed, "hist": hist, "rng": data.rng.bit_generator.state,
                "args": args}
-        torch.save(obj, run / "state.partial")
-        os.replace(run / "state.partial", state)
+        save_state_file(obj, state)
 
     with StopAtStepEnd() as stop:
         while elapsed < budget:

@@ -115,7 +115,7 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
     ``recipe``'s batches; returns the state file. ``overrides``: recipe fields to change
     (tests: ``real_fraction=0``)."""
     from .lr_estimator import _data, _state
-    from .train import StopAtStepEnd
+    from .train import StopAtStepEnd, save_state_file
 
     if not 0.0 <= true_code_fraction <= 1.0:
         raise ValueError(f"true_code_fraction must be in [0, 1], got {true_code_fraction}")
@@ -171,8 +171,7 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
         out = {"restorer": net.Restorer.state_dict(), "opt": opt.state_dict(), "step": step,
                "elapsed": elapsed, "hist": hist, "rng": data.rng.bit_generator.state,
                "args": args, "base_val": base_val, "base_fingerprint": fingerprint}
-        torch.save(out, run / "state.partial")
-        os.replace(run / "state.partial", state)
+        save_state_file(out, state)
 
     with StopAtStepEnd() as stop:
         while elapsed < budget:

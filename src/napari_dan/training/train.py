@@ -52,6 +52,14 @@ __all__ = ["TrainConfig", "train", "transfer_weights", "remap_code_input", "cpu_
            "width_error", "StopAtStepEnd"]
 
 
+def save_state_file(obj: dict, path: Path) -> None:
+    """Write a run's state atomically: to ``<path>.partial`` first, then renamed over ``path``,
+    so an interruption mid-write leaves the previous state whole (every trainer uses this)."""
+    tmp = path.with_suffix(".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 class StopAtStepEnd:
     """Ctrl-C and SIGTERM/SIGHUP during a training step wait for the step's end: the weights and
     the optimiser are then whole, the state is saved, and the stop goes on as the handler that
@@ -639,9 +647,7 @@ class Trainer:
                "history": json.dumps(self.history),
                "np_rng": json.dumps(self.rng.bit_generator.state),
                "torch_rng": torch.get_rng_state()}
-        tmp = self.state_path.with_suffix(".partial")
-        torch.save(obj, tmp)
-        os.replace(tmp, self.state_path)
+        save_state_file(obj, self.state_path)
 
     def _read_state(self) -> dict | None:
         """The run dir's state.pt, if any, after checking that it is whole, that it is a run of
