@@ -107,6 +107,23 @@ def test_our_format_roundtrip(tmp_path, rng):
     torch.testing.assert_close(ka, kb)
 
 
+def test_a_newer_format_version_loads_with_a_warning(tmp_path):
+    import warnings
+
+    model = create_model("DANv2", name="x", in_nc=1, nf=8, nb=1, ng=1, scale=2, loop=2,
+                         est_nf=8, est_nb=1, pca_samples=500)
+    p = model.save(tmp_path / "ours.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # today's version: no word
+        napari_dan.load_model(p)
+    obj = torch.load(p, weights_only=True)
+    obj["format_version"] = 99
+    torch.save(obj, tmp_path / "future.pt")
+    with pytest.warns(UserWarning, match="format version 99, newer than this napari-dan reads"):
+        back = napari_dan.load_model(tmp_path / "future.pt")
+    assert back.scale == 2
+
+
 def test_danv1_roundtrip_and_decode(tmp_path):
     model = create_model("DANv1", in_nc=3, nf=8, nb=2, scale=2, est_nf=16, est_nb=1,
                          pca_samples=2000)

@@ -12,6 +12,7 @@ import math
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -424,6 +425,13 @@ def load_checkpoint(path: str | os.PathLike, name: str | None = None) -> DanMode
                 raise CheckpointError(f"{path}: {key!r} is a {type(obj[key]).__name__}, expected "
                                       f"a {typ.__name__}")
         arch, hp, sd = obj["architecture"], dict(obj["hyperparameters"]), obj["state_dict"]
+        version = obj.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            # every field below is still checked; what a newer format adds is not understood
+            warnings.warn(f"{path.name}: written in checkpoint format version {version!r}, newer "
+                          f"than this napari-dan reads ({FORMAT_VERSION}); it loads if its layout "
+                          "is unchanged, but update napari-dan to be sure",
+                          UserWarning, stacklevel=3)
         info = obj.get("info", {})
         if not isinstance(info, dict):
             raise CheckpointError(f"{path}: 'info' is a {type(info).__name__}, expected a dict")
