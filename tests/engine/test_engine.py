@@ -915,6 +915,10 @@ def test_spots_wider_than_the_trained_range_or_far_from_the_blind_estimate_get_a
     note = spots_note(8.3, micro, blind_fwhm=5.1)
     assert "1.63x the blind estimate (5.1 px)" in note and "--psf spots" in note
     assert "0.50x" in spots_note(4.0, tiny_model(), blind_fwhm=8.0)
+    # the same width but an elongated PSF beside the round blind kernel: beads come out stretched
+    note = spots_note(8.3, micro, blind_fwhm=7.5, spots_anisotropy=1.32)
+    assert "elongated (1.32x" in note and "'PSF from spots'" in note
+    assert spots_note(8.3, micro, blind_fwhm=7.5, spots_anisotropy=1.1) is None
 
 
 def test_a_tile_too_small_for_the_overlap_warns_of_seams():

@@ -53,7 +53,9 @@ def run_engine(request: RunRequest, model: Any, cancel: threading.Event):
             kernel, info = spot_psf(request.image, m, opts.channel_axis)
             # the blind estimate of the plane the spots were measured on (per plane / per tile)
             blind = blind_fwhm_of_plane(result, info.get("plane"))
-            note = spots_note(info["output_grid"]["fwhm_px"], m, blind)
+            g = info["output_grid"]
+            note = spots_note(g["fwhm_px"], m, blind,
+                              g["fwhm_major_px"] / max(g["fwhm_minor_px"], 1e-9))
             result.metadata["spots_comparison"] = dict(info, kernel=kernel, note=note)
         except InputError as e:
             result.metadata["spots_comparison"] = {"unavailable": str(e)}

@@ -21,7 +21,7 @@ from .plan import (
 )
 
 __all__ = ["SRResult", "finish", "model_info", "kernel_report", "spots_note", "blind_fwhm_of_plane",
-           "SPOTS_DISAGREE", "EDGE_LOW", "EDGE_HIGH", "LOW_SNR"]
+           "SPOTS_DISAGREE", "SPOTS_ELONGATED", "EDGE_LOW", "EDGE_HIGH", "LOW_SNR"]
 
 #: an estimated FWHM within this factor of the narrowest trained kernel, or above this share of
 #: the widest, is "at the edge" of what the model knows (see :func:`kernel_report`)
@@ -162,7 +162,12 @@ def blind_fwhm_of_plane(result: SRResult, plane: Sequence[int] | None) -> float 
     return spread.get("median")
 
 
-def spots_note(spots_fwhm: float, model: DanModel, blind_fwhm: float | None = None) -> str | None:
+#: a spots PSF this elongated (major / minor FWHM) beside a round blind kernel gets a note
+SPOTS_ELONGATED = 1.2
+
+
+def spots_note(spots_fwhm: float, model: DanModel, blind_fwhm: float | None = None,
+               spots_anisotropy: float | None = None) -> str | None:
     """A sentence when a PSF measured from spots (FWHM in output-grid px) cannot be compared
     with ``model``'s blind estimate as equals, else None: when it is wider than every PSF the
     model was trained on (the blind estimate cannot follow it), or when the two FWHMs differ by
@@ -176,11 +181,18 @@ def spots_note(spots_fwhm: float, model: DanModel, blind_fwhm: float | None = No
     if blind_fwhm is None or not blind_fwhm > 0 or not spots_fwhm > 0:
         return None
     ratio = spots_fwhm / blind_fwhm
-    if 1 / SPOTS_DISAGREE <= ratio <= SPOTS_DISAGREE:
-        return None
-    return (f"the spots PSF ({spots_fwhm:.1f} px) is {ratio:.2f}x the blind estimate "
-            f"({blind_fwhm:.1f} px): for beads and puncta the spots PSF is the measurement; "
-            "to restore with it, choose the kernel 'PSF from spots' (CLI: --psf spots)")
+    use = "to restore with it, choose the kernel 'PSF from spots' (CLI: --psf spots)"
+    if not 1 / SPOTS_DISAGREE <= ratio <= SPOTS_DISAGREE:
+        return (f"the spots PSF ({spots_fwhm:.1f} px) is {ratio:.2f}x the blind estimate "
+                f"({blind_fwhm:.1f} px): for beads and puncta the spots PSF is the measurement; "
+                + use)
+    if spots_anisotropy is not None and spots_anisotropy >= SPOTS_ELONGATED:
+        # the blind kernel is round whatever the PSF: small objects come out stretched along
+        # the PSF's long axis (docs/user-guide.md, Elongated PSFs)
+        return (f"the spots PSF is elongated ({spots_anisotropy:.2f}x longer one way) and the "
+                "blind kernel is round, so beads come out stretched along its long axis; "
+                + use + ", best with the image binned so the PSF is 4-6 px wide")
+    return None
 
 
 def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRResult:
