@@ -612,9 +612,8 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                 result.snr = spread["snr_min"]
                 result.message += (f"; signal-to-noise {result.snr:.0f}"
                                    + (" (lowest)" if spread.get("count", 1) > 1 else ""))
-            if spread.get("warning") and f"{src.name}: {spread['warning']}" not in result.warnings:
-                result.warnings.append(f"{src.name}: {spread['warning']}")  # (the engine's
-                # EstimateWarning, caught above, is the same sentence: printed once)
+            # (spread["warning"] reached the file's warning lines above, as the engine's
+            # EstimateWarning; a wholly flat image's is left out there, said once already)
             cons = res.metadata.get("consistency")
             if cons:
                 result.consistency = cons["relative_residual"]

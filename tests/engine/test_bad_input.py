@@ -274,6 +274,15 @@ def test_few_grey_levels_are_warned_about(tiny_gray):
         super_resolve(np.full((24, 24), 7, np.uint16), tiny_gray, precision="fp32")
     with pytest.warns(UserWarning, match=r"the image is flat \(float32, nearly all of it 0\)"):
         super_resolve(np.zeros((24, 24), np.float32), tiny_gray, precision="fp32")
+    # said once: a model with a PSF range (which also reports flat fields) adds no second note
+    from napari_dan import load_model
+
+    micro = load_model("dan-x2-fluo")
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        r = super_resolve(np.full((32, 32), 7, np.uint16), micro, precision="fp32")
+    assert len([w for w in got if "flat" in str(w.message)]) == 1, [str(w.message) for w in got]
+    assert "flat" in r.metadata["kernel_fwhm"]["warning"]  # (the widget's Note line keeps it)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         super_resolve(few.astype(np.float32), tiny_gray, precision="fp32")

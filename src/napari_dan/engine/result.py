@@ -113,6 +113,7 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
         flat = int(np.sum(snr <= 0))  # signal_to_noise: 0 for a flat field
         noisy = int(np.sum((snr > 0) & (snr < LOW_SNR)))
         out["low_snr"] = noisy
+        out["flat_fields"] = flat
         if flat:
             parts.append(("the image is flat" if one else f"{flat} of {fw.size} {what} come "
                           "from flat fields") + " (no signal): there was no PSF to estimate")
@@ -254,8 +255,12 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
         meta["kernel_fwhm"] = kernel_report(kernels, plan.model, "tiles" if plan.mode ==
                                             "per-tile" else "planes" if len(kernels) > 1
                                             else "kernels", snrs)
-        if meta["kernel_fwhm"].get("warning"):  # Python callers are told too, not only the UIs
-            warnings.warn(meta["kernel_fwhm"]["warning"], EstimateWarning, stacklevel=2)
+        kf = meta["kernel_fwhm"]
+        # Python callers are told too, not only the UIs; a wholly flat image was told already
+        # by the value map's warning ("the image is flat (uint16, nearly all of it 7) ...")
+        said = plan.norm.flat and kf.get("flat_fields") == kf["count"]
+        if kf.get("warning") and not said:
+            warnings.warn(kf["warning"], EstimateWarning, stacklevel=2)
     if plan.mode == "user kernel":
         meta["kernel_projection_error"] = est.projection_error
         meta["kernel_source"] = "spots" if plan.spots else "optics" if plan.optics else "user"
