@@ -11,6 +11,7 @@ contribution in ``_napari/sample_data.py`` turns these dicts into layers).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,23 +179,29 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
     return out
 
 
+def _fluorescence_field(hr_size: int, rng: np.random.Generator) -> tuple[np.ndarray, Any]:
+    """The specimen of both fluorescence samples (filaments and beads on a faint background, as
+    on a coverslip; HR pixels of 40 nm) and the camera that records it."""
+    from .imaging.camera import Camera
+    from .imaging.specimens import beads, filaments
+
+    spec = filaments((hr_size, hr_size), 1 / 4000, rng) + 3.0 * beads((hr_size, hr_size),
+                                                                       1 / 1500, rng)
+    return spec / spec.max() + 0.02, Camera(photons=1000.0, read_noise=1.5, offset=100.0)
+
+
 def _fluorescence(scale: int, noise: dict | None, seed: int) -> dict:
     """The "fluorescence" sample (see :func:`make_sample`): 512 x 512 HR pixels of 40 nm."""
-    from .imaging.camera import Camera, bin_pixels, expose
+    from .imaging.camera import bin_pixels, expose
     from .imaging.degradations import blur
     from .imaging.microscope import target_kernel
     from .imaging.psf import Optics
-    from .imaging.specimens import beads, filaments
     from .model.kernels import fit_kernel_size, kernel_stats
 
-    rng = np.random.default_rng(2026 + seed)
-    hr_size = 512
-    spec = filaments((hr_size, hr_size), 1 / 4000, rng) + 3.0 * beads((hr_size, hr_size),
-                                                                       1 / 1500, rng)
-    spec = spec / spec.max() + 0.02  # a faint background, as on a coverslip
+    rng = np.random.default_rng(2026 + seed)  # the field, then the exposure, draw from it
+    spec, camera = _fluorescence_field(512, rng)
     optics = Optics(_FLUO_NA, _FLUO_WAVELENGTH, pixel_size=_FLUO_HR_PIXEL_UM)
     psf, _ = optics.psf(41, _FLUO_HR_PIXEL_UM)
-    camera = Camera(photons=1000.0, read_noise=1.5, offset=100.0)
     lr = expose(bin_pixels(blur(spec, psf), scale), camera, rng)
     hr = np.round(camera.expected(blur(spec, target_kernel()))).astype(np.uint16)
     kernel, _ = fit_kernel_size(psf, _KERNEL_SIZE)
@@ -214,18 +221,14 @@ def _fluorescence(scale: int, noise: dict | None, seed: int) -> dict:
 def _fluorescence_stack(scale: int, seed: int) -> dict:
     """The "fluorescence-stack" sample (see :func:`make_sample`): one thin specimen imaged at
     seven focus positions, 256 x 256 HR pixels of 40 nm per plane."""
-    from .imaging.camera import Camera, bin_pixels, expose
+    from .imaging.camera import bin_pixels, expose
     from .imaging.degradations import blur
     from .imaging.microscope import target_kernel
     from .imaging.psf import gaussian_psf, have_psfmodels, widefield_psf
-    from .imaging.specimens import beads, filaments
     from .model.kernels import FWHM_PER_SIGMA, fit_kernel_size, kernel_stats
 
     rng = np.random.default_rng(2031 + seed)
-    hr_size = 256
-    spec = filaments((hr_size, hr_size), 1 / 4000, rng) + 3.0 * beads((hr_size, hr_size),
-                                                                       1 / 1500, rng)
-    spec = spec / spec.max() + 0.02  # a faint background, as on a coverslip
+    spec, camera = _fluorescence_field(256, rng)
     if have_psfmodels():
         psfs = [widefield_psf(41, _FLUO_HR_PIXEL_UM, _FLUO_NA, _FLUO_WAVELENGTH, defocus=dz)
                 for dz in _FOCUS_UM]
@@ -233,7 +236,6 @@ def _fluorescence_stack(scale: int, seed: int) -> dict:
     else:  # Gaussians of about the same widths (4.55 px in focus)
         psfs = [gaussian_psf(41, 4.55 * np.sqrt(1 + (dz / 0.22) ** 4)) for dz in _FOCUS_UM]
         how = "Gaussian PSF (psfmodels not installed)"
-    camera = Camera(photons=1000.0, read_noise=1.5, offset=100.0)
     lr = np.stack([expose(bin_pixels(blur(spec, p), scale), camera, rng) for p in psfs])
     hr_plane = np.round(camera.expected(blur(spec, target_kernel()))).astype(np.uint16)
     kernels = np.stack([fit_kernel_size(p, _KERNEL_SIZE)[0] for p in psfs]).astype(np.float32)
