@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..io import micrometres
 
 __all__ = ["KERNEL_MODES", "SCOPES", "RunOptions", "RunRequest", "build_request", "model_id",
-           "psf_from_layer", "stated_pixel"]
+           "psf_from_layer", "stated_pixel", "spatial_axes"]
 
 # label shown in the widget -> value understood here ("psf": a PSF taken from another layer)
 KERNEL_MODES = {"global (one kernel)": "global", "per plane": "per-plane",
@@ -196,6 +196,12 @@ def _psf_on_output_grid(psf: np.ndarray, options: RunOptions, layer: Any,
         raise InputError(f"PSF layer {options.psf_name!r} could not be resampled: {exc}") from None
 
 
+def spatial_axes(ndim: int, channel_axis: int | None) -> tuple[int, int]:
+    """The two spatial axes of a layer's data: the last two, or the two before a channel axis
+    that is the last (the engine's rule, ``engine.normalize.analyse``, for the layer's axes)."""
+    return (ndim - 3, ndim - 2) if channel_axis == ndim - 1 else (ndim - 2, ndim - 1)
+
+
 def square_pixels(scale, spatial: tuple[int, int]) -> bool:
     """The layer's pixels are square (within 1%): a kernel's width in pixels then has one
     physical size. Otherwise no physical width is given (it would need both axes)."""
@@ -291,10 +297,7 @@ def build_request(layer: Any, options: RunOptions, dims_point: Any = None,
             raise InputError(f"channel axis {c} does not exist: layer {layer.name!r} has {ndim} "
                              f"axes (shape {tuple(data.shape)})")
         channel_axis = c % ndim
-    if channel_axis is not None and channel_axis == ndim - 1:
-        spatial = (ndim - 3, ndim - 2)
-    else:
-        spatial = (ndim - 2, ndim - 1)
+    spatial = spatial_axes(ndim, channel_axis)
     if spatial[0] < 0 or channel_axis in spatial:
         raise InputError(f"layer {layer.name!r} (shape {tuple(data.shape)}) has no two spatial "
                          f"axes besides channel axis {channel_axis}; choose another channel axis")

@@ -46,6 +46,7 @@ from .request import (
     RunOptions,
     build_request,
     psf_from_layer,
+    spatial_axes,
     stated_pixel,
 )
 from .results import KEY, add_result_layers, physical_pixel, result_layers
@@ -512,7 +513,7 @@ class DanWidget(QWidget):
         nd, ca = int(layer.ndim), self.channel_box.value
         if layer.rgb or not isinstance(ca, int):
             return list(range(nd - 2))
-        spatial = (nd - 3, nd - 2) if ca == nd - 1 else (nd - 2, nd - 1)
+        spatial = spatial_axes(nd, ca)
         return [a for a in range(nd) if a not in spatial and a != ca]
 
     def _update_enabled(self, *_) -> None:

@@ -39,7 +39,7 @@ def run_engine(request: RunRequest, model: Any, cancel: threading.Event):
         # a dask (or zarr, ...) layer: the engine would return a lazy array that napari would then
         # compute on the GUI thread while drawing; have it written here instead, into memory, or
         # for results too large for that into a memory-mapped file in the temporary folder
-        out = _output_array(_out_shape(request, m.scale), np.dtype(request.image.dtype))
+        out = _output_array(_out_shape(request, m), np.dtype(request.image.dtype))
     opts = request.options
     result = yield from super_resolve_iter(request.image, m, opts, cancel=cancel, out=out)
     if opts.kernel is None and not request.rgb and m.in_channels == 1:
@@ -74,15 +74,16 @@ def _output_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
                                      shape=shape)
 
 
-def _out_shape(request: RunRequest, scale: int) -> tuple[int, ...]:
-    shape = list(request.image_shape)
-    nd = len(shape)
-    ca = request.options.channel_axis
-    spatial = (nd - 3, nd - 2) if (ca is not None and ca % nd == nd - 1) or \
-        (request.rgb and ca is None) else (nd - 2, nd - 1)
-    for a in spatial:
-        shape[a] *= scale
-    return tuple(shape)
+def _out_shape(request: RunRequest, model: DanModel) -> tuple[int, ...]:
+    """The result's shape, by the engine's own reading of the axes."""
+    import warnings
+
+    from ..engine.normalize import analyse
+
+    with warnings.catch_warnings():  # the engine's own run says what it has to say, once
+        warnings.simplefilter("ignore")
+        return analyse(request.image, request.options.channel_axis, model.in_channels,
+                       model.scale).out_shape
 
 
 def sr_worker(request: RunRequest, model: Any, cancel: threading.Event) -> GeneratorWorker:
