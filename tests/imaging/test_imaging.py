@@ -160,6 +160,26 @@ def test_random_psfs_with_lumpy_psfs():
     with pytest.raises(ValueError):
         MicroscopyFields(32, 21, np.random.default_rng(0), lumpy_fraction=-0.5)
 
+def test_random_psfs_astigmatism_share_and_stretch():
+    a, wa = random_psfs(40, 21, (2.0, 10.0), rng=np.random.default_rng(6))
+    b, wb = random_psfs(40, 21, (2.0, 10.0), rng=np.random.default_rng(6), astigmatism=(0.25, 1.3))
+    assert np.array_equal(a, b) and np.array_equal(wa, wb)  # the default: the old draws exactly
+    gauss = ("gaussian",)
+    none, _ = random_psfs(40, 21, (4.0, 8.0), np.random.default_rng(6), gauss, astigmatism=(0, 1.5))
+    every, _ = random_psfs(40, 21, (4.0, 8.0), np.random.default_rng(6), gauss, astigmatism=(1, 1.5))
+    an0 = np.array([kernel_stats(p).anisotropy for p in none])
+    an1 = np.array([kernel_stats(p).anisotropy for p in every])
+    assert an0.max() < 1.02  # no astigmatism: round Gaussians
+    # every PSF stretched, major / minor uniform in 1-1.5 (a Gaussian's stretch is its ratio)
+    assert an1.max() < 1.52 and np.median(an1) > 1.15 and (an1 > 1.35).sum() >= 5
+    with pytest.raises(ValueError, match="astigmatism"):
+        random_psfs(2, 21, astigmatism=(1.5, 1.3))
+    with pytest.raises(ValueError, match="astigmatism"):
+        random_psfs(2, 21, astigmatism=(0.5, 0.9))
+    f = MicroscopyFields(32, 21, np.random.default_rng(0), kinds=("beads",), astigmatism=(1.0, 1.5))
+    assert f.astigmatism == (1.0, 1.5)
+
+
 def test_camera_binning_and_noise():
     x = np.arange(16, dtype=float).reshape(4, 4)
     assert np.allclose(bin_pixels(x, 2), [[2.5, 4.5], [10.5, 12.5]])

@@ -135,8 +135,11 @@ def test_lr_estimator_trains_resumes_and_exports(tmp_path):
     for k, v in second["net"].items():
         assert torch.equal(v, net.state_dict()[k]), k
     lines.clear()
-    train(tmp_path / "run2", minutes=0.01, init_from=str(out), log=lines.append, **small)
+    train(tmp_path / "run2", minutes=0.01, init_from=str(out), log=lines.append,
+          shape_weight=1.0, astigmatism=(0.5, 1.5), **small)
     assert lines[0] == f"Estimator initialised from {out}"
+    state2 = torch.load(tmp_path / "run2" / "state.pt", weights_only=False)
+    assert state2["args"]["shape_weight"] == 1.0 and state2["args"]["astigmatism"] == (0.5, 1.5)
     assert m.info["provenance"]["estimator"]["init_from"] is None
     cont = load_model(export(tmp_path / "run2", str(base_path), tmp_path / "cont.pt", "cont"))
     assert cont.info["provenance"]["estimator"]["init_from"] == str(out)

@@ -424,6 +424,25 @@ def test_bead_and_lumpy_psf_fractions_reach_the_fields_and_train(tmp_path):
     assert config["bead_psf_fraction"] == 0.5 and config["lumpy_psf_fraction"] == 0.25
 
 
+def test_shape_error_is_the_ellipticity_difference_whatever_the_width():
+    import math
+
+    from napari_dan.training.train import shape_error
+
+    def k(major, minor, deg):
+        return torch.from_numpy(gaussian_kernel(21, major, minor, math.radians(deg))).reshape(1, -1).float()
+
+    round1, round2 = k(1.5, 1.5, 0), k(3.0, 3.0, 0)
+    assert float(shape_error(round1, round2)) == pytest.approx(0.0, abs=1e-4)  # widths are free
+    # major / minor 1.5 along x against round: e1 = (2.25 - 1) / 3.25
+    assert float(shape_error(k(3.0, 2.0, 0), round1)) == pytest.approx(1.25 / 3.25, rel=0.05)
+    # the same elongation at 90 degrees: e1 of the other sign
+    assert float(shape_error(k(3.0, 2.0, 0), k(3.0, 2.0, 90))) == pytest.approx(2.5 / 3.25, rel=0.05)
+    # at 45 degrees the elongation is in e2
+    assert float(shape_error(k(3.0, 2.0, 45), round1)) == pytest.approx(1.25 / 3.25, rel=0.05)
+    assert float(shape_error(k(3.0, 2.0, 45), k(2.0, 1.3333, 45))) == pytest.approx(0.0, abs=0.02)
+
+
 def test_width_error_is_the_log_ratio_of_the_second_moments():
     import math
 

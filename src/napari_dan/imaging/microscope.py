@@ -26,7 +26,7 @@ from ..model.danv2 import percentile_bounds
 from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel
 from .camera import bin_pixels_torch
 from .degradations import blur_torch
-from .psf import MICROSCOPY_FWHM_RANGE, random_psfs
+from .psf import ASTIGMATISM, MICROSCOPY_FWHM_RANGE, random_psfs
 from .specimens import KINDS, random_specimen
 
 __all__ = ["TARGET_FWHM", "MicroscopyFields", "degrade_microscopy_torch", "target_kernel",
@@ -86,13 +86,15 @@ class MicroscopyFields:
     size (:func:`.psf.bead_psf`; flat-topped for beads about as wide as the PSF), blurring the
     field and labelling it alike. ``lumpy_fraction``: share of irregular PSFs
     (:func:`.psf.lumpy_psf`: uneven lobes, maximum off centre, faint texture), likewise.
+    ``astigmatism``: (share of astigmatic PSFs, largest stretch), :func:`.psf.random_psfs`'.
     """
 
     def __init__(self, size: int, kernel_size: int, rng: np.random.Generator,
                  fwhm_range=MICROSCOPY_FWHM_RANGE, photons_range=(30.0, 30000.0),
                  clean_fraction: float = 0.2, kinds=KINDS, images=None, real_fraction: float = 0.0,
                  bead_fraction: float = 0.0, lumpy_fraction: float = 0.0,
-                 nuclei_edge: tuple[float, float] | None = None):
+                 nuclei_edge: tuple[float, float] | None = None,
+                 astigmatism: tuple[float, float] = ASTIGMATISM):
         if not 0.0 <= real_fraction <= 1.0 or (real_fraction > 0 and images is None):
             raise ValueError(f"real_fraction must be in [0, 1] and needs images, got {real_fraction}")
         self.size, self.kernel_size, self.rng = size, kernel_size, rng
@@ -109,6 +111,7 @@ class MicroscopyFields:
             raise ValueError(f"nuclei_edge must be (low, high) with 0 < low <= high, got "
                              f"{nuclei_edge}")
         self.nuclei_edge = tuple(nuclei_edge) if nuclei_edge else None
+        self.astigmatism = tuple(float(v) for v in astigmatism)
 
     def _specimen(self) -> np.ndarray:
         rng = self.rng
@@ -124,7 +127,8 @@ class MicroscopyFields:
         spec = np.stack([self._specimen() for _ in range(n)])[:, None].astype(np.float32)
         psfs, _ = random_psfs(n, self.kernel_size, self.fwhm_range, rng,
                               bead_fraction=self.bead_fraction,
-                              lumpy_fraction=self.lumpy_fraction)
+                              lumpy_fraction=self.lumpy_fraction,
+                              astigmatism=self.astigmatism)
         lo, hi = np.log(self.photons_range[0]), np.log(self.photons_range[1])
         photons = np.exp(rng.uniform(lo, hi, n))
         clean = rng.random(n) < self.clean_fraction

@@ -37,11 +37,15 @@ from ..model.kernels import FWHM_PER_SIGMA, gaussian_kernel, kernel_stats
 
 __all__ = ["Optics", "OPTICS_FIELDS", "gaussian_psf", "widefield_psf", "confocal_psf",
            "airy_fwhm", "random_psfs", "bead_image", "bead_psf", "bead_fwhm_factor", "lumpy_psf",
-           "have_psfmodels", "MICROSCOPY_FWHM_RANGE"]
+           "have_psfmodels", "MICROSCOPY_FWHM_RANGE", "ASTIGMATISM"]
 
 #: FWHM range (HR pixels) of the microscopy models' training PSFs: the benchmark asks for 2-10 px,
 #: and the averaged PSF of the bead sample is about 8.7 px at its pixel size
 MICROSCOPY_FWHM_RANGE = (1.6, 10.5)
+
+
+#: :func:`random_psfs`' default astigmatism: (share of the PSFs, largest stretch)
+ASTIGMATISM = (0.25, 1.3)
 
 
 def have_psfmodels() -> bool:
@@ -77,8 +81,9 @@ def gaussian_psf(size: int, fwhm: float, fwhm_minor: float | None = None,
 
 
 def _stretch(psf: np.ndarray, factor: float, angle: float) -> np.ndarray:
-    """Stretch a PSF by ``factor`` along the axis at ``angle`` degrees (and shrink it by 1/sqrt
-    along the other, keeping the area), renormalised: a first-order astigmatism."""
+    """Stretch a PSF by ``factor`` along the axis at ``angle`` degrees and shrink it by
+    1/sqrt(``factor``) along the other (major / minor about ``factor``**1.5, the area grown by
+    sqrt(``factor``)), renormalised: a first-order astigmatism."""
     if abs(factor - 1) < 1e-6:
         return psf
     from scipy.ndimage import affine_transform
@@ -286,14 +291,18 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
                 kinds: tuple[str, ...] = ("gaussian", "widefield", "confocal"),
                 bead_fraction: float = 0.0,
                 bead_ratio: tuple[float, float] = (0.5, 2.0),
-                lumpy_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                lumpy_fraction: float = 0.0,
+                astigmatism: tuple[float, float] = ASTIGMATISM) -> tuple[np.ndarray, np.ndarray]:
     """Sample ``n`` PSFs of the microscopy training distribution.
 
     The target in-focus FWHM is uniform in ``fwhm_range`` (pixels); the shape is one of ``kinds``
     (widefield/confocal fall back to Gaussian without psfmodels). Widefield and confocal PSFs
     draw NA in [0.8, 1.45] and emission wavelength in [0.45, 0.68] um and set the pixel size so the
     in-focus FWHM lands on the target; a third of them are defocused by up to 0.35 of the depth of
-    field. A quarter of all PSFs are astigmatic (stretch 1-1.3 at a random angle).
+    field. A quarter of all PSFs are astigmatic (stretch 1-1.3 at a random angle; ``astigmatism``
+    = (share, largest stretch), default :data:`ASTIGMATISM`; the stretch is the Gaussians' major /
+    minor FWHM; widefield and confocal PSFs are stretched by it along one axis and shrunk by its
+    square root along the other, so their major / minor is about stretch^1.5).
 
     A ``bead_fraction`` of them are PSFs as measured from beads (:func:`bead_psf`): the PSF is
     drawn narrower and convolved with a bead whose diameter is ``bead_ratio`` (uniform) times the
@@ -316,6 +325,10 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
         raise ValueError(f"bead_fraction must be in [0, 1], got {bead_fraction}")
     if not 0.0 <= lumpy_fraction <= 1.0:
         raise ValueError(f"lumpy_fraction must be in [0, 1], got {lumpy_fraction}")
+    astig_share, astig_max = (float(v) for v in astigmatism)
+    if not (0.0 <= astig_share <= 1.0 and 1.0 <= astig_max <= 3.0):
+        raise ValueError(f"astigmatism must be (share in [0, 1], largest stretch in [1, 3]), "
+                         f"got {tuple(astigmatism)}")
     rng = np.random.default_rng() if rng is None else rng
     lo, hi = fwhm_range
     kinds = tuple(k for k in kinds if k == "gaussian" or have_psfmodels()) or ("gaussian",)
@@ -335,7 +348,7 @@ def random_psfs(n: int, size: int, fwhm_range: tuple[float, float] = MICROSCOPY_
             widths[i] = final
             continue
         kind = kinds[rng.integers(len(kinds))]
-        astig = rng.uniform(1.0, 1.3) if rng.random() < 0.25 else 1.0
+        astig = rng.uniform(1.0, astig_max) if rng.random() < astig_share else 1.0
         angle = rng.uniform(-90, 90)
         if kind == "gaussian":
             s = math.sqrt(astig)  # major / minor = astig, geometric mean = target

@@ -47,14 +47,16 @@ def _data(run_dir: Path, recipe_name: str, batch: int, lr_patch: int, seed: int,
 
 def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: float = 75.0,
           batch: int = 16, lr_patch: int = 40, nf: int = 64, nb: int = 6, lr: float = 5e-4,
-          width_weight: float = 1.0, seed: int = 0, init_from: str | None = None, log=print,
-          **overrides) -> Path:
+          width_weight: float = 1.0, shape_weight: float = 0.0, seed: int = 0,
+          init_from: str | None = None, log=print, **overrides) -> Path:
     """Train (or resume) an :class:`EstimatorLR` for ``minutes`` of training time; returns the
     state file. ``overrides``: recipe fields to change (tests: ``real_fraction=0``).
     ``init_from``: a checkpoint (bundled name or path) whose LR-only Estimator, of this
-    ``nf``/``nb`` and the recipe's scale and kernel size, starts a new run (ignored on resume)."""
+    ``nf``/``nb`` and the recipe's scale and kernel size, starts a new run (ignored on resume).
+    ``shape_weight``: weight of :func:`.train.shape_error` (the kernel's elongation and
+    orientation against the true PSF's); 0, the default, trains as before."""
     from ..model.danv2 import EstimatorLR
-    from .train import StopAtStepEnd, save_state_file, width_error
+    from .train import StopAtStepEnd, save_state_file, shape_error, width_error
 
     if minutes <= 0:
         raise ValueError(f"--minutes must be more than 0, got {minutes}")
@@ -74,6 +76,8 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
     step, elapsed, hist = 0, 0.0, []
     args = dict(recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch, nf=nf, nb=nb,
                 lr=lr, width_weight=width_weight, seed=seed, init_from=init_from, **overrides)
+    if shape_weight:
+        args["shape_weight"] = shape_weight
     if not state.exists() and init_from:
         _load_estimator(net, init_from, data.cfg)
         log(f"Estimator initialised from {init_from}")
@@ -105,17 +109,22 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
             loss_k = (k - kt).abs().sum(1).mean()
             loss_w = width_error(k, kt).mean()
             loss = loss_k + width_weight * loss_w
+            loss_s = shape_error(k, kt).mean() if shape_weight else None
+            if loss_s is not None:
+                loss = loss + shape_weight * loss_s
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
             elapsed += time.perf_counter() - t0
-            acc.append((loss_k.item(), loss_w.item()))
+            acc.append((loss_k.item(), loss_w.item(), 0.0 if loss_s is None else loss_s.item()))
             if step % 50 == 0:
-                lk, lw = np.mean(acc, 0)
+                lk, lw, ls = np.mean(acc, 0)
                 acc = []
-                hist.append({"step": step, "min": elapsed / 60, "loss_k": lk, "loss_w": lw})
-                log(f"step {step} {elapsed / 60:.1f} min loss_k {lk:.4f} width |log m2| {lw:.4f}")
+                hist.append({"step": step, "min": elapsed / 60, "loss_k": lk, "loss_w": lw,
+                             **({"loss_shape": ls} if shape_weight else {})})
+                log(f"step {step} {elapsed / 60:.1f} min loss_k {lk:.4f} width |log m2| {lw:.4f}"
+                    + (f" shape |de| {ls:.4f}" if shape_weight else ""))
             if step % 200 == 0 or elapsed >= budget:
                 save()
             stop.check(save)  # Ctrl-C / SIGTERM: stop here, the state saved
@@ -343,6 +352,11 @@ def main(argv=None) -> int:
     t.add_argument("--nb", type=int, default=6)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--width-weight", type=float, default=1.0)
+    t.add_argument("--shape-weight", type=float, default=0.0,
+                   help="weight of the kernel-elongation loss (0: none, as before)")
+    t.add_argument("--astigmatism", type=float, nargs=2, default=None, metavar=("SHARE", "MAX"),
+                   help="share of astigmatic training PSFs and their largest stretch "
+                        "(default 0.25 1.3)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init-from", default=None,
                    help="start a new run from this checkpoint's LR-only Estimator")
@@ -373,9 +387,10 @@ def _main(a) -> int:
     if a.cmd == "train":
         train(a.run_dir, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
               lr_patch=a.lr_patch, nf=a.nf, nb=a.nb, lr=a.lr, width_weight=a.width_weight,
-              seed=a.seed, init_from=a.init_from, log=lambda m: print(m, flush=True),
+              shape_weight=a.shape_weight, seed=a.seed, init_from=a.init_from, log=lambda m: print(m, flush=True),
               **({} if a.real_lr_patch is None else {"real_lr_patch": a.real_lr_patch}),
-              **({} if a.nuclei_edge is None else {"nuclei_edge": tuple(a.nuclei_edge)}))
+              **({} if a.nuclei_edge is None else {"nuclei_edge": tuple(a.nuclei_edge)}),
+              **({} if a.astigmatism is None else {"astigmatism": tuple(a.astigmatism)}))
     else:
         print(export(a.run_dir, a.base, a.out, a.name, a.description, a.base_label))
     return 0

@@ -178,6 +178,9 @@ class TrainConfig:
     #: microscopy: share of fields blurred (and labelled) by an irregular PSF
     #: (``imaging.psf.lumpy_psf``: uneven lobes, maximum off centre, faint texture)
     lumpy_psf_fraction: float = 0.0
+    #: microscopy: (share of astigmatic PSFs, largest stretch); () the default
+    #: (``imaging.psf.ASTIGMATISM``, 25% up to 1.3)
+    astigmatism: tuple[float, ...] = ()
     #: "all": every weight learns; "estimator": the Restorer is frozen (no gradients, not in the
     #: optimiser) and only the Estimator learns, so the images restored with a given kernel stay
     #: exactly as they were and only the kernel the loop finds can change
@@ -249,6 +252,25 @@ def width_error(k: torch.Tensor, k_true: torch.Tensor, form: str = "log") -> tor
     if form != "log":
         raise ValueError(f"width_form must be 'log' or 'relative', got {form!r}")
     return (torch.log(m2.clamp_min(1e-3)) - torch.log(m2t.clamp_min(1e-3))).abs()
+
+
+def shape_error(k: torch.Tensor, k_true: torch.Tensor) -> torch.Tensor:
+    """|e1 - e1_true| + |e2 - e2_true| per kernel (both (B, K*K), square, sums 1), with
+    e1 = (cxx - cyy) / (cxx + cyy) and e2 = 2 cxy / (cxx + cyy) the ellipticity of the second
+    moments about the kernel's centre pixel: 0 for two kernels of the same elongation and
+    orientation whatever their widths (a Gaussian with major / minor FWHM 1.5 has |e| = 0.38).
+    :func:`width_error` leaves the shape free; this term asks an Estimator to follow it."""
+    side = math.isqrt(k.shape[1])
+    r = torch.arange(side, dtype=torch.float32, device=k.device) - (side - 1) / 2
+    yy, xx = (r[:, None].expand(side, side).reshape(1, -1), r[None, :].expand(side, side).reshape(1, -1))
+
+    def ell(a):
+        cxx, cyy, cxy = (a * xx * xx).sum(1), (a * yy * yy).sum(1), (a * xx * yy).sum(1)
+        t = (cxx + cyy).clamp_min(1e-3)
+        return (cxx - cyy) / t, 2 * cxy / t
+
+    (e1, e2), (t1, t2) = ell(k), ell(k_true)
+    return (e1 - t1).abs() + (e2 - t2).abs()
 
 
 def _init_source(path: str) -> DanModel:
@@ -431,7 +453,8 @@ class Trainer:
                 real += f" in batches of their own, {real_hr}x{real_hr}"
         common = dict(kinds=tuple(cfg.specimen_kinds) or KINDS,
                       bead_fraction=cfg.bead_psf_fraction, lumpy_fraction=cfg.lumpy_psf_fraction,
-                      nuclei_edge=tuple(cfg.nuclei_edge) or None)
+                      nuclei_edge=tuple(cfg.nuclei_edge) or None,
+                      **({"astigmatism": tuple(cfg.astigmatism)} if cfg.astigmatism else {}))
         ranges = (tuple(cfg.psf_fwhm_range), tuple(cfg.photons_range), cfg.clean_fraction)
         if split:
             self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, *ranges, **common)
