@@ -400,3 +400,18 @@ def test_the_estimate_note_is_one_warning_line(tmp_path):
         s = run_batch([noisy], tmp_path / "o", "dan-x2-fluo", quiet=True)
     notes = [m for m in s.results[0].warnings if "noise biases the blind estimate" in m]
     assert len(notes) == 1 and notes[0].startswith("noisy.tif: the image is noisy"), notes
+
+
+def test_flat_file_reports_no_psf_and_a_textured_one_its_width(tmp_path, rng, tiny_ckpt, capsys):
+    """A flat image has no PSF to estimate: its line says so and the summary gives no width
+    for it (it printed the loop's starting kernel as if it were a measurement)."""
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((24, 24), 500, np.uint16))
+    tifffile.imwrite(tmp_path / "busy.tif", rng.integers(0, 4000, (24, 24), dtype=np.uint16))
+    s = run_batch([tmp_path / "flat.tif"], tmp_path / "out", tiny_ckpt)
+    r = s.results[0]
+    assert r.status == "done" and r.fwhm is None and r.message.startswith("no PSF estimated")
+    out = capsys.readouterr().out
+    assert "flat.tif -> flat_x2.tif" in out and "kernel no PSF" not in out
+    assert "kernel FWHM" not in s.text()
+    s2 = run_batch([tmp_path / "busy.tif"], tmp_path / "out", tiny_ckpt, quiet=True)
+    assert s2.results[0].fwhm is not None and "kernel FWHM" in s2.text()
