@@ -614,8 +614,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
                                    + (" (lowest)" if spread.get("count", 1) > 1 else ""))
             # (spread["warning"] reached the file's warning lines above, as the engine's
             # EstimateWarning; a wholly flat image's is left out there, said once already)
-            if spread.get("snr") and all(v <= 0 for v in spread["snr"]):  # signal_to_noise: 0 when flat
-                # every field it read was flat: the kernel is where the loop started, not a PSF
+            if spread.get("all_flat"):  # the kernel is where the loop started, not a PSF
                 result.fwhm = result.fwhm_physical = result.fwhm_spread = None
                 result.message = "no PSF estimated (the image is flat)"
             cons = res.metadata.get("consistency")

@@ -812,6 +812,13 @@ def test_kernel_text_names_its_layer_and_is_cleared_by_a_new_run(setup, qtbot):
     _run(w, qtbot)
     assert "at least" in w.status.text()
     assert "FWHM" not in w.kernel_label.text() and "failed" in w.kernel_label.text()
+    # a flat layer: no PSF to estimate, so no width (it showed the loop's starting kernel)
+    viewer.add_image(np.full((24, 24), 500, np.uint16), name="flat")
+    w.layer_combo.setCurrentText("flat")
+    _run(w, qtbot)
+    text = w.kernel_label.text()
+    assert text.startswith("Kernel of 'flat' (") and "no PSF estimated" in text
+    assert "FWHM" not in text
 
 
 def test_form_scrolls_so_the_dock_can_shrink(setup):

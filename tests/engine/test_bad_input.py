@@ -249,6 +249,9 @@ def test_flat_image_is_not_called_noisy_nor_inconsistent():
     assert r.metadata["consistency"]["relative_residual"] < 10
     warning = r.metadata["kernel_fwhm"]["warning"] or ""
     assert "flat" in warning and "noisy" not in warning
+    assert r.metadata["kernel_fwhm"]["all_flat"] is True  # the UIs then give no width
+    busy = np.random.default_rng(0).integers(0, 4000, (32, 32)).astype(np.uint16)
+    assert super_resolve(busy, load_model("dan-x2-fluo")).metadata["kernel_fwhm"]["all_flat"] is False
 
 
 def test_colour_and_complex_psfs_are_refused(tmp_path):

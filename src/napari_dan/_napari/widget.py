@@ -641,6 +641,8 @@ class DanWidget(QWidget):
                      f"{spread['min']:.2f} to {spread['max']:.2f} px, median "
                      f"{spread['median']:.2f} px{med}",
                      f"Their mean kernel: FWHM {st.fwhm:.2f} px"]
+        if spread.get("all_flat"):  # the loop's starting kernel is no measurement
+            lines = [f"Kernel{of} ({model.name}): no PSF estimated (the image is flat)"]
         if "snr_median" in spread:
             many = spread.get("count", 1) > 1
             lines.append("Signal-to-noise of the field" + (

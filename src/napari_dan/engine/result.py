@@ -98,6 +98,9 @@ def kernel_report(kernels: np.ndarray, model: DanModel, what: str = "kernels",
         snr = np.array(snrs, np.float64)
         out.update(snr_min=float(snr.min()), snr_median=float(np.median(snr)),
                    snr=[float(v) for v in snr])
+        # every field was flat (signal_to_noise 0): the kernels are where the loop starts, no
+        # PSF; the UIs then give no width
+        out["all_flat"] = bool(np.all(snr <= 0))
     rng = model.trained_fwhm_range
     if rng is None:
         return out
