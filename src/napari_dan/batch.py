@@ -304,13 +304,15 @@ def load_psf(path: str | os.PathLike, hr_pixel_size: float | None = None,
             or k.dtype == bool:
         raise InputError(f"{p}: a PSF must hold real numbers, got dtype {k.dtype}")
     k = k.astype(np.float64)
+    shape = k.shape  # as stored: a 1 x 1 PSF squeezes to shape ()
     k = np.squeeze(k)
     if k.ndim == 3:
         z = int(np.argmax(k.reshape(k.shape[0], -1).max(1)))
         note.append(f"in-focus plane {z} of {k.shape[0]}")
         k = k[z]
     if k.ndim != 2:
-        raise InputError(f"{p}: a PSF must be 2D (Y, X) or 3D (Z, Y, X), got shape {k.shape}")
+        raise InputError(f"{p}: a PSF must be 2D (Y, X) or 3D (Z, Y, X) with at least 2 pixels "
+                         f"along Y and X, got shape {shape}")
     if not np.all(np.isfinite(k)) or k.max() <= 0:
         raise InputError(f"{p}: the PSF has no positive finite values")
     k = np.clip(k - np.median(np.concatenate([k[0], k[-1], k[:, 0], k[:, -1]])), 0, None) \

@@ -126,6 +126,14 @@ def test_flat_and_missing_psfs_say_so(tmp_path):
         load_psf(tmp_path)
     with pytest.raises(InputError, match="no such file"):
         load_psf(tmp_path / "nothere.tif")
+    # a single value (tifffile reads a 1 x 1 image as shape ()): the stored shape is named
+    tifffile.imwrite(tmp_path / "dot.tif", np.ones((1, 1), np.float32))
+    with pytest.raises(InputError, match=r"at least 2 pixels along Y and X, got shape \(1, 1\)|"
+                                         r"at least 2 pixels along Y and X, got shape \(\)"):
+        load_psf(tmp_path / "dot.tif")
+    np.save(tmp_path / "row.npy", np.ones((1, 9)))
+    with pytest.raises(InputError, match=r"got shape \(1, 9\)"):
+        load_psf(tmp_path / "row.npy")
 
 
 # ---- the command line: one line, the documented exit code -----------------------------------
