@@ -120,6 +120,13 @@ def summary(name: str, syn: list[dict], rl: list[dict]) -> dict:
             d = [r["angle_error"] for r in v if r["blind_anisotropy"] >= ELONGATED]
             out[f"synthetic_elongated_{st:g}"] = f"{len(d)} of {len(v)}"
             out[f"synthetic_angle_error_{st:g}"] = float(np.median(d)) if d else None
+    for img in sorted({r["image"] for r in syn}):  # spots and lines tell the shape differently
+        for st in (STRETCHES[0], STRETCHES[-1]):
+            v = [r for r in syn if r["image"] == img and r["stretch"] == st]
+            out[f"{img}_anisotropy_{st:g}"] = float(np.median([r["blind_anisotropy"] for r in v]))
+        d = [r["angle_error"] for r in syn if r["image"] == img and r["stretch"] > 1
+             and r["blind_anisotropy"] >= ELONGATED]
+        out[f"{img}_angle_error"] = float(np.median(d)) if d else None
     out["synthetic_fwhm_error"] = float(np.median(
         [abs(r["blind_fwhm"] - r["true_fwhm"]) / r["true_fwhm"] for r in syn]))
     if rl:
