@@ -261,7 +261,7 @@ def finish(plan: Plan, image, planes: Sequence[PlaneResult], **metadata) -> SRRe
         kf = meta["kernel_fwhm"]
         # Python callers are told too, not only the UIs; a wholly flat image was told already
         # by the value map's warning ("the image is flat (uint16, nearly all of it 7) ...")
-        said = plan.norm.flat and kf.get("flat_fields") == kf["count"]
+        said = plan.norm.flat and kf.get("all_flat")
         if kf.get("warning") and not said:
             warnings.warn(kf["warning"], EstimateWarning, stacklevel=2)
     if plan.mode == "user kernel":
