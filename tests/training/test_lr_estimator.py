@@ -96,6 +96,24 @@ def test_lr_estimator_trains_resumes_and_exports(tmp_path):
     assert any(s.startswith(f"resumed at step {first['step']}") for s in lines)
     assert second["step"] > first["step"]
     assert not all(torch.equal(v, first["net"][k]) for k, v in second["net"].items())
+    # the same call resumes without a word about settings; others are named, the new ones used
+    assert not any("differ" in s for s in lines)
+    lines.clear()
+    train(tmp_path / "run", minutes=0.05, log=lines.append, **{**small, "lr_patch": 14},
+          lr=1e-4, shape_weight=2.0, astigmatism=(0.5, 1.5))
+    said = next(s for s in lines if "differ" in s)
+    assert "lr 0.0005 -> 0.0001" in said and "shape_weight 0.0 -> 2.0" in said
+    assert "lr_patch 12 -> 14" in said and "astigmatism (default) -> (0.5, 1.5)" in said
+    assert "minutes" not in said
+    # ... and another network size or recipe is refused before any data is drawn
+    third = torch.load(state, weights_only=False)
+    for change, text in ((dict(nf=16), "nf 8; this call asks for nf 16"),
+                         (dict(recipe="dan-x4-gray"), "recipe dan-x4-fluo; this call asks for "
+                                                      "recipe dan-x4-gray")):
+        with pytest.raises(ValueError, match=text):
+            train(tmp_path / "run", minutes=1, log=lines.append, **{**small, **change})
+    assert torch.load(state, weights_only=False)["step"] == third["step"]
+    second = third
     # the export: the base model's Restorer and PCA basis, this Estimator
     base = tiny_model(scale=4, seed=2)
     photo_path = base.save(tmp_path / "photo-base.pt")  # a Restorer of bicubic-sampled images

@@ -62,6 +62,13 @@ def test_restorer_finetune_trains_resumes_and_exports(tmp_path):
     second = torch.load(state, weights_only=False)
     assert any(s.startswith(f"resumed at step {first['step']}") for s in lines)
     assert second["step"] > first["step"]
+    assert not any("differ" in s for s in lines)
+    # another learning rate is named and used
+    lines.clear()
+    train(tmp_path / "run", base=str(base_path), minutes=0.05, log=lines.append,
+          **{**SMALL, "lr": 1e-5})
+    assert any("differ" in s and "lr 5e-05 -> 1e-05" in s for s in lines), lines
+    second = torch.load(state, weights_only=False)
     # the export: every tensor of the base but the Restorer's, which are the run's
     out = export(tmp_path / "run", tmp_path / "ft.pt", "tiny-ft")
     m = load_model(out)
@@ -97,7 +104,7 @@ def test_restorer_finetune_trains_resumes_and_exports(tmp_path):
     # the base's weights under another path (a copy kept when the original was replaced)
     # resume, and the export then reads that path
     base.save(tmp_path / "base-copy.pt")
-    train(tmp_path / "run", base=str(tmp_path / "base-copy.pt"), minutes=0.06, log=lines.append,
+    train(tmp_path / "run", base=str(tmp_path / "base-copy.pt"), minutes=0.08, log=lines.append,
           **SMALL)
     third = torch.load(state, weights_only=False)
     assert third["step"] > second["step"] and third["args"]["base"] == str(tmp_path / "base-copy.pt")

@@ -114,7 +114,7 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
     """Fine-tune (or resume) ``base``'s Restorer for ``minutes`` of training time on the
     ``recipe``'s batches; returns the state file. ``overrides``: recipe fields to change
     (tests: ``real_fraction=0``)."""
-    from .lr_estimator import _data, _state
+    from .lr_estimator import _data, _resume_settings, _state
     from .train import StopAtStepEnd, save_state_file
 
     if not 0.0 <= true_code_fraction <= 1.0:
@@ -129,9 +129,17 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
     run.mkdir(parents=True, exist_ok=True)
     args = dict(base=base, recipe=recipe, minutes=minutes, batch=batch, lr_patch=lr_patch,
                 lr=lr, lr_min=lr_min, true_code_fraction=true_code_fraction, seed=seed,
-                loss=loss)
+                loss=loss, **overrides)
     if obj is not None and obj["args"].get("loss", "l1") != loss:
         raise ValueError(f"{run} trains on the {obj['args'].get('loss', 'l1')} loss, not {loss}")
+    if obj is not None:  # the base is checked below, by its weights
+        from dataclasses import asdict
+
+        from .recipes import recipe as recipe_config
+
+        _resume_settings(run, {k: v for k, v in obj["args"].items() if k != "base"},
+                         {k: v for k, v in args.items() if k != "base"}, shape=("recipe",),
+                         log=log, defaults={**asdict(recipe_config(recipe)), "loss": "l1"})
     data = _data(run, recipe, batch, lr_patch, seed, overrides)
     m = _base(base, data.cfg)
     # the base is checked by its weights, not its name: the same weights under another name or
