@@ -153,6 +153,16 @@ def test_corrupt_file_reported_others_processed(tmp_path, rng, tiny_ckpt):
     assert "broken.tif" in s.text() and "FAILED" in s.text()
     assert (tmp_path / "o" / "good_x2.tif").exists()
     assert not (tmp_path / "o" / "broken_x2.tif").exists()
+    # when every input fails, the folders the run made are not left behind empty; one that
+    # existed stays, and so does anything in it
+    s = run_batch([d / "broken.tif", tmp_path / "missing.tif"], tmp_path / "new" / "deeper",
+                  tiny_ckpt, quiet=True)
+    assert len(s.failed) == 2 and not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    run_batch([d / "broken.tif"], tmp_path / "empty", tiny_ckpt, quiet=True)
+    assert (tmp_path / "empty").is_dir()
+    run_batch([d / "broken.tif"], tmp_path / "o", tiny_ckpt, quiet=True)
+    assert (tmp_path / "o" / "good_x2.tif").exists()
 
 
 def test_interrupt_leaves_no_partial_and_rerun_continues(tmp_path, rng, tiny_ckpt, monkeypatch):

@@ -643,11 +643,18 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
 # many files
 
 
-def _usable_output_dir(output_dir: str | os.PathLike) -> Path:
-    """The output folder, created if needed; :class:`UsageError` when it cannot be written."""
+def _usable_output_dir(output_dir: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """The output folder, created if needed, and the folders this made (deepest first, so that
+    a run that writes nothing can leave none behind); :class:`UsageError` when it cannot be
+    written."""
     out_dir = Path(output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--output-dir {out_dir} exists and is not a directory")
+    made = []
+    d = out_dir.absolute()
+    while not d.exists() and d != d.parent:
+        made.append(d)
+        d = d.parent
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".napari-dan-write-test-{os.getpid()}"
@@ -655,7 +662,7 @@ def _usable_output_dir(output_dir: str | os.PathLike) -> Path:
         probe.unlink()
     except OSError as e:
         raise UsageError(f"--output-dir {out_dir} cannot be written ({e.strerror or e})") from None
-    return out_dir
+    return out_dir, made
 
 
 def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
@@ -748,7 +755,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
         resolve_iterations(opts.iterations, loaded)
     except InputError as e:
         raise UsageError(str(e)) from None
-    out_dir = _usable_output_dir(output_dir)
+    out_dir, made = _usable_output_dir(output_dir)
     summary = BatchSummary(results=list(problems), model=f"{loaded.name} (x{loaded.scale})")
     # two inputs with the same stem would write the same output: the later one is refused
     claimed: dict[Path, Path] = {}
@@ -823,5 +830,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike
             bar.close()
         if runner is not None:
             runner.close()
+        for d in made:  # folders this run made and left empty (every input failed): removed
+            try:
+                d.rmdir()
+            except OSError:
+                break
         summary.seconds = time.perf_counter() - t0
     return summary
