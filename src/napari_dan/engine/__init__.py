@@ -9,7 +9,7 @@ Modules: :mod:`.core` (the routine), :mod:`.plan` (what is decided for the whole
 :mod:`.estimation` (kernel estimation), :mod:`.restoration` (one plane), :mod:`.result`
 (SRResult, finish), :mod:`.progress` (progress and cancel), :mod:`.options` (the typed settings
 of a run), :mod:`.tiling` (tiles and blending), :mod:`.normalize` (axes, channels, dtypes),
-:mod:`.kernels` (estimation patches, user kernels), :mod:`.devices` (device, precision, OOM),
+:mod:`.kernel_modes` (estimation patches, user kernels), :mod:`.devices` (device, precision, OOM),
 :mod:`.threads` (CPU threads), :mod:`.lazy` (dask in, lazy dask out). Design notes:
 docs/engine.md.
 """

@@ -423,8 +423,8 @@ class Plan:
 
     def _ready(self) -> None:
         if self.model is None or self.runner is None:
-            raise InputError("this plan was sent without its model; call plan.attach(model) "
-                             "before restoring planes with it")
+            raise InputError("this plan was sent without its model; use the copy that "
+                             "plan.attach(model) returns (plan = plan.attach(model))")
 
 
 @dataclass
