@@ -302,6 +302,22 @@ def test_demo_of_a_fluorescence_model_uses_the_fluorescence_sample(tmp_path, cap
     assert sr.dtype == np.uint16 and sr.shape == (512, 512)
 
 
+def test_demo_of_a_grey_photo_model_uses_the_grey_photograph(tmp_path, capsys):
+    import warnings
+
+    ck = tmp_path / "grey2.pt"
+    tiny_model(in_nc=1, scale=2).save(ck)  # bicubic sampling: a grey photo model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # said as "warning:" lines, not raised
+        rc = cli.main(["demo", "-o", str(tmp_path / "demo"), "-m", str(ck), "--device", "cpu"])
+    cap = capsys.readouterr()
+    assert rc == 0 and "skimage camera (a grey photograph)" in cap.out
+    assert "Warning:" not in cap.err and all(line.startswith("warning: ")
+                                             for line in cap.err.splitlines() if line)
+    sr = tifffile.imread(tmp_path / "demo" / "demo_camera_x2.tif")
+    assert sr.dtype == np.uint8 and sr.shape == (512, 512)
+
+
 def test_small_messages_say_what_is_accepted(tmp_path, tiny_ckpt, capsys):
     # --iterations names every value it takes
     with pytest.raises(SystemExit):

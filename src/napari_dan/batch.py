@@ -522,9 +522,11 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
             layout = stack.layout(ch)  # checks the channel axis against the page structure
             # dtype and shape, before writing
             planes = analyse(stack.array(), ch, model.in_channels, s)
-            if model.in_channels == 3 and planes.colour_channels == 1:
+            if model.in_channels == 3 and not planes.rgb:  # grey, or channels run one by one
+                what = ("is grey" if planes.colour_channels == 1 else
+                        f"has {planes.colour_channels} channels, each run as a grey image,")
                 result.warnings.append(
-                    f"{src.name} is grey and {model.name} a model of colour photographs; for "
+                    f"{src.name} {what} and {model.name} a model of colour photographs; for "
                     "microscopy use -m dan-x2-fluo (or dan-x4-fluo), for other grey images "
                     "-m dan-x2-gray (napari-dan models)")
             out_meta = scaled_metadata(meta, s)

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .errors import UnknownModelError
@@ -124,10 +125,10 @@ def run_demo(args: argparse.Namespace) -> int:
                  f"({e}). Run it with --model PATH_TO_CHECKPOINT, or reinstall napari-dan.")
         return EXIT_FAILED
     s = model.scale
-    # the sample each kind of model is made for: colour photos, grey images degraded like
-    # photos (bicubic), fluorescence through a microscope (camera pixel integration)
+    # the sample each kind of model is made for: colour photos, grey photos (bicubic),
+    # fluorescence through a microscope (camera pixel integration)
     kind = ("photo" if model.in_channels == 3 else
-            "fluorescence" if model.sampling == "bin" else "microscopy")
+            "fluorescence" if model.sampling == "bin" else "photo-grey")
     sample = make_sample(kind, scale=s)
     lr, hr = sample["lr"], sample["hr"]
     print(f"model: {model.name} ({model.architecture}, x{s}, {model.in_channels}-channel, "
@@ -135,8 +136,15 @@ def run_demo(args: argparse.Namespace) -> int:
                                                 else ""))
     print(f"sample: {sample['description']}; input {lr.shape[1]}x{lr.shape[0]} px")
     t0 = time.perf_counter()
-    res = super_resolve(lr, model, device=args.device)
+    with warnings.catch_warnings(record=True) as caught:  # said as the CLI says them, once each
+        warnings.simplefilter("always", UserWarning)
+        res = super_resolve(lr, model, device=args.device)
     dt = time.perf_counter() - t0
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     sr = res.image
     top = float(np.iinfo(lr.dtype).max)
     bic = resize(lr.astype(np.float64) / top, sr.shape, order=3, mode="edge",

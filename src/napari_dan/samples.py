@@ -20,12 +20,13 @@ from .model.kernels import gaussian_kernel
 
 __all__ = ["SAMPLE_KINDS", "make_sample", "model_for_sample"]
 
-SAMPLE_KINDS = ("photo", "microscopy", "microscopy-stack", "fluorescence", "fluorescence-stack")
+SAMPLE_KINDS = ("photo", "photo-grey", "microscopy", "microscopy-stack", "fluorescence",
+                "fluorescence-stack")
 
 # the bundled model family each sample's degradation matches: the photo and the cell images are
 # blurred and bicubic-downsampled (the "rgb" and "gray" models' training), the fluorescence field
 # is integrated over camera pixels (the "fluo" models')
-_FAMILY = {"photo": "rgb", "microscopy": "gray", "microscopy-stack": "gray",
+_FAMILY = {"photo": "rgb", "photo-grey": "gray", "microscopy": "gray", "microscopy-stack": "gray",
            "fluorescence": "fluo", "fluorescence-stack": "fluo"}
 
 
@@ -89,8 +90,11 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
 
     Parameters
     ----------
-    kind : {"photo", "microscopy", "microscopy-stack", "fluorescence", "fluorescence-stack"}
-        ``"photo"``: scikit-image's astronaut (RGB, 512 x 512 HR). ``"microscopy"``: the
+    kind : {"photo", "photo-grey", "microscopy", "microscopy-stack", "fluorescence", \
+            "fluorescence-stack"}
+        ``"photo"``: scikit-image's astronaut (RGB, 512 x 512 HR). ``"photo-grey"``: its
+        cameraman (grey, 512 x 512 HR): what the grey photo models (``dan-x2-gray``,
+        ``dan-x4-gray``) are made for. ``"microscopy"``: the
         quantitative-phase image of a cell (``skimage.data.cell``, grayscale, 0.107 um pixels).
         ``"microscopy-stack"``: five crops of that cell image, each blurred a little more than the
         last (like a focus series), for trying per-plane kernel estimation. ``"fluorescence"``: a
@@ -147,6 +151,15 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
                    unit=None,
                    description=f"skimage astronaut, Gaussian blur sigma {sigma:g} HR px, "
                                f"bicubic x{scale} downsampling, 8 bit")
+        return out
+    if kind == "photo-grey":
+        hr = _crop(_bundled("camera.png"), scale)
+        kernel = gaussian_kernel(_KERNEL_SIZE, sigma)
+        out.update(name="camera", hr=hr, kernel=kernel, sigma=sigma, rgb=False,
+                   lr=_degrade(hr, kernel, scale, noise, rng), pixel_size=None, hr_pixel_size=None,
+                   unit=None,
+                   description=f"skimage camera (a grey photograph), Gaussian blur sigma {sigma:g} "
+                               f"HR px, bicubic x{scale} downsampling, 8 bit")
         return out
 
     cell = _bundled("cell.png")

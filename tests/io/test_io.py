@@ -288,7 +288,9 @@ def test_kernels_with_json_description(tmp_path):
 @pytest.mark.parametrize("px,unit,cm", [(0.05, "µm", 5e-6), (50.0, "nm", 5e-6),
                                          (0.00005, "mm", 5e-6), (0.05, "micron", 5e-6),
                                          (0.05, "pixel", None), (0.05, "furlong", None),
-                                         (0.05, None, None)])
+                                         (0.05, None, None),
+                                         # beyond what a TIFF rational holds: no tags, no error
+                                         (1e-6, "µm", None), (1e16, "µm", None)])
 def test_kernel_file_resolution_in_centimetres(tmp_path, px, unit, cm):
     p = write_kernels(tmp_path / "k.tif", np.ones((5, 5)), {}, pixel_size=px, unit=unit)
     with tifffile.TiffFile(p) as tif:

@@ -43,7 +43,10 @@ def write_kernels(path: str | os.PathLike, kernels: np.ndarray, info: dict,
     tmp = partial_path(final)
     kw: dict[str, Any] = {}
     um = micrometres(pixel_size, unit) if pixel_size else None
-    if um:  # TIFF knows centimetres (and inches): store pixels per cm, whatever the length unit
+    # TIFF knows centimetres (and inches): store pixels per cm, whatever the length unit, when
+    # a TIFF rational (32-bit numerator and denominator) can hold it; an absurd pixel size read
+    # from a file (0.00001 nm) would otherwise fail the whole file (its size stays in ``info``)
+    if um and 2.0**-32 < 1e4 / um < 2.0**32 - 1:
         kw.update(resolution=(1e4 / um, 1e4 / um), resolutionunit=3)
     # not a length (or none): no resolution tags, rather than a size in a unit it is not
     desc = json.dumps(info, default=_json_default, allow_nan=False) if info else None
