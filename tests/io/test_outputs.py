@@ -253,7 +253,11 @@ def test_a_refused_file_leaves_no_partial(tmp_path, ckpts):
     r = subprocess.run(_cmd(tmp_path / "in" / "mask.tif", "-o", out, "-m", a, "-q"), env=_env(),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "boolean" in r.stderr
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # nothing in it, so the folder the run made is gone too
+    out.mkdir()
+    r = subprocess.run(_cmd(tmp_path / "in" / "mask.tif", "-o", out, "-m", a, "-q"), env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and list(out.iterdir()) == []  # a folder given stays, empty
 
 
 def test_writer_that_cannot_start_leaves_no_partial(tmp_path):
