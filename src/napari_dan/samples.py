@@ -143,23 +143,18 @@ def make_sample(kind: str = "photo", scale: int = 4, *, sigma: float | None = No
     rng = np.random.default_rng(seed)
     out: dict = {"kind": kind, "scale": int(scale), "noise": noise}
 
-    if kind == "photo":
-        hr = _crop(_bundled("astronaut.png")[..., :3], scale)
+    if kind in ("photo", "photo-grey"):  # a colour or a grey photograph, degraded alike
+        rgb = kind == "photo"
+        name, what = ("astronaut", "skimage astronaut") if rgb else (
+            "camera", "skimage camera (a grey photograph)")
+        img = _bundled(f"{name}.png")
+        hr = _crop(img[..., :3] if rgb else img, scale)
         kernel = gaussian_kernel(_KERNEL_SIZE, sigma)
-        out.update(name="astronaut", hr=hr, kernel=kernel, sigma=sigma, rgb=True,
+        out.update(name=name, hr=hr, kernel=kernel, sigma=sigma, rgb=rgb,
                    lr=_degrade(hr, kernel, scale, noise, rng), pixel_size=None, hr_pixel_size=None,
                    unit=None,
-                   description=f"skimage astronaut, Gaussian blur sigma {sigma:g} HR px, "
+                   description=f"{what}, Gaussian blur sigma {sigma:g} HR px, "
                                f"bicubic x{scale} downsampling, 8 bit")
-        return out
-    if kind == "photo-grey":
-        hr = _crop(_bundled("camera.png"), scale)
-        kernel = gaussian_kernel(_KERNEL_SIZE, sigma)
-        out.update(name="camera", hr=hr, kernel=kernel, sigma=sigma, rgb=False,
-                   lr=_degrade(hr, kernel, scale, noise, rng), pixel_size=None, hr_pixel_size=None,
-                   unit=None,
-                   description=f"skimage camera (a grey photograph), Gaussian blur sigma {sigma:g} "
-                               f"HR px, bicubic x{scale} downsampling, 8 bit")
         return out
 
     cell = _bundled("cell.png")
