@@ -521,14 +521,7 @@ def process_file(src: str | os.PathLike, output_dir: str | os.PathLike, model: D
             ch = _resolve_channel_axis(meta.axes, meta.shape, channel_axis)
             layout = stack.layout(ch)  # checks the channel axis against the page structure
             # dtype and shape, before writing
-            planes = analyse(stack.array(), ch, model.in_channels, s)
-            if model.in_channels == 3 and not planes.rgb:  # grey, or channels run one by one
-                what = ("is grey" if planes.colour_channels == 1 else
-                        f"has {planes.colour_channels} channels, each run as a grey image,")
-                result.warnings.append(
-                    f"{src.name} {what} and {model.name} a model of colour photographs; for "
-                    "microscopy use -m dan-x2-fluo (or dan-x4-fluo), for other grey images "
-                    "-m dan-x2-gray (napari-dan models)")
+            analyse(stack.array(), ch, model.in_channels, s)
             out_meta = scaled_metadata(meta, s)
             result.dropped = [f"ImageJ {k if k == 'ROI' else k.lower()}"
                               for k in IJ_INPUT_GRID_SHAPES if meta.imagej.get(k) is not None]

@@ -953,6 +953,21 @@ def test_a_wide_psf_warns_once_and_names_the_kernel_actually_used():
     assert not any("far from what the model knows" in t for t in msgs)
 
 
+def test_a_colour_model_on_a_grey_image_says_which_models_are_made_for_it():
+    # the widget, the CLI and scripts get the same warning from the engine; colour input none
+    m = tiny_model(in_nc=3, seed=1)
+    grey = textured(32, 32, dtype=np.uint16, hi=3000)
+    with pytest.warns(UserWarning, match="the image is grey and .* model of colour photographs"):
+        napari_dan.super_resolve(grey, m, **FP32)
+    with pytest.warns(UserWarning, match="has 2 channels, each run as a grey image"):
+        napari_dan.super_resolve(np.stack([grey, grey]), m, channel_axis=0, **FP32)
+    rgb = np.stack([textured(32, 32, seed=s) for s in range(3)], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        napari_dan.super_resolve(rgb, m, **FP32)
+        napari_dan.super_resolve(grey, tiny_model(in_nc=1, seed=1), **FP32)
+
+
 def test_a_short_last_axis_is_read_as_x_with_a_warning():
     m = tiny_model(seed=1)
     img = textured(64, 64 * 5, dtype=np.uint16).reshape(64, 64, 5)

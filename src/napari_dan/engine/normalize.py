@@ -51,7 +51,8 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["Layout", "analyse", "Normalisation", "compute_normalisation", "LOW_PERCENTILE",
-           "HIGH_PERCENTILE", "SPARSE_RANGE", "MIN_SIDE", "FEW_LEVELS", "few_levels_warning"]
+           "HIGH_PERCENTILE", "SPARSE_RANGE", "MIN_SIDE", "FEW_LEVELS", "few_levels_warning",
+           "colour_model_warning"]
 
 LOW_PERCENTILE, HIGH_PERCENTILE = 0.1, 99.9
 #: the unit range reaches at least 1/SPARSE_RANGE of the way from the low percentile to the
@@ -290,6 +291,20 @@ def few_levels_warning(layout: Layout, norm: Normalisation) -> str | None:
             f"{float(np.max(norm.hi)):g}), and the result keeps its dtype, so it is rounded to "
             "those levels and shows steps; convert the image to float32 first for a smooth "
             "result")
+
+
+def colour_model_warning(layout: Layout, model_name: str) -> str | None:
+    """A warning when a model of colour photographs (3 input channels) gets an image that is not
+    a colour image: a grey one, or channels run one by one (None otherwise). Each grey plane is
+    copied into three colours and the result averaged back, which runs, but a grey or
+    fluorescence model is made for such images."""
+    if layout.in_nc != 3 or layout.rgb:
+        return None
+    what = ("the image is grey" if layout.colour_channels == 1 else
+            f"the image has {layout.colour_channels} channels, each run as a grey image,")
+    return (f"{what} and {model_name} is a model of colour photographs; for fluorescence "
+            "microscopy use dan-x2-fluo (or dan-x4-fluo), for other grey images dan-x2-gray "
+            "(or dan-x4-gray)")
 
 
 def cast(x: np.ndarray, dtype: np.dtype, inplace: bool = False) -> np.ndarray:

@@ -31,7 +31,16 @@ from .devices import (
     resolve_precision,
 )
 from .kernel_modes import PROJECTION_WARNING, KernelEstimate, user_kernel
-from .normalize import Layout, Normalisation, analyse, cast, check_finite, compute_normalisation, few_levels_warning
+from .normalize import (
+    Layout,
+    Normalisation,
+    analyse,
+    cast,
+    check_finite,
+    colour_model_warning,
+    compute_normalisation,
+    few_levels_warning,
+)
 from .options import KERNEL_MODES, SROptions
 from .runtime import CompiledRestorer, OpenVinoNetwork, openvino_version, resolve_runtime
 from .tiling import auto_overlap, auto_tile_size, make_tiles
@@ -652,6 +661,8 @@ def decide(image, model, opts: SROptions) -> Plan:
     norm = compute_normalisation(read_hwc, layout, stretch_uint8=model.sampling == "bin")
     if (few := few_levels_warning(layout, norm)) is not None:
         warnings.warn(few, UserWarning, stacklevel=4)
+    if (colour := colour_model_warning(layout, model.name)) is not None:
+        warnings.warn(colour, UserWarning, stacklevel=4)
     mode = "user kernel" if user is not None else kernel_mode
     views = resolve_views(opts.kernel_views, model, mode)
     if tile_overlap == "auto":
