@@ -67,6 +67,7 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
     from dataclasses import asdict
 
     from .recipes import recipe as recipe_config
+    from .train import check_resume_settings
 
     channels = recipe_config(recipe).in_nc
     if channels != 1:
@@ -77,8 +78,9 @@ def train(run_dir: str | os.PathLike, *, recipe: str = "dan-x4-fluo", minutes: f
     if shape_weight:
         args["shape_weight"] = shape_weight
     if obj is not None:  # before the data pipeline is built: a refused resume costs nothing
-        _resume_settings(run, obj.get("args", {}), args, shape=("recipe", "nf", "nb"), log=log,
-                         defaults={**asdict(recipe_config(recipe)), "shape_weight": 0.0})
+        check_resume_settings(run, obj.get("args", {}), args, shape=("recipe", "nf", "nb"),
+                              ignore=("minutes", "init_from"), log=log,
+                              defaults={**asdict(recipe_config(recipe)), "shape_weight": 0.0})
     run.mkdir(parents=True, exist_ok=True)
     data = _data(run, recipe, batch, lr_patch, seed, overrides)
     net = EstimatorLR(1, nf, nb, data.cfg.kernel_size).to(data.device)
@@ -158,37 +160,6 @@ def _state(run_dir, kind: str) -> dict:
         raise InputError(f"{run_dir} is " + ("a `napari-dan train` run" if have == "train" else have)
                          + f", not {want} (python -m napari_dan.training.{kind})")
     return obj
-
-
-def _resume_settings(run_dir, stored: dict, new: dict, *, shape: tuple[str, ...], log,
-                     defaults: dict | None = None) -> None:
-    """Compare a resumed run's saved settings with this call's: a difference in ``shape`` (the
-    network's size, the recipe) is refused, as ``napari-dan train`` refuses it; the others are
-    logged in one line and the new ones used (the budget in ``minutes`` is how a run is extended,
-    ``init_from`` is not read on a resume: neither is mentioned). Settings a run saved before they
-    existed count as their ``defaults``."""
-    import json
-
-    defaults = defaults or {}
-
-    def plain(v):  # tuples saved and lists parsed compare equal
-        return json.loads(json.dumps(v, default=str))
-
-    keys = [k for k in dict.fromkeys([*stored, *new]) if k not in ("minutes", "init_from")]
-    differ = [k for k in keys if plain(stored.get(k, defaults.get(k)))
-              != plain(new.get(k, defaults.get(k)))]
-    def show(d, k):  # an empty value is a recipe field left at its default
-        v = d.get(k, defaults.get(k))
-        return "(default)" if v is None or v == () or v == [] else v
-
-    bad = [k for k in differ if k in shape]
-    if bad:
-        raise ValueError(f"{run_dir} holds a run with " + ", ".join(f"{k} {show(stored, k)}" for k in bad)
-                         + "; this call asks for " + ", ".join(f"{k} {show(new, k)}" for k in bad)
-                         + ": use another --run-dir or the same settings")
-    if differ:
-        log("resuming with settings that differ from the run's own (the new ones are used): "
-            + "; ".join(f"{k} {show(stored, k)} -> {show(new, k)}" for k in differ))
 
 
 def _run_cli(module: str, run) -> int:

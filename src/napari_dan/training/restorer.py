@@ -114,8 +114,8 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
     """Fine-tune (or resume) ``base``'s Restorer for ``minutes`` of training time on the
     ``recipe``'s batches; returns the state file. ``overrides``: recipe fields to change
     (tests: ``real_fraction=0``)."""
-    from .lr_estimator import _data, _resume_settings, _state
-    from .train import StopAtStepEnd, save_state_file
+    from .lr_estimator import _data, _state
+    from .train import StopAtStepEnd, check_resume_settings, save_state_file
 
     if not 0.0 <= true_code_fraction <= 1.0:
         raise ValueError(f"true_code_fraction must be in [0, 1], got {true_code_fraction}")
@@ -137,9 +137,9 @@ def train(run_dir: str | os.PathLike, *, base: str = "dan-x4-fluo", recipe: str 
 
         from .recipes import recipe as recipe_config
 
-        _resume_settings(run, {k: v for k, v in obj["args"].items() if k != "base"},
-                         {k: v for k, v in args.items() if k != "base"}, shape=("recipe",),
-                         log=log, defaults={**asdict(recipe_config(recipe)), "loss": "l1"})
+        check_resume_settings(run, obj["args"], args, shape=("recipe",),
+                              ignore=("minutes", "base"), log=log,
+                              defaults={**asdict(recipe_config(recipe)), "loss": "l1"})
     data = _data(run, recipe, batch, lr_patch, seed, overrides)
     m = _base(base, data.cfg)
     # the base is checked by its weights, not its name: the same weights under another name or

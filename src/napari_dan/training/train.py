@@ -306,6 +306,40 @@ _SHAPE = ("scale", "in_nc", "nf", "nb", "ng", "est_nf", "est_nb", "code_len", "k
           "loop", "est_attention", "train_parts", "data_kind")
 #: settings of the machine, not of the run: a resume may change them without a word
 _RUNTIME = ("device", "bf16", "threads", "init_from")
+def check_resume_settings(run_dir, stored: dict, new: dict, *, shape: tuple[str, ...],
+                          ignore: tuple[str, ...] = (), log=print,
+                          defaults: dict | None = None) -> None:
+    """Compare a resumed run's saved settings with this call's, for every trainer (``napari-dan
+    train``, ``training.lr_estimator``, ``training.restorer``): a difference in ``shape`` (the
+    network's size, the recipe) is refused with an :class:`InputError`; the others are logged in
+    one line and the new ones used; ``ignore`` (the machine's settings, the budget) is not
+    mentioned. Without ``defaults`` only the settings both hold are compared; with them, a
+    setting a run saved before it existed counts as its default."""
+
+    def plain(v):  # tuples saved and lists parsed compare equal
+        return json.loads(json.dumps(v, default=str))
+
+    def get(d, k):
+        return d.get(k, (defaults or {}).get(k))
+
+    def show(d, k):  # an empty value is a recipe field left at its default
+        v = get(d, k)
+        return "(default)" if v is None or v == () or v == [] else v
+
+    keys = [k for k in dict.fromkeys([*stored, *new]) if k not in ignore
+            and (defaults is not None or (k in stored and k in new))]
+    differ = [k for k in keys if plain(get(stored, k)) != plain(get(new, k))]
+    bad = [k for k in differ if k in shape]
+    if bad:
+        raise InputError(f"{run_dir} holds a run with " + ", ".join(f"{k} {show(stored, k)}"
+                                                                   for k in bad)
+                         + "; this call asks for " + ", ".join(f"{k} {show(new, k)}" for k in bad)
+                         + ": use another --run-dir or the same settings")
+    if differ:
+        log("resuming with settings that differ from the run's own (the new ones are used): "
+            + "; ".join(f"{k} {show(stored, k)} -> {show(new, k)}" for k in differ))
+
+
 #: the smallest LR patch side that trains (the Estimator's and Restorer's receptive fields)
 MIN_LR_PATCH = 8
 
@@ -694,17 +728,8 @@ class Trainer:
         except ValueError:
             raise InputError(f"{self.state_path}: its configuration cannot be read; move it away "
                              "to start the run afresh, or use another --run-dir") from None
-        new = json.loads(json.dumps(asdict(self.cfg)))
-        differ = [k for k in new if k in stored and stored[k] != new[k] and k not in _RUNTIME]
-        shape = [k for k in differ if k in _SHAPE]
-        if shape:
-            raise InputError(
-                f"{self.run_dir} holds a run with " + ", ".join(f"{k} {stored[k]}" for k in shape)
-                + "; this call asks for " + ", ".join(f"{k} {new[k]}" for k in shape)
-                + ": use another --run-dir or the same settings")
-        if differ:
-            self.log("resuming with settings that differ from the run's own (the new ones are "
-                     "used): " + "; ".join(f"{k} {stored[k]} -> {new[k]}" for k in differ))
+        check_resume_settings(self.run_dir, stored, asdict(self.cfg), shape=_SHAPE,
+                              ignore=_RUNTIME, log=self.log)
         return obj
 
     def try_resume(self) -> bool:
