@@ -428,6 +428,31 @@ def test_nuclei_edge_softness_is_an_option():
     assert f.draw(2)[0].shape == (2, 1, 32, 32)
 
 
+def test_bright_background_fields():
+    """``bright_background``: that share of the fields as bright as widefield recordings (the
+    benchmark's real microtubules: median 0.33 of the peak); the default draws what it always
+    did, so earlier recipes reproduce."""
+    from napari_dan.imaging.microscope import MicroscopyFields
+    from napari_dan.imaging.specimens import random_specimen
+
+    def median_level(f, n=24):
+        spec = f.draw(n)[0].numpy()[:, 0]
+        return np.median([np.median(s) / np.percentile(s, 99.9) for s in spec])
+
+    dark = MicroscopyFields(48, 21, np.random.default_rng(3))
+    bright = MicroscopyFields(48, 21, np.random.default_rng(3), bright_background=(1.0, 0.5))
+    assert median_level(bright) > 3 * median_level(dark)
+    # the default: the same specimen as random_specimen draws from the same generator
+    same = MicroscopyFields(40, 21, np.random.default_rng(5), bright_background=(0.0, 0.0))
+    ref, _ = random_specimen((40, 40), np.random.default_rng(5), same.kinds)
+    np.testing.assert_array_equal(same._specimen(), ref)
+    img, info = random_specimen((40, 40), np.random.default_rng(0), kind="beads", bright=0.5)
+    assert 0 <= info["background"] <= 0.5 and 0 <= info["haze"] <= 1.0
+    for bad in ((1.5, 0.5), (0.5, 0.0), (0.5, 2.0)):
+        with pytest.raises(ValueError, match="bright_background"):
+            MicroscopyFields(32, 21, np.random.default_rng(0), bright_background=bad)
+
+
 def test_spots_leave_out_filament_pieces():
     """Beads among filaments (the fluorescence sample): a candidate on a filament has no
     crowding peak but its window's edge is bright; left out, the width is the beads' (before:

@@ -164,3 +164,20 @@ def test_restorer_finetune_on_the_squared_error(tmp_path):
     assert prov2["loss"] == "l1" and prov2["earlier"] == prov
     with pytest.raises(SystemExit):
         main(["train", "--run-dir", str(tmp_path / "x"), "--loss", "huber"])
+
+
+def test_restorer_finetune_bright_background_is_a_run_setting(tmp_path):
+    """``--bright-background``: stored with the run, and a resume with another value names it."""
+    from napari_dan.training.restorer import train
+
+    base_path = _lr_only().save(tmp_path / "base.pt")
+    lines = []
+    state = train(tmp_path / "run", base=str(base_path), minutes=0.02, log=lines.append,
+                  bright_background=(1.0, 0.5), **SMALL)
+    assert tuple(torch.load(state, weights_only=False)["args"]["bright_background"]) == (1.0, 0.5)
+    train(tmp_path / "run", base=str(base_path), minutes=0.03, log=lines.append,
+          bright_background=(0.5, 0.5), **SMALL)
+    assert any("differ" in s and "bright_background" in s for s in lines), lines
+    with pytest.raises(ValueError, match="bright_background"):
+        train(tmp_path / "bad", base=str(base_path), minutes=0.02, log=lines.append,
+              bright_background=(0.5, 3.0), **SMALL)

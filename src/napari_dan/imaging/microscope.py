@@ -87,6 +87,9 @@ class MicroscopyFields:
     field and labelling it alike. ``lumpy_fraction``: share of irregular PSFs
     (:func:`.psf.lumpy_psf`: uneven lobes, maximum off centre, faint texture), likewise.
     ``astigmatism``: (share of astigmatic PSFs, largest stretch), :func:`.psf.random_psfs`'.
+    ``bright_background``: (share of fields, largest background): that share of the fields is
+    as bright as widefield recordings often are (:func:`.specimens.random_specimen`'s
+    ``bright``; a real specimen gets the background alone); (0, 0), the default, none.
     """
 
     def __init__(self, size: int, kernel_size: int, rng: np.random.Generator,
@@ -94,7 +97,8 @@ class MicroscopyFields:
                  clean_fraction: float = 0.2, kinds=KINDS, images=None, real_fraction: float = 0.0,
                  bead_fraction: float = 0.0, lumpy_fraction: float = 0.0,
                  nuclei_edge: tuple[float, float] | None = None,
-                 astigmatism: tuple[float, float] = ASTIGMATISM):
+                 astigmatism: tuple[float, float] = ASTIGMATISM,
+                 bright_background: tuple[float, float] = (0.0, 0.0)):
         if not 0.0 <= real_fraction <= 1.0 or (real_fraction > 0 and images is None):
             raise ValueError(f"real_fraction must be in [0, 1] and needs images, got {real_fraction}")
         self.size, self.kernel_size, self.rng = size, kernel_size, rng
@@ -112,13 +116,21 @@ class MicroscopyFields:
                              f"{nuclei_edge}")
         self.nuclei_edge = tuple(nuclei_edge) if nuclei_edge else None
         self.astigmatism = tuple(float(v) for v in astigmatism)
+        share, high = (float(v) for v in bright_background)
+        if not (0.0 <= share <= 1.0 and (share == 0 or 0.0 < high <= 1.0)):
+            raise ValueError("bright_background must be (share in [0, 1], largest background in "
+                             f"(0, 1]), got {tuple(bright_background)}")
+        self.bright_background = (share, high)
 
     def _specimen(self) -> np.ndarray:
         rng = self.rng
+        share, high = self.bright_background
+        # drawn only when asked for, so that runs without it draw the numbers they always did
+        bright = high if share > 0 and rng.random() < share else 0.0
         if self.real_fraction > 0 and rng.random() < self.real_fraction:
-            return self.images.sample(1)[0].astype(np.float64) + rng.uniform(0, 0.08)
+            return self.images.sample(1)[0].astype(np.float64) + rng.uniform(0, bright or 0.08)
         return random_specimen((self.size, self.size), rng, self.kinds,
-                               nuclei_edge=self.nuclei_edge)[0]
+                               nuclei_edge=self.nuclei_edge, bright=bright)[0]
 
     def draw(self, n: int):
         """(specimens (n,1,S,S) float32, psfs (n,k,k) float32, photons, read_noise, offset (n,),

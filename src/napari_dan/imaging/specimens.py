@@ -21,6 +21,10 @@ import numpy as np
 
 __all__ = ["beads", "filaments", "rings", "membranes", "nuclei", "random_specimen", "KINDS"]
 
+#: the largest haze of a ``bright`` field (:func:`random_specimen`), a share of the specimen
+#: blurred by 6-15 px
+BRIGHT_HAZE = 1.0
+
 KINDS = ("beads", "puncta", "filaments", "actin", "rings", "membranes", "nuclei")
 
 
@@ -174,14 +178,18 @@ def _render(kind: str, shape, density: float, rng, nuclei_edge=None) -> np.ndarr
 def random_specimen(shape, rng: np.random.Generator, kinds: tuple[str, ...] = KINDS,
                     density_range=(1 / 3000, 1 / 10), kind: str | None = None,
                     density: float | None = None, haze: bool = True,
-                    nuclei_edge: tuple[float, float] | None = None) -> tuple[np.ndarray, dict]:
+                    nuclei_edge: tuple[float, float] | None = None,
+                    bright: float = 0.0) -> tuple[np.ndarray, dict]:
     """A training/benchmark field: one specimen kind (or, one time in four, two mixed) at a
     log-uniform density (objects per pixel; filaments, membranes and nuclei scale it down to
     a comparable coverage), scaled so its brightest pixel is 1, plus (when ``haze``) a smooth
     out-of-focus haze and a flat background.
 
     ``nuclei_edge``: the nuclei's edge-softness range (:func:`nuclei`'s ``edge``; None: its
-    default). Returns the image (float64, peak about 1) and a dict of what was drawn."""
+    default). ``bright``: 0 (the default) draws the haze on half of the fields, up to 0.4 of the
+    specimen blurred, and a background up to 0.08 of the peak; above 0, a field as bright as a
+    widefield recording often is: haze on every field, up to 1.0, and a background up to
+    ``bright``. Returns the image (float64, peak about 1) and a dict of what was drawn."""
     k1 = kind or kinds[rng.integers(len(kinds))]
     dens = density if density is not None else math.exp(rng.uniform(*np.log(density_range)))
     img = _render(k1, shape, dens, rng, nuclei_edge)
@@ -195,8 +203,11 @@ def random_specimen(shape, rng: np.random.Generator, kinds: tuple[str, ...] = KI
     if haze:
         from scipy.ndimage import gaussian_filter
 
-        h = rng.uniform(0, 0.4) if rng.random() < 0.5 else 0.0
-        bg = rng.uniform(0, 0.08)
+        if bright > 0:
+            h, bg = rng.uniform(0, BRIGHT_HAZE), rng.uniform(0, bright)
+        else:
+            h = rng.uniform(0, 0.4) if rng.random() < 0.5 else 0.0
+            bg = rng.uniform(0, 0.08)
         if h > 0:
             img = img + h * gaussian_filter(img, rng.uniform(6, 15))
         img = img + bg

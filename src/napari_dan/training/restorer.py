@@ -271,6 +271,9 @@ def main(argv=None) -> int:
     t.add_argument("--val-every", type=int, default=1000)
     t.add_argument("--loss", choices=LOSSES, default="l1",
                    help="l1, or l2 (squared error: faint spots as bright as they are likely)")
+    t.add_argument("--bright-background", type=float, nargs=2, metavar=("SHARE", "HIGH"),
+                   help="that share of the fields as bright as widefield recordings often are: "
+                        "haze on every one, a background up to HIGH of the peak")
     a = p.parse_args(argv)
     return _run_cli("restorer", lambda: _main(a))
 
@@ -280,7 +283,9 @@ def _main(a) -> int:
         train(a.run_dir, base=a.base, recipe=a.recipe, minutes=a.minutes, batch=a.batch,
               lr_patch=a.lr_patch, lr=a.lr, lr_min=a.lr_min,
               true_code_fraction=a.true_code_fraction, seed=a.seed, val_every=a.val_every,
-              loss=a.loss, log=lambda m: print(m, flush=True))
+              loss=a.loss, log=lambda m: print(m, flush=True),
+              **({} if a.bright_background is None
+                 else {"bright_background": tuple(a.bright_background)}))
     else:
         print(export(a.run_dir, a.out, a.name, a.description, a.base_label))
     return 0

@@ -181,6 +181,9 @@ class TrainConfig:
     #: microscopy: (share of astigmatic PSFs, largest stretch); () the default
     #: (``imaging.psf.ASTIGMATISM``, 25% up to 1.3)
     astigmatism: tuple[float, ...] = ()
+    #: microscopy: (share of fields, largest background) as bright as widefield recordings
+    #: often are (``imaging.microscope.MicroscopyFields``); () none
+    bright_background: tuple[float, ...] = ()
     #: "all": every weight learns; "estimator": the Restorer is frozen (no gradients, not in the
     #: optimiser) and only the Estimator learns, so the images restored with a given kernel stay
     #: exactly as they were and only the kernel the loop finds can change
@@ -488,7 +491,9 @@ class Trainer:
         common = dict(kinds=tuple(cfg.specimen_kinds) or KINDS,
                       bead_fraction=cfg.bead_psf_fraction, lumpy_fraction=cfg.lumpy_psf_fraction,
                       nuclei_edge=tuple(cfg.nuclei_edge) or None,
-                      **({"astigmatism": tuple(cfg.astigmatism)} if cfg.astigmatism else {}))
+                      **({"astigmatism": tuple(cfg.astigmatism)} if cfg.astigmatism else {}),
+                      **({"bright_background": tuple(cfg.bright_background)}
+                         if cfg.bright_background else {}))
         ranges = (tuple(cfg.psf_fwhm_range), tuple(cfg.photons_range), cfg.clean_fraction)
         if split:
             self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, *ranges, **common)
