@@ -178,6 +178,11 @@ def test_restorer_finetune_bright_background_is_a_run_setting(tmp_path):
     train(tmp_path / "run", base=str(base_path), minutes=0.03, log=lines.append,
           bright_background=(0.5, 0.5), **SMALL)
     assert any("differ" in s and "bright_background" in s for s in lines), lines
+    from napari_dan.training.restorer import export
+
+    m = load_model(export(tmp_path / "run", tmp_path / "ft.pt", "tiny-ft"))
+    rec = m.info["provenance"]["restorer"]["recipe_overrides"]
+    assert tuple(rec["bright_background"]) == (0.5, 0.5)
     with pytest.raises(ValueError, match="bright_background"):
         train(tmp_path / "bad", base=str(base_path), minutes=0.02, log=lines.append,
               bright_background=(0.5, 3.0), **SMALL)

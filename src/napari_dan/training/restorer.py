@@ -90,6 +90,10 @@ def _held_out(recipe_name: str, batch: int, lr_patch: int, seed: int, overrides,
 
 
 LOSSES = ("l1", "l2")
+#: the run settings :func:`train` always stores; any other key of a run's ``args`` is a recipe
+#: override
+_RUN_ARGS = ("base", "recipe", "minutes", "batch", "lr_patch", "lr", "lr_min",
+             "true_code_fraction", "seed", "loss")
 
 
 def _sr_loss(sr: torch.Tensor, hr: torch.Tensor, kind: str) -> torch.Tensor:
@@ -248,6 +252,10 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str,
               "lr_patch": a["lr_patch"], "lr": a["lr"],
               "true_code_fraction": a["true_code_fraction"], "loss": loss,
               f"held_out_{loss}": {"base": obj["base_val"], "at_end": at_end}}
+    # recipe fields the run changed (``--bright-background``): what it learned from
+    overrides = {k: v for k, v in a.items() if k not in _RUN_ARGS}
+    if overrides:
+        record["recipe_overrides"] = overrides
     if "restorer" in prov:  # a base that was fine-tuned before: keep that record too
         record["earlier"] = prov["restorer"]
     prov["restorer"] = record
