@@ -453,6 +453,25 @@ def test_bright_background_fields():
             MicroscopyFields(32, 21, np.random.default_rng(0), bright_background=bad)
 
 
+def test_a_field_is_its_seed():
+    """``MicroscopyFields.field(seed)``: one field from its own generator, whatever the
+    object's own generator did before (what a FieldPool's processes rely on)."""
+    from napari_dan.imaging.microscope import FieldPool, MicroscopyFields
+
+    f = MicroscopyFields(32, 21, np.random.default_rng(0))
+    a = f.field(11)
+    f.draw(3)  # the object's own generator moves on
+    b = f.field(11)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert a[0].shape == (32, 32) and a[1].shape == (21, 21)
+    assert not np.array_equal(a[0], f.field(12)[0])
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        FieldPool([f], 0)
+    with FieldPool([f], 1) as pool:  # in this process, from seeds the object draws
+        spec = f.draw(2, pool)[0]
+    assert spec.shape == (2, 1, 32, 32)
+
+
 def test_spots_leave_out_filament_pieces():
     """Beads among filaments (the fluorescence sample): a candidate on a filament has no
     crowding peak but its window's edge is bright; left out, the width is the beads' (before:

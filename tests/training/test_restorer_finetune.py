@@ -167,16 +167,18 @@ def test_restorer_finetune_on_the_squared_error(tmp_path):
 
 
 def test_restorer_finetune_bright_background_is_a_run_setting(tmp_path):
-    """``--bright-background``: stored with the run, and a resume with another value names it."""
+    """``--bright-background``: stored with the run, and a resume with another value names it;
+    ``--data-workers`` reaches the pipeline."""
     from napari_dan.training.restorer import train
 
     base_path = _lr_only().save(tmp_path / "base.pt")
     lines = []
     state = train(tmp_path / "run", base=str(base_path), minutes=0.02, log=lines.append,
-                  bright_background=(1.0, 0.5), **SMALL)
-    assert tuple(torch.load(state, weights_only=False)["args"]["bright_background"]) == (1.0, 0.5)
+                  bright_background=(1.0, 0.5), data_workers=2, **SMALL)
+    args = torch.load(state, weights_only=False)["args"]
+    assert tuple(args["bright_background"]) == (1.0, 0.5) and args["data_workers"] == 2
     train(tmp_path / "run", base=str(base_path), minutes=0.03, log=lines.append,
-          bright_background=(0.5, 0.5), **SMALL)
+          bright_background=(0.5, 0.5), data_workers=2, **SMALL)
     assert any("differ" in s and "bright_background" in s for s in lines), lines
     from napari_dan.training.restorer import export
 

@@ -298,7 +298,7 @@ def test_microscopy_fields_mix_real_specimens():
     from napari_dan.imaging.microscope import MicroscopyFields
 
     class Marked:  # every real specimen is the same recognisable pattern
-        def sample(self, n):
+        def sample(self, n, rng=None):
             return np.tile(np.eye(64, dtype=np.float32), (n, 1, 1))
 
     f = MicroscopyFields(64, 21, np.random.default_rng(0), images=Marked(), real_fraction=0.5)
@@ -342,6 +342,33 @@ def test_microscopy_training_with_real_specimens_runs(tmp_path):
     with pytest.raises(ValueError, match=r"shorter side is 96 px: use --lr-patch 32 or "
                                          r"smaller at x2, or --real-fraction 0"):
         Trainer(big, tmp_path / "run3", log=logs.append)
+
+
+def test_data_workers_draw_the_same_fields_for_any_count(tmp_path):
+    """``data_workers``: fields drawn from seeds of their own, in processes; 1 and 2 processes
+    give the same batches (synthetic and real), and the training runs on them; 0 is the draw
+    of before."""
+    import torch
+
+    from napari_dan.training.train import Trainer
+
+    batches = {}
+    for n in (1, 2):
+        tr = Trainer(_tiny_real_specimen_config(tmp_path, data_workers=n, batch=3),
+                     tmp_path / f"run{n}", log=lambda m: None)
+        assert (tr.pool.workers, tr.pool._ex is None) == (n, n == 1)
+        batches[n] = [tr._batch() for _ in range(4)]
+        assert np.isfinite(float(tr.train_step()["loss_sr"]))
+        tr.pool.close()
+    for a, b in zip(batches[1], batches[2], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # the fields differ from batch to batch
+    assert not torch.equal(batches[1][0][0], batches[1][1][0])
+    tr0 = Trainer(_tiny_real_specimen_config(tmp_path), tmp_path / "run0", log=lambda m: None)
+    assert tr0.pool is None
+    with pytest.raises(ValueError, match="data_workers"):
+        Trainer(_tiny_real_specimen_config(tmp_path, data_workers=-1), tmp_path / "bad",
+                log=lambda m: None)
 
 
 def test_real_specimens_at_their_own_patch_size(tmp_path):

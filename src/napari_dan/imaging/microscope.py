@@ -29,7 +29,7 @@ from .degradations import blur_torch
 from .psf import ASTIGMATISM, MICROSCOPY_FWHM_RANGE, random_psfs
 from .specimens import KINDS, random_specimen
 
-__all__ = ["TARGET_FWHM", "MicroscopyFields", "degrade_microscopy_torch", "target_kernel",
+__all__ = ["TARGET_FWHM", "FieldPool", "MicroscopyFields", "degrade_microscopy_torch", "target_kernel",
            "validation_fields"]
 
 #: FWHM (HR pixels) of the HR target's own blur: the resolution limit of the HR grid
@@ -122,20 +122,47 @@ class MicroscopyFields:
                              f"(0, 1]), got {tuple(bright_background)}")
         self.bright_background = (share, high)
 
-    def _specimen(self) -> np.ndarray:
-        rng = self.rng
+    def _specimen(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = self.rng if rng is None else rng
         share, high = self.bright_background
         # drawn only when asked for, so that runs without it draw the numbers they always did
         bright = high if share > 0 and rng.random() < share else 0.0
         if self.real_fraction > 0 and rng.random() < self.real_fraction:
-            return self.images.sample(1)[0].astype(np.float64) + rng.uniform(0, bright or 0.08)
+            return (self.images.sample(1, rng)[0].astype(np.float64)
+                    + rng.uniform(0, bright or 0.08))
         return random_specimen((self.size, self.size), rng, self.kinds,
                                nuclei_edge=self.nuclei_edge, bright=bright)[0]
 
-    def draw(self, n: int):
+    def field(self, seed: int) -> tuple:
+        """One field wholly from its own generator ``default_rng(seed)``: (specimen (S,S)
+        float32, psf (k,k) float32, photons, read noise, offset, noise-free). What
+        :meth:`draw` returns with ``pool``, field by field; the same wherever it runs."""
+        rng = np.random.default_rng(seed)
+        spec = self._specimen(rng).astype(np.float32)
+        psf, _ = random_psfs(1, self.kernel_size, self.fwhm_range, rng,
+                             bead_fraction=self.bead_fraction, lumpy_fraction=self.lumpy_fraction,
+                             astigmatism=self.astigmatism)
+        lo, hi = np.log(self.photons_range[0]), np.log(self.photons_range[1])
+        photons = float(np.exp(rng.uniform(lo, hi)))
+        clean = bool(rng.random() < self.clean_fraction)
+        read = float(rng.uniform(0, 2.0))
+        offset = float(rng.choice([0.0, 100.0, 500.0]) * (rng.random() < 0.8))
+        return spec, psf[0], 10000.0 if clean else photons, read, offset, clean
+
+    def draw(self, n: int, pool: FieldPool | None = None):
         """(specimens (n,1,S,S) float32, psfs (n,k,k) float32, photons, read_noise, offset (n,),
-        noise_free (n,) bool)."""
+        noise_free (n,) bool).
+
+        ``pool`` (a :class:`FieldPool` over this object): each field is drawn by :meth:`field`
+        from a seed this generator draws, in the pool's processes; the fields are then the same
+        for any number of processes (but not those drawn without a pool)."""
         rng = self.rng
+        if pool is not None:
+            parts = pool.fields(self, rng.integers(0, 2**63, size=n))
+            f = lambda a, dt=np.float32: torch.from_numpy(np.asarray(a, dt))  # noqa: E731
+            return (f(np.stack([p[0] for p in parts])[:, None]), f(np.stack([p[1] for p in parts])),
+                    f([p[2] for p in parts]), f([p[3] for p in parts]), f([p[4] for p in parts]),
+                    torch.from_numpy(np.array([p[5] for p in parts], bool)))
         spec = np.stack([self._specimen() for _ in range(n)])[:, None].astype(np.float32)
         psfs, _ = random_psfs(n, self.kernel_size, self.fwhm_range, rng,
                               bead_fraction=self.bead_fraction,
@@ -149,6 +176,73 @@ class MicroscopyFields:
         offset = rng.choice([0.0, 100.0, 500.0], n) * (rng.random(n) < 0.8)
         f = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
         return f(spec), f(psfs), f(photons), f(read), f(offset), torch.from_numpy(clean)
+
+
+_POOL_FIELDS: dict = {}
+
+
+def _pool_init(fields: dict) -> None:
+    import torch as _torch
+
+    _torch.set_num_threads(1)  # one process per core: no thread pools inside them
+    _POOL_FIELDS.update(fields)
+
+
+def _pool_ready(_: int) -> bool:
+    import time
+
+    time.sleep(0.05)  # held briefly, so that every process gets one
+    return True
+
+
+def _pool_field(key_seed: tuple[int, int]) -> tuple:
+    key, seed = key_seed
+    return _POOL_FIELDS[key].field(int(seed))
+
+
+class FieldPool:
+    """Processes that draw training fields (:meth:`MicroscopyFields.field`) so that a GPU, or
+    a machine of many cores, is not left waiting for the CPU-bound specimens and PSFs (64 x4
+    fields of 192 px: about 3 s on one core). ``workers`` processes (started with "spawn", so
+    safe beside CUDA); each gets a copy of the ``fields`` objects once, at start. 1 worker
+    draws in the calling process. Use as a context manager, or :meth:`close` it."""
+
+    def __init__(self, fields: list[MicroscopyFields], workers: int):
+        if workers < 1:
+            raise ValueError(f"a FieldPool needs at least 1 worker, got {workers}")
+        self.workers, self._keys = int(workers), {id(f): i for i, f in enumerate(fields)}
+        self._local = {i: f for i, f in enumerate(fields)}
+        self._ex = None
+        if self.workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._ex = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                           initializer=_pool_init, initargs=(self._local,))
+            # start them all now (a few seconds each: Python, torch), not inside the first
+            # training step, whose time the schedules count
+            list(self._ex.map(_pool_ready, range(self.workers)))
+
+    def fields(self, owner: MicroscopyFields, seeds) -> list[tuple]:
+        """``owner.field(seed)`` for each seed, in order (owner: one of the pool's objects, as
+        it was when the pool started)."""
+        key = self._keys[id(owner)]
+        if self._ex is None:
+            return [self._local[key].field(int(s)) for s in seeds]
+        n = len(seeds)
+        chunk = max(1, -(-n // self.workers))
+        return list(self._ex.map(_pool_field, [(key, int(s)) for s in seeds], chunksize=chunk))
+
+    def close(self) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(cancel_futures=True)
+            self._ex = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def validation_fields(n: int, size: int, kernel_size: int, scale: int, seed: int = 777):

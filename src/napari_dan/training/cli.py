@@ -95,6 +95,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-parts", dest="train_parts", choices=("all", "estimator"),
                    help="'estimator': freeze the Restorer and train the Estimator alone (the "
                         "images restored with a given kernel stay exactly as they were)")
+    p.add_argument("--data-workers", dest="data_workers", type=int, metavar="N",
+                   help="microscopy models: processes drawing the training fields (default 0: "
+                   "the training process, as before; N >= 1: each field from its own seed, the "
+                   "same fields for any N); on a GPU or many cores, about the number of cores")
     p.add_argument("--photons-range", dest="photons_range", type=float, nargs=2,
                    metavar=("LO", "HI"),
                    help="microscopy models: photons per unit brightness, log-uniform in this range")

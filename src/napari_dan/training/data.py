@@ -191,10 +191,10 @@ class SpecimenImages:
     def __len__(self) -> int:
         return len(self.images)
 
-    def _crop(self) -> np.ndarray:
+    def _crop(self, rng: np.random.Generator | None = None) -> np.ndarray:
         import torch
 
-        rng = self.rng
+        rng = self.rng if rng is None else rng
         zoom = rng.uniform(*self.zoom_range)
         for _ in range(5):
             im = self.images[rng.choice(len(self.images), p=self.p)]
@@ -214,6 +214,7 @@ class SpecimenImages:
         c = np.clip(c - np.percentile(c, 1), 0, None)
         return c / max(float(c.max()), 1e-6)
 
-    def sample(self, n: int) -> np.ndarray:
-        """(n, size, size) float32 specimens, peak 1."""
-        return np.stack([self._crop() for _ in range(n)]).astype(np.float32)
+    def sample(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """(n, size, size) float32 specimens, peak 1, drawn with ``rng`` (default: this
+        object's own generator)."""
+        return np.stack([self._crop(rng) for _ in range(n)]).astype(np.float32)

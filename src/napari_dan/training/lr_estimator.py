@@ -343,6 +343,9 @@ def _train_export_parser(module: str, doc: str, train_help: str, export_help: st
     t.add_argument("--recipe", default="dan-x4-fluo", choices=sorted(RECIPES),
                    help="whose data pipeline to draw from")
     t.add_argument("--minutes", type=float, default=75.0, help="training-time budget")
+    t.add_argument("--data-workers", type=int, default=None, metavar="N",
+                   help="processes drawing the training fields (default 0: this one, as "
+                        "before); on a GPU or many cores, about the number of cores")
     e = sub.add_parser("export", help=export_help)
     for flag in ("--run-dir", "--name", "--out"):
         e.add_argument(flag, required=True)
@@ -398,7 +401,8 @@ def _main(a) -> int:
               shape_weight=a.shape_weight, seed=a.seed, init_from=a.init_from, log=lambda m: print(m, flush=True),
               **({} if a.real_lr_patch is None else {"real_lr_patch": a.real_lr_patch}),
               **({} if a.nuclei_edge is None else {"nuclei_edge": tuple(a.nuclei_edge)}),
-              **({} if a.astigmatism is None else {"astigmatism": tuple(a.astigmatism)}))
+              **({} if a.astigmatism is None else {"astigmatism": tuple(a.astigmatism)}),
+              **({} if a.data_workers is None else {"data_workers": a.data_workers}))
     else:
         print(export(a.run_dir, a.base, a.out, a.name, a.description, a.base_label))
     return 0

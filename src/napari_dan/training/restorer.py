@@ -82,10 +82,14 @@ def _held_out(recipe_name: str, batch: int, lr_patch: int, seed: int, overrides,
     with tempfile.TemporaryDirectory() as d:
         data = _data(Path(d), recipe_name, batch, lr_patch, seed + 10_000, overrides)
         out = []
-        for _ in range(n):
-            hr, lr, ks = data._batch()
-            mask = torch.from_numpy(data.rng.random(lr.shape[0]) < true_code_fraction)
-            out.append((hr, lr, ks, mask))
+        try:
+            for _ in range(n):
+                hr, lr, ks = data._batch()
+                mask = torch.from_numpy(data.rng.random(lr.shape[0]) < true_code_fraction)
+                out.append((hr, lr, ks, mask))
+        finally:
+            if getattr(data, "pool", None) is not None:
+                data.pool.close()
     return out
 
 
@@ -293,7 +297,8 @@ def _main(a) -> int:
               true_code_fraction=a.true_code_fraction, seed=a.seed, val_every=a.val_every,
               loss=a.loss, log=lambda m: print(m, flush=True),
               **({} if a.bright_background is None
-                 else {"bright_background": tuple(a.bright_background)}))
+                 else {"bright_background": tuple(a.bright_background)}),
+              **({} if a.data_workers is None else {"data_workers": a.data_workers}))
     else:
         print(export(a.run_dir, a.out, a.name, a.description, a.base_label))
     return 0

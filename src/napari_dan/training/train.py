@@ -184,6 +184,10 @@ class TrainConfig:
     #: microscopy: (share of fields, largest background) as bright as widefield recordings
     #: often are (``imaging.microscope.MicroscopyFields``); () none
     bright_background: tuple[float, ...] = ()
+    #: microscopy: processes that draw the training fields (``imaging.microscope.FieldPool``):
+    #: 0 draws them in the training process as always; N >= 1 draws each field from a seed of
+    #: its own, in N processes (the same fields for every N >= 1), so a GPU is not left waiting
+    data_workers: int = 0
     #: "all": every weight learns; "estimator": the Restorer is frozen (no gradients, not in the
     #: optimiser) and only the Estimator learns, so the images restored with a given kernel stay
     #: exactly as they were and only the kernel the loop finds can change
@@ -466,6 +470,9 @@ class Trainer:
         real_hr = cfg.real_lr_patch * cfg.scale if split else hr
         images, real = None, ""
         self.real_fields = None
+        self.pool = None
+        if cfg.data_workers < 0:
+            raise ValueError(f"data_workers must be 0 or more, got {cfg.data_workers}")
         if cfg.real_fraction > 0:
             if not cfg.data:
                 raise ValueError("real_fraction > 0 needs data: images to use as specimens")
@@ -502,6 +509,15 @@ class Trainer:
         else:
             self.fields = MicroscopyFields(hr, cfg.kernel_size, self.rng, *ranges, images=images,
                                            real_fraction=cfg.real_fraction, **common)
+        if cfg.data_workers:
+            from ..imaging.microscope import FieldPool
+
+            self.pool = FieldPool([f for f in (self.fields, self.real_fields) if f is not None],
+                                  cfg.data_workers)
+            import weakref
+
+            weakref.finalize(self, self.pool.close)  # its processes end with this trainer
+            real += f", drawn by {cfg.data_workers} process(es)"
         self.val = validation_fields(max(1, cfg.val_images // 4), 96 if cfg.scale == 2 else 128,
                                      cfg.kernel_size, cfg.scale)
         self.log(f"microscopy fields {hr}x{hr}{real}, {len(self.val)} validation fields; "
@@ -545,7 +561,7 @@ class Trainer:
             fields = self.fields
             if self.real_fields is not None and self.rng.random() < cfg.real_fraction:
                 fields = self.real_fields
-            spec, ks, photons, read, offset, clean = fields.draw(b)
+            spec, ks, photons, read, offset, clean = fields.draw(b, self.pool)
             gen = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
             hr, lr = degrade_microscopy_torch(spec, ks, cfg.scale, photons, read, offset, gen,
                                               noise_free=clean)
@@ -813,45 +829,49 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
     run can be resumed by calling again).
     """
     tr = Trainer(cfg, Path(run_dir), log=log)
-    tr.try_resume()
-    _write_config(tr, log)
-    t_start, t_last = time.time(), time.time()
-    acc: list[dict] = []
-    with StopAtStepEnd() as stop:
-        while tr.progress() < 1.0:
-            acc.append(tr.train_step())
-            now = time.time()
-            tr.elapsed += now - t_last
-            t_last = now
-            done = tr.progress() >= 1.0
-            # a loss line every 25 steps; validation at every multiple of val_every and at the end
-            # (with a line of its own where that falls between two loss lines)
-            validate = tr.step % cfg.val_every == 0 or done
-            if tr.step % 25 == 0 or validate:
-                rec = {"step": tr.step,
-                       "loss_sr": float(torch.stack([a["loss_sr"] for a in acc]).mean()),
-                       "loss_k": float(torch.stack([a["loss_k"] for a in acc]).mean()),
-                       **({"loss_w": float(torch.stack([a["loss_w"] for a in acc]).mean())}
-                          if cfg.width_weight else {}),
-                       "stage": acc[-1]["stage"], "lr": tr._lr_at(),
-                       "hours": round(tr.elapsed / 3600, 4)}
-                acc = []
-                if validate:
-                    rec.update(tr.validate())
-                    t_last = time.time()
-                tr.history.append(rec)
-                log(json.dumps(rec))
-            if tr.step % cfg.checkpoint_every == 0 or done:
-                tr.save_state()
-            if max_minutes is not None and (time.time() - t_start) > 60 * max_minutes:
-                tr.save_state()
-                log(f"stopping after {max_minutes} minutes at step {tr.step}; run again to resume")
-                return None
-            stop.check(tr.save_state)  # Ctrl-C / SIGTERM: stop here, the state saved
-    if (not tr.history or "val_psnr" not in tr.history[-1]) and tr.val:
-        tr.history.append({"step": tr.step, **tr.validate()})
-        log(json.dumps(tr.history[-1]))
-    out = Path(export_to) if export_to else tr.run_dir / f"{cfg.name}.pt"
-    tr.export(out)
-    log(f"exported {out}")
-    return out
+    try:
+        tr.try_resume()
+        _write_config(tr, log)
+        t_start, t_last = time.time(), time.time()
+        acc: list[dict] = []
+        with StopAtStepEnd() as stop:
+            while tr.progress() < 1.0:
+                acc.append(tr.train_step())
+                now = time.time()
+                tr.elapsed += now - t_last
+                t_last = now
+                done = tr.progress() >= 1.0
+                # a loss line every 25 steps; validation at every multiple of val_every and at the end
+                # (with a line of its own where that falls between two loss lines)
+                validate = tr.step % cfg.val_every == 0 or done
+                if tr.step % 25 == 0 or validate:
+                    rec = {"step": tr.step,
+                           "loss_sr": float(torch.stack([a["loss_sr"] for a in acc]).mean()),
+                           "loss_k": float(torch.stack([a["loss_k"] for a in acc]).mean()),
+                           **({"loss_w": float(torch.stack([a["loss_w"] for a in acc]).mean())}
+                              if cfg.width_weight else {}),
+                           "stage": acc[-1]["stage"], "lr": tr._lr_at(),
+                           "hours": round(tr.elapsed / 3600, 4)}
+                    acc = []
+                    if validate:
+                        rec.update(tr.validate())
+                        t_last = time.time()
+                    tr.history.append(rec)
+                    log(json.dumps(rec))
+                if tr.step % cfg.checkpoint_every == 0 or done:
+                    tr.save_state()
+                if max_minutes is not None and (time.time() - t_start) > 60 * max_minutes:
+                    tr.save_state()
+                    log(f"stopping after {max_minutes} minutes at step {tr.step}; run again to resume")
+                    return None
+                stop.check(tr.save_state)  # Ctrl-C / SIGTERM: stop here, the state saved
+        if (not tr.history or "val_psnr" not in tr.history[-1]) and tr.val:
+            tr.history.append({"step": tr.step, **tr.validate()})
+            log(json.dumps(tr.history[-1]))
+        out = Path(export_to) if export_to else tr.run_dir / f"{cfg.name}.pt"
+        tr.export(out)
+        log(f"exported {out}")
+        return out
+    finally:
+        if getattr(tr, "pool", None) is not None:  # the processes drawing the fields
+            tr.pool.close()
