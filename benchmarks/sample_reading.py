@@ -77,8 +77,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     results = [measure(m) for m in a.model]
     if a.json:
-        cmd = "env OMP_NUM_THREADS=1 python benchmarks/sample_reading.py --model " + " ".join(
-            a.model) + f" --json {a.json}"
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from quality import command_line  # the command as it was run, threads included
+
+        cmd = command_line()
         with open(a.json, "w") as f:
             json.dump({"command": cmd, "results": results}, f, indent=1)
     return 0

@@ -13,6 +13,8 @@
 set -euo pipefail
 OUT=${1:?OUT_DIR}; MIN=${2:-8}; RUNS=${RUNS:-/tmp/finetune-runs}; BATCH=${BATCH:-32}
 LR=${LR:-1e-4}
+# the fields are drawn on the CPU: half the cores for each of the two runs, or the GPU waits
+WORKERS=${WORKERS:-$(( ($(nproc) + 1) / 2 ))}
 mkdir -p "$OUT" "$RUNS"
 for name in dan-x4-fluo dan-x2-fluo; do
   if [ -e "$OUT/$name.pt" ]; then
@@ -24,6 +26,7 @@ train() {  # NAME EXTRA-ARGS...
   local name=$1; shift
   python3 -m napari_dan.training.restorer train --base "$name" --recipe "$name" --loss l2 \
     --batch "$BATCH" --lr "$LR" --minutes "$MIN" --val-every 500 --seed 30 \
+    --data-workers "$WORKERS" \
     --run-dir "$RUNS/$name" "$@" >"$OUT/$name.log" 2>&1
 }
 train dan-x4-fluo & x4=$!

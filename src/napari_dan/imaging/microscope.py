@@ -203,7 +203,7 @@ def _pool_field(key_seed: tuple[int, int]) -> tuple:
 class FieldPool:
     """Processes that draw training fields (:meth:`MicroscopyFields.field`) so that a GPU, or
     a machine of many cores, is not left waiting for the CPU-bound specimens and PSFs (64 x4
-    fields of 192 px: about 3 s on one core). ``workers`` processes (started with "spawn", so
+    fields of 192 px: about 0.8 s on one core). ``workers`` processes (started with "spawn", so
     safe beside CUDA); each gets a copy of the ``fields`` objects once, at start. 1 worker
     draws in the calling process. Use as a context manager, or :meth:`close` it."""
 
