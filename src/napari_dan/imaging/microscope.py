@@ -34,6 +34,10 @@ __all__ = ["TARGET_FWHM", "FieldPool", "MicroscopyFields", "degrade_microscopy_t
 
 #: FWHM (HR pixels) of the HR target's own blur: the resolution limit of the HR grid
 TARGET_FWHM = 1.5
+#: the training fields' camera (:meth:`MicroscopyFields.draw` and ``field``): read noise up to
+#: this many electrons, these offsets on OFFSET_SHARE of the fields (else none), and the photons
+#: of a noise-free field (its noise is switched off; the count only sets the scale)
+READ_NOISE_MAX, OFFSETS, OFFSET_SHARE, CLEAN_PHOTONS = 2.0, [0.0, 100.0, 500.0], 0.8, 10000.0
 
 
 def target_kernel(size: int = 9) -> np.ndarray:
@@ -145,9 +149,9 @@ class MicroscopyFields:
         lo, hi = np.log(self.photons_range[0]), np.log(self.photons_range[1])
         photons = float(np.exp(rng.uniform(lo, hi)))
         clean = bool(rng.random() < self.clean_fraction)
-        read = float(rng.uniform(0, 2.0))
-        offset = float(rng.choice([0.0, 100.0, 500.0]) * (rng.random() < 0.8))
-        return spec, psf[0], 10000.0 if clean else photons, read, offset, clean
+        read = float(rng.uniform(0, READ_NOISE_MAX))
+        offset = float(rng.choice(OFFSETS) * (rng.random() < OFFSET_SHARE))
+        return spec, psf[0], CLEAN_PHOTONS if clean else photons, read, offset, clean
 
     def draw(self, n: int, pool: FieldPool | None = None):
         """(specimens (n,1,S,S) float32, psfs (n,k,k) float32, photons, read_noise, offset (n,),
@@ -171,9 +175,9 @@ class MicroscopyFields:
         lo, hi = np.log(self.photons_range[0]), np.log(self.photons_range[1])
         photons = np.exp(rng.uniform(lo, hi, n))
         clean = rng.random(n) < self.clean_fraction
-        photons[clean] = 10000.0
-        read = rng.uniform(0, 2.0, n)
-        offset = rng.choice([0.0, 100.0, 500.0], n) * (rng.random(n) < 0.8)
+        photons[clean] = CLEAN_PHOTONS
+        read = rng.uniform(0, READ_NOISE_MAX, n)
+        offset = rng.choice(OFFSETS, n) * (rng.random(n) < OFFSET_SHARE)
         f = lambda a: torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
         return f(spec), f(psfs), f(photons), f(read), f(offset), torch.from_numpy(clean)
 
