@@ -82,15 +82,11 @@ def _held_out(recipe_name: str, batch: int, lr_patch: int, seed: int, overrides,
     with tempfile.TemporaryDirectory() as d:
         data = _data(Path(d), recipe_name, batch, lr_patch, seed + 10_000, overrides)
         out = []
-        try:
-            for _ in range(n):
-                hr, lr, ks = data._batch()
-                mask = torch.from_numpy(data.rng.random(lr.shape[0]) < true_code_fraction)
-                out.append((hr, lr, ks, mask))
-        finally:
-            if getattr(data, "pool", None) is not None:
-                data.pool.close()
-    return out
+        for _ in range(n):
+            hr, lr, ks = data._batch()
+            mask = torch.from_numpy(data.rng.random(lr.shape[0]) < true_code_fraction)
+            out.append((hr, lr, ks, mask))
+    return out  # a data pool's processes end with ``data`` (Trainer: weakref.finalize)
 
 
 LOSSES = ("l1", "l2")

@@ -872,6 +872,6 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, export_to: str | os.Path
         tr.export(out)
         log(f"exported {out}")
         return out
-    finally:
-        if getattr(tr, "pool", None) is not None:  # the processes drawing the fields
+    finally:  # the processes drawing the fields end now, not when the trainer is collected
+        if getattr(tr, "pool", None) is not None:
             tr.pool.close()
